@@ -1,0 +1,98 @@
+//! AWS SDK configuration from `[aws]` settings: region, endpoint override, assumed role.
+
+use std::time::Duration;
+
+use aws_config::retry::RetryConfig;
+use aws_config::timeout::TimeoutConfig;
+use aws_config::{BehaviorVersion, Region, SdkConfig};
+use aws_sdk_dynamodb::error::{DisplayErrorContext, ProvideErrorMetadata, SdkError};
+
+use crate::config::AwsSettings;
+
+pub async fn sdk_config(settings: &AwsSettings) -> SdkConfig {
+    let mut loader = aws_config::defaults(BehaviorVersion::latest())
+        // Fail fast on an unreachable endpoint; our own loops retry with back-off and metrics.
+        .timeout_config(
+            TimeoutConfig::builder()
+                .connect_timeout(Duration::from_secs(3))
+                .operation_attempt_timeout(Duration::from_secs(30))
+                .build(),
+        )
+        .retry_config(RetryConfig::standard().with_max_attempts(2));
+    if let Some(region) = &settings.region {
+        loader = loader.region(Region::new(region.clone()));
+    }
+    if let Some(url) = &settings.endpoint_url {
+        loader = loader.endpoint_url(url);
+    }
+    let base = loader.load().await;
+    match &settings.role_arn {
+        None => base,
+        Some(arn) => {
+            let provider = aws_config::sts::AssumeRoleProvider::builder(arn)
+                .session_name("shardbridge")
+                .configure(&base)
+                .build()
+                .await;
+            base.into_builder()
+                .credentials_provider(
+                    aws_credential_types::provider::SharedCredentialsProvider::new(provider),
+                )
+                .build()
+        }
+    }
+}
+
+/// What kind of failure an AWS call had: callers branch on it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum AwsErrorClass {
+    /// A conditional write's condition did not hold.
+    ConditionFailed,
+    ExpiredIterator,
+    TrimmedData,
+    Throttled,
+    NotFound,
+    /// Worth retrying: network, timeouts, 5xx, and servers that answer a bad iterator with 500.
+    Transient,
+    /// Nothing a retry fixes: credentials, permissions, invalid requests.
+    Fatal,
+}
+
+/// Classifies by error code rather than by each operation's generated enum, so that every
+/// operation shares one table and unknown future codes still land in a class.
+pub fn classify<E, R>(operation: &str, err: &SdkError<E, R>) -> (AwsErrorClass, String)
+where
+    E: ProvideErrorMetadata + std::error::Error + Send + Sync + 'static,
+    R: std::fmt::Debug,
+{
+    use AwsErrorClass::*;
+    let detail = format!("{operation}: {}", DisplayErrorContext(err));
+    let class = match err {
+        SdkError::ServiceError(service) => match service.err().code().unwrap_or("") {
+            "ConditionalCheckFailedException" => ConditionFailed,
+            "ExpiredIteratorException" => ExpiredIterator,
+            "TrimmedDataAccessException" => TrimmedData,
+            "LimitExceededException"
+            | "ThrottlingException"
+            | "ProvisionedThroughputExceededException"
+            | "RequestLimitExceeded"
+            | "KMSThrottlingException"
+            | "SlowDown" => Throttled,
+            "ResourceNotFoundException" => NotFound,
+            "AccessDeniedException"
+            | "UnrecognizedClientException"
+            | "ValidationException"
+            | "InvalidSignatureException"
+            | "MissingAuthenticationToken"
+            | "InvalidArgumentException" => Fatal,
+            _ => Transient,
+        },
+        SdkError::DispatchFailure(d) if d.is_user() => Fatal,
+        SdkError::DispatchFailure(_) | SdkError::TimeoutError(_) | SdkError::ResponseError(_) => {
+            Transient
+        }
+        // Construction failures (missing credentials or region): nothing a retry fixes.
+        _ => Fatal,
+    };
+    (class, detail)
+}

@@ -1,0 +1,148 @@
+//! A lease this worker holds: its fencing counter and when it was last renewed. Renewals and
+//! checkpoints go through one lock, so each write uses the counter the previous one left.
+
+use std::collections::BTreeSet;
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::sync::Mutex;
+use tokio::time::Instant;
+
+use super::model::{Checkpoint, Lease};
+use super::table::{LeaseError, LeaseTable};
+
+/// A worker may send for a lease only while its last renewal is younger than
+/// `failover - safety_margin`, by its own monotonic clock: by then nobody else may have taken it.
+pub fn may_send(since_renewal: Duration, failover: Duration, safety_margin: Duration) -> bool {
+    since_renewal < failover.saturating_sub(safety_margin)
+}
+
+struct HeldState {
+    counter: u64,
+    renewed_at: Instant,
+    lost: bool,
+}
+
+pub struct HeldLease {
+    table: Arc<LeaseTable>,
+    shard_id: String,
+    owner: String,
+    failover: Duration,
+    safety_margin: Duration,
+    state: Mutex<HeldState>,
+}
+
+impl HeldLease {
+    /// `lease` as just taken by `owner` (its counter is ours).
+    pub fn new(
+        table: Arc<LeaseTable>,
+        lease: &Lease,
+        owner: &str,
+        failover: Duration,
+        safety_margin: Duration,
+    ) -> Self {
+        HeldLease {
+            table,
+            shard_id: lease.lease_key.clone(),
+            owner: owner.to_string(),
+            failover,
+            safety_margin,
+            state: Mutex::new(HeldState {
+                counter: lease.lease_counter,
+                // Conservative: the take happened no later than now.
+                renewed_at: Instant::now(),
+                lost: false,
+            }),
+        }
+    }
+
+    pub fn shard_id(&self) -> &str {
+        &self.shard_id
+    }
+
+    pub async fn is_lost(&self) -> bool {
+        self.state.lock().await.lost
+    }
+
+    /// True while this worker may still send for the lease.
+    pub async fn may_send(&self) -> bool {
+        let s = self.state.lock().await;
+        !s.lost && may_send(s.renewed_at.elapsed(), self.failover, self.safety_margin)
+    }
+
+    pub async fn renew(&self) -> Result<(), LeaseError> {
+        let mut s = self.state.lock().await;
+        if s.lost {
+            return Err(LeaseError::Lost(self.shard_id.clone()));
+        }
+        let started = Instant::now();
+        match self
+            .table
+            .renew(&self.shard_id, &self.owner, s.counter)
+            .await
+        {
+            Ok(counter) => {
+                s.counter = counter;
+                // The write may have landed any time after we sent it: count from the send.
+                s.renewed_at = started;
+                Ok(())
+            }
+            Err(e) => {
+                if matches!(e, LeaseError::Lost(_)) {
+                    s.lost = true;
+                }
+                Err(e)
+            }
+        }
+    }
+
+    pub async fn checkpoint(
+        &self,
+        checkpoint: &Checkpoint,
+        children: Option<&BTreeSet<String>>,
+    ) -> Result<(), LeaseError> {
+        let mut s = self.state.lock().await;
+        if s.lost {
+            return Err(LeaseError::Lost(self.shard_id.clone()));
+        }
+        let res = self
+            .table
+            .checkpoint(&self.shard_id, &self.owner, s.counter, checkpoint, children)
+            .await;
+        if matches!(res, Err(LeaseError::Lost(_))) {
+            s.lost = true;
+        }
+        res
+    }
+
+    /// Gives the lease back (graceful stop); a lease already lost needs nothing.
+    pub async fn release(&self) -> Result<(), LeaseError> {
+        let mut s = self.state.lock().await;
+        if s.lost {
+            return Ok(());
+        }
+        s.lost = true;
+        self.table
+            .release(&self.shard_id, &self.owner, s.counter)
+            .await
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn stops_sending_before_anyone_may_take_the_lease() {
+        let f = Duration::from_secs(10);
+        let m = Duration::from_secs(2);
+        assert!(may_send(Duration::ZERO, f, m));
+        assert!(may_send(Duration::from_millis(7_999), f, m));
+        assert!(!may_send(Duration::from_secs(8), f, m));
+        assert!(!may_send(Duration::from_secs(11), f, m));
+        assert!(
+            !may_send(Duration::ZERO, m, f),
+            "margin above failover never sends"
+        );
+    }
+}

@@ -1,0 +1,269 @@
+//! A lease row of the KCL-compatible lease table, and its conversion to and from DynamoDB items.
+//! Attribute names and types are KCL's, so a table written by a KCL application (or the
+//! DynamoDB Streams Kinesis Adapter) reads here, and the other way round.
+
+use std::collections::{BTreeSet, HashMap};
+
+use aws_sdk_dynamodb::types::AttributeValue;
+
+use crate::source::sequence::SequenceNumber;
+
+pub const LEASE_KEY: &str = "leaseKey";
+pub const LEASE_OWNER: &str = "leaseOwner";
+pub const LEASE_COUNTER: &str = "leaseCounter";
+pub const CHECKPOINT: &str = "checkpoint";
+pub const CHECKPOINT_SUB_SEQUENCE_NUMBER: &str = "checkpointSubSequenceNumber";
+pub const OWNER_SWITCHES_SINCE_CHECKPOINT: &str = "ownerSwitchesSinceCheckpoint";
+pub const PARENT_SHARD_ID: &str = "parentShardId";
+pub const CHILD_SHARD_IDS: &str = "childShardIds";
+pub const PENDING_CHECKPOINT: &str = "pendingCheckpoint";
+
+/// Where a shard's processing stands.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Checkpoint {
+    TrimHorizon,
+    Latest,
+    /// KCL's sentinel for a timestamp start; the timestamp lives in the configuration.
+    AtTimestamp,
+    /// Every record up to and including this one was delivered.
+    Sequence(SequenceNumber),
+    /// The shard is closed and every record of it was delivered.
+    ShardEnd,
+}
+
+impl Checkpoint {
+    pub fn parse(s: &str) -> Result<Self, String> {
+        Ok(match s {
+            "TRIM_HORIZON" => Checkpoint::TrimHorizon,
+            "LATEST" => Checkpoint::Latest,
+            "AT_TIMESTAMP" => Checkpoint::AtTimestamp,
+            "SHARD_END" => Checkpoint::ShardEnd,
+            other => Checkpoint::Sequence(
+                SequenceNumber::parse(other).map_err(|e| format!("checkpoint: {e}"))?,
+            ),
+        })
+    }
+
+    pub fn as_string(&self) -> String {
+        match self {
+            Checkpoint::TrimHorizon => "TRIM_HORIZON".into(),
+            Checkpoint::Latest => "LATEST".into(),
+            Checkpoint::AtTimestamp => "AT_TIMESTAMP".into(),
+            Checkpoint::ShardEnd => "SHARD_END".into(),
+            Checkpoint::Sequence(s) => s.to_string(),
+        }
+    }
+}
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Lease {
+    pub lease_key: String,
+    pub lease_owner: Option<String>,
+    /// Bumped on every renew and take; every write is conditional on it (the fencing token).
+    pub lease_counter: u64,
+    pub checkpoint: Checkpoint,
+    pub checkpoint_sub_sequence_number: u64,
+    pub owner_switches_since_checkpoint: u64,
+    pub parent_shard_ids: BTreeSet<String>,
+    pub child_shard_ids: BTreeSet<String>,
+    /// Write-ahead intent of the batch in flight (`first..last`), for the exactly-once sinks.
+    pub pending_checkpoint: Option<String>,
+}
+
+impl Lease {
+    pub fn new(shard_id: &str, checkpoint: Checkpoint, parents: BTreeSet<String>) -> Self {
+        Lease {
+            lease_key: shard_id.to_string(),
+            lease_owner: None,
+            lease_counter: 0,
+            checkpoint,
+            checkpoint_sub_sequence_number: 0,
+            owner_switches_since_checkpoint: 0,
+            parent_shard_ids: parents,
+            child_shard_ids: BTreeSet::new(),
+            pending_checkpoint: None,
+        }
+    }
+
+    pub fn to_item(&self) -> HashMap<String, AttributeValue> {
+        let mut item = HashMap::new();
+        item.insert(LEASE_KEY.into(), AttributeValue::S(self.lease_key.clone()));
+        if let Some(owner) = &self.lease_owner {
+            item.insert(LEASE_OWNER.into(), AttributeValue::S(owner.clone()));
+        }
+        item.insert(LEASE_COUNTER.into(), n(self.lease_counter));
+        item.insert(
+            CHECKPOINT.into(),
+            AttributeValue::S(self.checkpoint.as_string()),
+        );
+        item.insert(
+            CHECKPOINT_SUB_SEQUENCE_NUMBER.into(),
+            n(self.checkpoint_sub_sequence_number),
+        );
+        item.insert(
+            OWNER_SWITCHES_SINCE_CHECKPOINT.into(),
+            n(self.owner_switches_since_checkpoint),
+        );
+        // DynamoDB rejects empty sets: absent means none.
+        if !self.parent_shard_ids.is_empty() {
+            item.insert(
+                PARENT_SHARD_ID.into(),
+                AttributeValue::Ss(self.parent_shard_ids.iter().cloned().collect()),
+            );
+        }
+        if !self.child_shard_ids.is_empty() {
+            item.insert(
+                CHILD_SHARD_IDS.into(),
+                AttributeValue::Ss(self.child_shard_ids.iter().cloned().collect()),
+            );
+        }
+        if let Some(p) = &self.pending_checkpoint {
+            item.insert(PENDING_CHECKPOINT.into(), AttributeValue::S(p.clone()));
+        }
+        item
+    }
+
+    /// Reads a lease row; unknown attributes (KCL writes a few more) are ignored.
+    pub fn from_item(item: &HashMap<String, AttributeValue>) -> Result<Self, String> {
+        let s = |k: &str| -> Result<Option<String>, String> {
+            match item.get(k) {
+                None | Some(AttributeValue::Null(_)) => Ok(None),
+                Some(AttributeValue::S(v)) => Ok(Some(v.clone())),
+                Some(other) => Err(format!("{k}: expected a string, found {other:?}")),
+            }
+        };
+        let num = |k: &str| -> Result<u64, String> {
+            match item.get(k) {
+                None => Ok(0),
+                Some(AttributeValue::N(v)) => v
+                    .parse::<u64>()
+                    .map_err(|_| format!("{k}: {v:?} is not a whole number")),
+                Some(other) => Err(format!("{k}: expected a number, found {other:?}")),
+            }
+        };
+        let set = |k: &str| -> Result<BTreeSet<String>, String> {
+            match item.get(k) {
+                None => Ok(BTreeSet::new()),
+                Some(AttributeValue::Ss(v)) => Ok(v.iter().cloned().collect()),
+                // Some tools write a single parent as a plain string.
+                Some(AttributeValue::S(v)) => Ok(BTreeSet::from([v.clone()])),
+                Some(other) => Err(format!("{k}: expected a string set, found {other:?}")),
+            }
+        };
+        let lease_key = s(LEASE_KEY)?.ok_or_else(|| format!("{LEASE_KEY}: missing"))?;
+        Ok(Lease {
+            lease_owner: s(LEASE_OWNER)?,
+            lease_counter: num(LEASE_COUNTER)?,
+            checkpoint: match s(CHECKPOINT)? {
+                Some(c) => Checkpoint::parse(&c)?,
+                None => Checkpoint::TrimHorizon,
+            },
+            checkpoint_sub_sequence_number: num(CHECKPOINT_SUB_SEQUENCE_NUMBER)?,
+            owner_switches_since_checkpoint: num(OWNER_SWITCHES_SINCE_CHECKPOINT)?,
+            parent_shard_ids: set(PARENT_SHARD_ID)?,
+            child_shard_ids: set(CHILD_SHARD_IDS)?,
+            pending_checkpoint: s(PENDING_CHECKPOINT)?,
+            lease_key,
+        })
+    }
+}
+
+pub fn n(v: u64) -> AttributeValue {
+    AttributeValue::N(v.to_string())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A row as the Java KCL 1.x/2.x with the DynamoDB Streams Kinesis Adapter writes it.
+    fn kcl_item() -> HashMap<String, AttributeValue> {
+        HashMap::from([
+            (
+                "leaseKey".to_string(),
+                AttributeValue::S("shardId-00000001700000000000-abcdef12".into()),
+            ),
+            (
+                "leaseOwner".to_string(),
+                AttributeValue::S("worker-7:5f0c".into()),
+            ),
+            ("leaseCounter".to_string(), AttributeValue::N("1337".into())),
+            (
+                "checkpoint".to_string(),
+                AttributeValue::S("000000000000000000001234567890123456789".into()),
+            ),
+            (
+                "checkpointSubSequenceNumber".to_string(),
+                AttributeValue::N("0".into()),
+            ),
+            (
+                "ownerSwitchesSinceCheckpoint".to_string(),
+                AttributeValue::N("2".into()),
+            ),
+            (
+                "parentShardId".to_string(),
+                AttributeValue::Ss(vec!["shardId-00000001690000000000-00aa11bb".into()]),
+            ),
+            // Attributes KCL 2.x adds that we do not use.
+            ("leaseState".to_string(), AttributeValue::S("ACTIVE".into())),
+            ("startingHashKey".to_string(), AttributeValue::S("0".into())),
+        ])
+    }
+
+    #[test]
+    fn reads_a_kcl_written_row() {
+        let lease = Lease::from_item(&kcl_item()).unwrap();
+        assert_eq!(lease.lease_key, "shardId-00000001700000000000-abcdef12");
+        assert_eq!(lease.lease_owner.as_deref(), Some("worker-7:5f0c"));
+        assert_eq!(lease.lease_counter, 1337);
+        assert_eq!(
+            lease.checkpoint,
+            Checkpoint::Sequence(SequenceNumber::parse("1234567890123456789").unwrap())
+        );
+        assert_eq!(lease.owner_switches_since_checkpoint, 2);
+        assert_eq!(
+            lease.parent_shard_ids,
+            BTreeSet::from(["shardId-00000001690000000000-00aa11bb".to_string()])
+        );
+    }
+
+    #[test]
+    fn writes_kcl_names_and_types_and_round_trips() {
+        let mut lease = Lease::new(
+            "shardId-1",
+            Checkpoint::ShardEnd,
+            BTreeSet::from(["shardId-0".into()]),
+        );
+        lease.lease_owner = Some("w".into());
+        lease.lease_counter = 4;
+        lease.child_shard_ids = BTreeSet::from(["shardId-2".into(), "shardId-3".into()]);
+        lease.pending_checkpoint = Some("10..20".into());
+        let item = lease.to_item();
+        assert_eq!(item["checkpoint"], AttributeValue::S("SHARD_END".into()));
+        assert_eq!(item["leaseCounter"], AttributeValue::N("4".into()));
+        assert_eq!(
+            item["checkpointSubSequenceNumber"],
+            AttributeValue::N("0".into())
+        );
+        assert!(matches!(item["parentShardId"], AttributeValue::Ss(_)));
+        assert!(matches!(item["childShardIds"], AttributeValue::Ss(_)));
+        assert_eq!(Lease::from_item(&item).unwrap(), lease);
+    }
+
+    #[test]
+    fn sentinels_round_trip() {
+        for c in ["TRIM_HORIZON", "LATEST", "AT_TIMESTAMP", "SHARD_END", "42"] {
+            assert_eq!(Checkpoint::parse(c).unwrap().as_string(), c);
+        }
+        assert!(Checkpoint::parse("garbage").is_err());
+    }
+
+    #[test]
+    fn rejects_wrong_types_naming_the_attribute() {
+        let mut item = kcl_item();
+        item.insert("leaseCounter".into(), AttributeValue::S("x".into()));
+        assert!(Lease::from_item(&item)
+            .unwrap_err()
+            .contains("leaseCounter"));
+    }
+}

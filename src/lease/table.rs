@@ -1,0 +1,309 @@
+//! The lease table in DynamoDB: every write that matters is conditional on the lease's owner and
+//! counter, so a worker that lost a lease cannot move its checkpoint.
+
+use std::collections::{BTreeSet, HashMap};
+use std::time::Duration;
+
+use aws_sdk_dynamodb::error::SdkError;
+use aws_sdk_dynamodb::types::{
+    AttributeDefinition, AttributeValue, BillingMode, KeySchemaElement, KeyType,
+    ScalarAttributeType, TableStatus,
+};
+
+use super::model::*;
+use crate::aws::{classify, AwsErrorClass};
+use crate::metrics::events;
+
+#[derive(Debug, thiserror::Error)]
+pub enum LeaseError {
+    /// The lease changed hands or counter since we last saw it: we no longer hold it.
+    #[error("lease {0} is no longer held by this worker")]
+    Lost(String),
+    #[error("{0}")]
+    Transient(String),
+    #[error("{0}")]
+    Fatal(String),
+}
+
+pub struct LeaseTable {
+    client: aws_sdk_dynamodb::Client,
+    name: String,
+    connector: String,
+}
+
+fn lease_error<E, R>(
+    op: &'static str,
+    connector: &str,
+    key: &str,
+    err: SdkError<E, R>,
+) -> LeaseError
+where
+    E: aws_sdk_dynamodb::error::ProvideErrorMetadata + std::error::Error + Send + Sync + 'static,
+    R: std::fmt::Debug,
+{
+    let (class, text) = classify(op, &err);
+    events::lease_table_call(connector, op, false);
+    match class {
+        AwsErrorClass::ConditionFailed => LeaseError::Lost(key.to_string()),
+        AwsErrorClass::Throttled | AwsErrorClass::Transient => LeaseError::Transient(text),
+        _ => LeaseError::Fatal(text),
+    }
+}
+
+impl LeaseTable {
+    pub fn new(sdk_config: &aws_config::SdkConfig, name: &str, connector: &str) -> Self {
+        LeaseTable {
+            client: aws_sdk_dynamodb::Client::new(sdk_config),
+            name: name.to_string(),
+            connector: connector.to_string(),
+        }
+    }
+
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+
+    fn ok(&self, op: &'static str) {
+        events::lease_table_call(&self.connector, op, true);
+    }
+
+    /// Creates the table (on-demand capacity) when it is missing and waits until it is active.
+    pub async fn ensure_exists(&self) -> Result<(), LeaseError> {
+        match self
+            .client
+            .describe_table()
+            .table_name(&self.name)
+            .send()
+            .await
+        {
+            Ok(out) => {
+                self.ok("DescribeTable");
+                if out.table().and_then(|t| t.table_status()) == Some(&TableStatus::Active) {
+                    return Ok(());
+                }
+            }
+            Err(e) => {
+                if classify("DescribeTable", &e).0 != AwsErrorClass::NotFound {
+                    return Err(lease_error("DescribeTable", &self.connector, &self.name, e));
+                }
+                let create = self
+                    .client
+                    .create_table()
+                    .table_name(&self.name)
+                    .attribute_definitions(
+                        AttributeDefinition::builder()
+                            .attribute_name(LEASE_KEY)
+                            .attribute_type(ScalarAttributeType::S)
+                            .build()
+                            .map_err(|e| LeaseError::Fatal(e.to_string()))?,
+                    )
+                    .key_schema(
+                        KeySchemaElement::builder()
+                            .attribute_name(LEASE_KEY)
+                            .key_type(KeyType::Hash)
+                            .build()
+                            .map_err(|e| LeaseError::Fatal(e.to_string()))?,
+                    )
+                    .billing_mode(BillingMode::PayPerRequest)
+                    .send()
+                    .await;
+                match create {
+                    Ok(_) => {
+                        self.ok("CreateTable");
+                        tracing::info!(table = %self.name, "created lease table");
+                    }
+                    // Another worker created it first.
+                    Err(e)
+                        if e.as_service_error()
+                            .is_some_and(|s| s.is_resource_in_use_exception()) => {}
+                    Err(e) => {
+                        return Err(lease_error("CreateTable", &self.connector, &self.name, e))
+                    }
+                }
+            }
+        }
+        for _ in 0..120 {
+            let out = self
+                .client
+                .describe_table()
+                .table_name(&self.name)
+                .send()
+                .await
+                .map_err(|e| lease_error("DescribeTable", &self.connector, &self.name, e))?;
+            self.ok("DescribeTable");
+            if out.table().and_then(|t| t.table_status()) == Some(&TableStatus::Active) {
+                return Ok(());
+            }
+            tokio::time::sleep(Duration::from_millis(500)).await;
+        }
+        Err(LeaseError::Fatal(format!(
+            "lease table {} did not become active within 60 s",
+            self.name
+        )))
+    }
+
+    /// Every lease, read with strong consistency.
+    pub async fn list(&self) -> Result<Vec<Lease>, LeaseError> {
+        let mut leases = Vec::new();
+        let mut start: Option<HashMap<String, AttributeValue>> = None;
+        loop {
+            let out = self
+                .client
+                .scan()
+                .table_name(&self.name)
+                .consistent_read(true)
+                .set_exclusive_start_key(start.take())
+                .send()
+                .await
+                .map_err(|e| lease_error("Scan", &self.connector, &self.name, e))?;
+            self.ok("Scan");
+            for item in out.items() {
+                leases.push(Lease::from_item(item).map_err(|e| {
+                    LeaseError::Fatal(format!("lease table {}: bad row: {e}", self.name))
+                })?);
+            }
+            match out.last_evaluated_key() {
+                Some(k) if !k.is_empty() => start = Some(k.clone()),
+                _ => break,
+            }
+        }
+        Ok(leases)
+    }
+
+    /// Creates the lease unless a row for the shard exists. True when it was created.
+    pub async fn create_if_absent(&self, lease: &Lease) -> Result<bool, LeaseError> {
+        let res = self
+            .client
+            .put_item()
+            .table_name(&self.name)
+            .set_item(Some(lease.to_item()))
+            .condition_expression("attribute_not_exists(#k)")
+            .expression_attribute_names("#k", LEASE_KEY)
+            .send()
+            .await;
+        match res {
+            Ok(_) => {
+                self.ok("PutItem");
+                Ok(true)
+            }
+            Err(e) => match lease_error("PutItem", &self.connector, &lease.lease_key, e) {
+                LeaseError::Lost(_) => Ok(false),
+                other => Err(other),
+            },
+        }
+    }
+
+    /// Takes `lease` for `owner`, conditional on the counter we saw: a concurrent renew or take
+    /// makes this fail. Returns the lease as now stored.
+    pub async fn take(&self, lease: &Lease, owner: &str) -> Result<Lease, LeaseError> {
+        let switched = lease.lease_owner.as_deref() != Some(owner);
+        let switches = lease.owner_switches_since_checkpoint + u64::from(switched);
+        self.client
+            .update_item()
+            .table_name(&self.name)
+            .key(LEASE_KEY, AttributeValue::S(lease.lease_key.clone()))
+            .update_expression("SET #o = :o, #c = :next, #s = :s")
+            .condition_expression("attribute_exists(#k) AND #c = :c")
+            .expression_attribute_names("#k", LEASE_KEY)
+            .expression_attribute_names("#o", LEASE_OWNER)
+            .expression_attribute_names("#c", LEASE_COUNTER)
+            .expression_attribute_names("#s", OWNER_SWITCHES_SINCE_CHECKPOINT)
+            .expression_attribute_values(":o", AttributeValue::S(owner.to_string()))
+            .expression_attribute_values(":c", n(lease.lease_counter))
+            .expression_attribute_values(":next", n(lease.lease_counter + 1))
+            .expression_attribute_values(":s", n(switches))
+            .send()
+            .await
+            .map_err(|e| lease_error("UpdateItem", &self.connector, &lease.lease_key, e))?;
+        self.ok("UpdateItem");
+        let mut taken = lease.clone();
+        taken.lease_owner = Some(owner.to_string());
+        taken.lease_counter += 1;
+        taken.owner_switches_since_checkpoint = switches;
+        Ok(taken)
+    }
+
+    /// Bumps the counter, conditional on owner and counter. Returns the new counter.
+    pub async fn renew(&self, key: &str, owner: &str, counter: u64) -> Result<u64, LeaseError> {
+        self.client
+            .update_item()
+            .table_name(&self.name)
+            .key(LEASE_KEY, AttributeValue::S(key.to_string()))
+            .update_expression("SET #c = :next")
+            .condition_expression("#o = :o AND #c = :c")
+            .expression_attribute_names("#o", LEASE_OWNER)
+            .expression_attribute_names("#c", LEASE_COUNTER)
+            .expression_attribute_values(":o", AttributeValue::S(owner.to_string()))
+            .expression_attribute_values(":c", n(counter))
+            .expression_attribute_values(":next", n(counter + 1))
+            .send()
+            .await
+            .map_err(|e| lease_error("UpdateItem", &self.connector, key, e))?;
+        self.ok("UpdateItem");
+        Ok(counter + 1)
+    }
+
+    /// Moves the checkpoint and clears any intent, conditional on owner and counter. At
+    /// SHARD_END the shard's children are recorded in the same write.
+    pub async fn checkpoint(
+        &self,
+        key: &str,
+        owner: &str,
+        counter: u64,
+        checkpoint: &Checkpoint,
+        children: Option<&BTreeSet<String>>,
+    ) -> Result<(), LeaseError> {
+        let mut req = self
+            .client
+            .update_item()
+            .table_name(&self.name)
+            .key(LEASE_KEY, AttributeValue::S(key.to_string()))
+            .condition_expression("#o = :o AND #c = :c")
+            .expression_attribute_names("#o", LEASE_OWNER)
+            .expression_attribute_names("#c", LEASE_COUNTER)
+            .expression_attribute_names("#cp", CHECKPOINT)
+            .expression_attribute_names("#s", OWNER_SWITCHES_SINCE_CHECKPOINT)
+            .expression_attribute_names("#p", PENDING_CHECKPOINT)
+            .expression_attribute_values(":o", AttributeValue::S(owner.to_string()))
+            .expression_attribute_values(":c", n(counter))
+            .expression_attribute_values(":cp", AttributeValue::S(checkpoint.as_string()))
+            .expression_attribute_values(":zero", n(0));
+        let mut set = "SET #cp = :cp, #s = :zero".to_string();
+        if let Some(children) = children.filter(|c| !c.is_empty()) {
+            set.push_str(", #ch = :ch");
+            req = req
+                .expression_attribute_names("#ch", CHILD_SHARD_IDS)
+                .expression_attribute_values(
+                    ":ch",
+                    AttributeValue::Ss(children.iter().cloned().collect()),
+                );
+        }
+        req.update_expression(format!("{set} REMOVE #p"))
+            .send()
+            .await
+            .map_err(|e| lease_error("UpdateItem", &self.connector, key, e))?;
+        self.ok("UpdateItem");
+        events::checkpoint_written(&self.connector);
+        Ok(())
+    }
+
+    /// Gives the lease up so that another worker can take it at once.
+    pub async fn release(&self, key: &str, owner: &str, counter: u64) -> Result<(), LeaseError> {
+        self.client
+            .update_item()
+            .table_name(&self.name)
+            .key(LEASE_KEY, AttributeValue::S(key.to_string()))
+            .update_expression("REMOVE #o SET #c = :next")
+            .condition_expression("#o = :o AND #c = :c")
+            .expression_attribute_names("#o", LEASE_OWNER)
+            .expression_attribute_names("#c", LEASE_COUNTER)
+            .expression_attribute_values(":o", AttributeValue::S(owner.to_string()))
+            .expression_attribute_values(":c", n(counter))
+            .expression_attribute_values(":next", n(counter + 1))
+            .send()
+            .await
+            .map_err(|e| lease_error("UpdateItem", &self.connector, key, e))?;
+        self.ok("UpdateItem");
+        Ok(())
+    }
+}

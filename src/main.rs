@@ -1,0 +1,160 @@
+//! The `shardbridge` command: `run` and `validate`.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::sync::Arc;
+
+use clap::{Parser, Subcommand};
+use tokio_util::sync::CancellationToken;
+
+use shardbridge::metrics::health::Health;
+
+/// Exit status for every configuration error (clap uses it for usage errors too).
+const EXIT_CONFIG: u8 = 2;
+const EXIT_RUNTIME: u8 = 1;
+
+#[derive(Parser)]
+#[command(
+    name = "shardbridge",
+    version,
+    about = "Forwards DynamoDB Streams change records to sinks, with leases and checkpoints",
+    long_about = "Reads change records from DynamoDB Streams, shares the shards with other \
+                  shardbridge processes through a KCL-compatible lease table, and forwards the \
+                  records, in per-item order, to the sinks of connectors.toml.\n\n\
+                  Exit status: 0 after a clean stop, 1 on a fatal runtime error (or when a \
+                  connector failed), 2 on a configuration error. Logging: RUST_LOG (default info)."
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run every connector until SIGTERM or SIGINT, then checkpoint, release leases and exit 0.
+    Run {
+        /// The configuration file; every key can be overridden by SHARDBRIDGE__SECTION__KEY.
+        #[arg(
+            long,
+            short,
+            env = "SHARDBRIDGE_CONFIG",
+            default_value = "connectors.toml"
+        )]
+        config: PathBuf,
+    },
+    /// Check a configuration file: exit 0 when valid, else exit 2 with one line per problem.
+    Validate {
+        /// The configuration file; every key can be overridden by SHARDBRIDGE__SECTION__KEY.
+        #[arg(
+            long,
+            short,
+            env = "SHARDBRIDGE_CONFIG",
+            default_value = "connectors.toml"
+        )]
+        config: PathBuf,
+    },
+}
+
+fn load(path: &std::path::Path) -> Result<shardbridge::config::Config, ExitCode> {
+    shardbridge::config::load(path).map_err(|errors| {
+        for p in &errors.0 {
+            eprintln!("{p}");
+        }
+        ExitCode::from(EXIT_CONFIG)
+    })
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    match cli.command {
+        Command::Validate { config } => match load(&config) {
+            Ok(c) => {
+                println!(
+                    "{}: valid ({} connector(s))",
+                    config.display(),
+                    c.connectors.len()
+                );
+                ExitCode::SUCCESS
+            }
+            Err(code) => code,
+        },
+        Command::Run { config } => {
+            let config = match load(&config) {
+                Ok(c) => c,
+                Err(code) => return code,
+            };
+            init_tracing();
+            let runtime = match tokio::runtime::Runtime::new() {
+                Ok(r) => r,
+                Err(e) => {
+                    eprintln!("cannot start the async runtime: {e}");
+                    return ExitCode::from(EXIT_RUNTIME);
+                }
+            };
+            match runtime.block_on(run(config)) {
+                Ok(code) => code,
+                Err(e) => {
+                    tracing::error!("{e:#}");
+                    eprintln!("shardbridge: {e:#}");
+                    ExitCode::from(EXIT_RUNTIME)
+                }
+            }
+        }
+    }
+}
+
+fn init_tracing() {
+    use tracing_subscriber::EnvFilter;
+    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .init();
+}
+
+async fn run(config: shardbridge::config::Config) -> anyhow::Result<ExitCode> {
+    let prometheus = shardbridge::metrics::install()?;
+    let health = Arc::new(Health::default());
+    let stop = CancellationToken::new();
+    let server_stop = CancellationToken::new();
+    let server = shardbridge::metrics::server::serve(
+        config.worker.listen,
+        prometheus,
+        health.clone(),
+        server_stop.clone(),
+    )
+    .await?;
+    tracing::info!(worker = %config.worker.id, connectors = config.connectors.len(), "shardbridge starting");
+
+    let signals = stop.clone();
+    tokio::spawn(async move {
+        wait_for_signal().await;
+        tracing::info!(
+            "stop requested: finishing batches in flight, checkpointing, releasing leases"
+        );
+        signals.cancel();
+    });
+
+    let failed = shardbridge::pipeline::run_all(config, health, stop).await;
+    server_stop.cancel();
+    let _ = server.await;
+    if failed.is_empty() {
+        tracing::info!("stopped cleanly");
+        Ok(ExitCode::SUCCESS)
+    } else {
+        eprintln!("shardbridge: connector(s) failed: {}", failed.join(", "));
+        Ok(ExitCode::from(EXIT_RUNTIME))
+    }
+}
+
+async fn wait_for_signal() {
+    use tokio::signal::unix::{signal, SignalKind};
+    let mut term = match signal(SignalKind::terminate()) {
+        Ok(s) => s,
+        Err(_) => return std::future::pending().await,
+    };
+    tokio::select! {
+        _ = term.recv() => {}
+        _ = tokio::signal::ctrl_c() => {}
+    }
+}

@@ -1,0 +1,190 @@
+//! One function per notable event: each updates its metric (and logs where a person should
+//! know), so logs and metrics never drift apart.
+
+use std::time::Duration;
+
+use metrics::{
+    counter, describe_counter, describe_gauge, describe_histogram, gauge, histogram, Unit,
+};
+
+pub fn describe() {
+    describe_counter!(
+        "shardbridge_source_records_read_total",
+        Unit::Count,
+        "Change records read from the source."
+    );
+    describe_counter!(
+        "shardbridge_source_bytes_read_total",
+        Unit::Bytes,
+        "Size of the records read (the stream's SizeBytes)."
+    );
+    describe_counter!(
+        "shardbridge_source_get_records_calls_total",
+        Unit::Count,
+        "GetRecords calls made."
+    );
+    describe_counter!(
+        "shardbridge_source_get_records_errors_total",
+        Unit::Count,
+        "Failed source calls, by error class."
+    );
+    describe_counter!(
+        "shardbridge_source_data_loss_total",
+        Unit::Count,
+        "Times records were trimmed before they could be read."
+    );
+    describe_counter!(
+        "shardbridge_source_records_skipped_total",
+        Unit::Count,
+        "Records read but not forwarded, by reason."
+    );
+    describe_gauge!(
+        "shardbridge_source_iterator_age_milliseconds",
+        Unit::Milliseconds,
+        "Age of the newest record read, per connector (0 when caught up)."
+    );
+    describe_counter!(
+        "shardbridge_sink_records_written_total",
+        Unit::Count,
+        "Records made durable by the sink."
+    );
+    describe_counter!(
+        "shardbridge_sink_bytes_written_total",
+        Unit::Bytes,
+        "Bytes made durable by the sink."
+    );
+    describe_counter!(
+        "shardbridge_sink_batches_written_total",
+        Unit::Count,
+        "Batches made durable by the sink."
+    );
+    describe_counter!(
+        "shardbridge_sink_errors_total",
+        Unit::Count,
+        "Failed sink writes, by class."
+    );
+    describe_histogram!(
+        "shardbridge_sink_write_duration_seconds",
+        Unit::Seconds,
+        "Time to make one batch durable."
+    );
+    describe_counter!(
+        "shardbridge_checkpoint_writes_total",
+        Unit::Count,
+        "Checkpoints written to the lease table."
+    );
+    describe_counter!(
+        "shardbridge_lease_table_calls_total",
+        Unit::Count,
+        "Lease table calls, by operation and result."
+    );
+    describe_counter!(
+        "shardbridge_retry_wait_milliseconds_total",
+        Unit::Milliseconds,
+        "Time spent waiting before retries and under rate limits, by reason."
+    );
+    describe_gauge!(
+        "shardbridge_connector_running",
+        Unit::Count,
+        "1 while the connector runs."
+    );
+    describe_gauge!(
+        "shardbridge_shards_owned",
+        Unit::Count,
+        "Shards this worker holds a lease on."
+    );
+}
+
+pub fn records_read(connector: &str, records: usize, bytes: u64) {
+    counter!("shardbridge_source_get_records_calls_total", "connector" => connector.to_string())
+        .increment(1);
+    counter!("shardbridge_source_records_read_total", "connector" => connector.to_string())
+        .increment(records as u64);
+    counter!("shardbridge_source_bytes_read_total", "connector" => connector.to_string())
+        .increment(bytes);
+}
+
+pub fn source_error(
+    connector: &str,
+    shard: &str,
+    class: &'static str,
+    error: &dyn std::fmt::Display,
+) {
+    tracing::warn!(connector, shard, class, %error, "source call failed");
+    counter!("shardbridge_source_get_records_errors_total", "connector" => connector.to_string(), "class" => class).increment(1);
+}
+
+pub fn data_loss(connector: &str, shard: &str, error: &dyn std::fmt::Display) {
+    tracing::error!(connector, shard, %error, "records were trimmed before they were read: data loss; continuing from the trim horizon");
+    counter!("shardbridge_source_data_loss_total", "connector" => connector.to_string())
+        .increment(1);
+}
+
+pub fn records_skipped(connector: &str, reason: &'static str, n: usize) {
+    counter!("shardbridge_source_records_skipped_total", "connector" => connector.to_string(), "reason" => reason).increment(n as u64);
+}
+
+pub fn iterator_age(connector: &str, millis: i64) {
+    gauge!("shardbridge_source_iterator_age_milliseconds", "connector" => connector.to_string())
+        .set(millis.max(0) as f64);
+}
+
+pub fn batch_written(connector: &str, records: usize, bytes: usize, took: Duration) {
+    counter!("shardbridge_sink_records_written_total", "connector" => connector.to_string())
+        .increment(records as u64);
+    counter!("shardbridge_sink_bytes_written_total", "connector" => connector.to_string())
+        .increment(bytes as u64);
+    counter!("shardbridge_sink_batches_written_total", "connector" => connector.to_string())
+        .increment(1);
+    histogram!("shardbridge_sink_write_duration_seconds", "connector" => connector.to_string())
+        .record(took.as_secs_f64());
+}
+
+pub fn sink_error(
+    connector: &str,
+    shard: &str,
+    class: &'static str,
+    error: &dyn std::fmt::Display,
+) {
+    tracing::warn!(connector, shard, class, %error, "sink write failed");
+    counter!("shardbridge_sink_errors_total", "connector" => connector.to_string(), "class" => class).increment(1);
+}
+
+pub fn checkpoint_written(connector: &str) {
+    counter!("shardbridge_checkpoint_writes_total", "connector" => connector.to_string())
+        .increment(1);
+}
+
+pub fn lease_table_call(connector: &str, operation: &'static str, ok: bool) {
+    counter!(
+        "shardbridge_lease_table_calls_total",
+        "connector" => connector.to_string(),
+        "operation" => operation,
+        "result" => if ok { "ok" } else { "error" }
+    )
+    .increment(1);
+}
+
+/// Every wait before a retry goes through here, so back-off is visible.
+pub fn retry_wait(connector: &str, reason: &'static str, wait: Duration) {
+    counter!("shardbridge_retry_wait_milliseconds_total", "connector" => connector.to_string(), "reason" => reason)
+        .increment(wait.as_millis() as u64);
+}
+
+/// Waits imposed by our own API rate limits (not tied to one connector).
+pub fn rate_limit_wait(operation: &'static str, wait: Duration) {
+    counter!("shardbridge_retry_wait_milliseconds_total", "connector" => "", "reason" => operation)
+        .increment(wait.as_millis() as u64);
+}
+
+pub fn connector_running(connector: &str, running: bool) {
+    gauge!("shardbridge_connector_running", "connector" => connector.to_string()).set(if running {
+        1.0
+    } else {
+        0.0
+    });
+}
+
+pub fn shards_owned(connector: &str, n: usize) {
+    gauge!("shardbridge_shards_owned", "connector" => connector.to_string()).set(n as f64);
+}

@@ -1,0 +1,55 @@
+//! The pipeline: every connector of the configuration, each with a worker per owned shard.
+
+pub mod connector;
+pub mod shard_worker;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio_util::sync::CancellationToken;
+
+use crate::config::Config;
+use crate::metrics::health::{ConnectorState, Health};
+use connector::Connector;
+
+/// Runs every connector until `stop` (or until all of them have ended). A failing connector is
+/// reported and does not stop the others. Returns the names of the connectors that failed.
+pub async fn run_all(config: Config, health: Arc<Health>, stop: CancellationToken) -> Vec<String> {
+    let shutdown_timeout = Duration::from_millis(config.worker.shutdown_timeout_ms);
+    let mut tasks = tokio::task::JoinSet::new();
+    for c in &config.connectors {
+        health.set(&c.name, ConnectorState::Starting);
+    }
+    for c in config.connectors {
+        let worker_id = config.worker.id.clone();
+        let health = health.clone();
+        let stop = stop.clone();
+        tasks.spawn(async move {
+            let name = c.name.clone();
+            let result = tokio::select! {
+                _ = stop.cancelled() => Ok(()),
+                started = Connector::start(c, worker_id, health.clone()) => match started {
+                    Ok(connector) => connector.run(stop, shutdown_timeout).await,
+                    Err(e) => Err(e),
+                },
+            };
+            match &result {
+                Ok(()) => health.set(&name, ConnectorState::Stopped),
+                Err(e) => {
+                    tracing::error!(connector = %name, error = %e, "connector failed");
+                    health.set(&name, ConnectorState::Failed(e.to_string()));
+                }
+            }
+            (name, result.is_ok())
+        });
+    }
+    let mut failed = Vec::new();
+    while let Some(done) = tasks.join_next().await {
+        match done {
+            Ok((_, true)) => {}
+            Ok((name, false)) => failed.push(name),
+            Err(e) => failed.push(format!("(task: {e})")),
+        }
+    }
+    failed
+}

@@ -1,0 +1,307 @@
+//! One task per owned shard: poll, format, write a batch, checkpoint — in that order, so the
+//! checkpoint never passes a record the sink has not made durable.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use tokio_util::sync::CancellationToken;
+
+use crate::format::{self, FormatKind};
+use crate::lease::held::HeldLease;
+use crate::lease::model::Checkpoint;
+use crate::lease::table::LeaseError;
+use crate::metrics::events;
+use crate::metrics::health::{ConnectorState, Health};
+use crate::retry::Backoff;
+use crate::sink::{Batch, OutputRecord, Sink, SinkError};
+use crate::source::poll::{after_error, after_page, ErrorAction, PollAction};
+use crate::source::record::ChangeRecord;
+use crate::source::{IteratorPosition, ShardIterator, ShardSource, SourceError};
+
+pub struct ShardContext {
+    pub connector: String,
+    pub source: Arc<dyn ShardSource>,
+    pub sink: Arc<dyn Sink>,
+    pub format: FormatKind,
+    pub lease: Arc<HeldLease>,
+    /// The lease's checkpoint when it was taken.
+    pub start: Checkpoint,
+    /// Records created before this (ms since the epoch) are read but not forwarded.
+    pub skip_before_millis: Option<i64>,
+    pub poll_idle: Duration,
+    pub max_records: u32,
+    pub source_backoff: Backoff,
+    pub sink_backoff: Backoff,
+    pub checkpoint_backoff: Backoff,
+    pub health: Arc<Health>,
+    pub stop: CancellationToken,
+}
+
+#[derive(Debug, PartialEq, Eq)]
+pub enum ShardOutcome {
+    /// Closed, fully delivered and checkpointed at SHARD_END.
+    ShardEnd,
+    /// Asked to stop; the last delivered batch is checkpointed.
+    Stopped,
+    /// Another worker holds the lease now.
+    LeaseLost,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum ShardError {
+    #[error("source: {0}")]
+    Source(String),
+    #[error("sink: {0}")]
+    Sink(String),
+    #[error("lease table: {0}")]
+    Lease(String),
+}
+
+/// Sleeps unless asked to stop first; false when stopped.
+async fn pause(stop: &CancellationToken, d: Duration) -> bool {
+    tokio::select! {
+        _ = stop.cancelled() => false,
+        _ = tokio::time::sleep(d) => true,
+    }
+}
+
+pub fn encode_batch(
+    shard_id: &str,
+    records: &[ChangeRecord],
+    kind: FormatKind,
+    skip_before_millis: Option<i64>,
+) -> (Batch, usize) {
+    let mut skipped = 0;
+    let mut out = Vec::with_capacity(records.len());
+    for r in records {
+        if let (Some(min), Some(ts)) = (skip_before_millis, r.approximate_creation_millis) {
+            if ts < min {
+                skipped += 1;
+                continue;
+            }
+        }
+        let mut payload = Vec::with_capacity(512);
+        format::encode(kind, r, &mut payload);
+        out.push(OutputRecord {
+            sequence_number: r.source.sequence_number.clone(),
+            payload,
+        });
+    }
+    (
+        Batch {
+            shard_id: shard_id.to_string(),
+            records: out,
+        },
+        skipped,
+    )
+}
+
+pub async fn run(ctx: ShardContext) -> Result<ShardOutcome, ShardError> {
+    let shard = ctx.lease.shard_id().to_string();
+    let mut position = match &ctx.start {
+        Checkpoint::ShardEnd => return Ok(ShardOutcome::ShardEnd),
+        Checkpoint::Sequence(s) => IteratorPosition::AfterSequenceNumber(s.clone()),
+        Checkpoint::Latest => IteratorPosition::Latest,
+        Checkpoint::TrimHorizon | Checkpoint::AtTimestamp => IteratorPosition::TrimHorizon,
+    };
+    let mut iterator: Option<ShardIterator> = None;
+    let mut failures = 0u32;
+    tracing::info!(connector = %ctx.connector, %shard, ?position, "reading shard");
+
+    loop {
+        if ctx.stop.is_cancelled() {
+            return Ok(ShardOutcome::Stopped);
+        }
+        if ctx.lease.is_lost().await {
+            return Ok(ShardOutcome::LeaseLost);
+        }
+        let result = match &iterator {
+            None => ctx.source.open_iterator(&shard, &position).await.map(|it| {
+                iterator = Some(it);
+                None
+            }),
+            Some(it) => tokio::select! {
+                _ = ctx.stop.cancelled() => return Ok(ShardOutcome::Stopped),
+                r = ctx.source.get_records(it, ctx.max_records) => r.map(Some),
+            },
+        };
+        let page = match result {
+            Ok(None) => continue,
+            Ok(Some(page)) => page,
+            Err(e) => {
+                failures += 1;
+                handle_source_error(&ctx, &shard, e, failures, &mut position, &mut iterator)
+                    .await?;
+                continue;
+            }
+        };
+        failures = 0;
+        let bytes: u64 = page
+            .records
+            .iter()
+            .map(|r| r.size_bytes.max(0) as u64)
+            .sum();
+        events::records_read(&ctx.connector, page.records.len(), bytes);
+
+        if let Some(last) = page.records.last() {
+            let last_seq = last.source.sequence_number.clone();
+            if let Some(ts) = last.approximate_creation_millis {
+                events::iterator_age(&ctx.connector, now_millis() - ts);
+            }
+            let (batch, skipped) =
+                encode_batch(&shard, &page.records, ctx.format, ctx.skip_before_millis);
+            if skipped > 0 {
+                events::records_skipped(&ctx.connector, "before_starting_position", skipped);
+            }
+            if !batch.records.is_empty() && !deliver(&ctx, &batch).await? {
+                // Stopped mid-delivery: the batch is not checkpointed, so it is read again.
+                return Ok(ShardOutcome::Stopped);
+            }
+            if let Some(outcome) =
+                write_checkpoint(&ctx, &Checkpoint::Sequence(last_seq.clone())).await?
+            {
+                return Ok(outcome);
+            }
+            position = IteratorPosition::AfterSequenceNumber(last_seq);
+        } else if page.next_iterator.is_some() {
+            events::iterator_age(&ctx.connector, 0);
+        }
+
+        let has_next = page.next_iterator.is_some();
+        iterator = page.next_iterator;
+        match after_page(page.records.len(), has_next, ctx.poll_idle) {
+            PollAction::PollNow => {}
+            PollAction::PollAfter(d) => {
+                if !pause(&ctx.stop, d).await {
+                    return Ok(ShardOutcome::Stopped);
+                }
+            }
+            PollAction::ShardEnd => {
+                tracing::info!(connector = %ctx.connector, %shard, "shard closed and fully read");
+                return Ok(write_checkpoint(&ctx, &Checkpoint::ShardEnd)
+                    .await?
+                    .unwrap_or(ShardOutcome::ShardEnd));
+            }
+        }
+    }
+}
+
+fn now_millis() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_millis() as i64)
+        .unwrap_or(0)
+}
+
+async fn handle_source_error(
+    ctx: &ShardContext,
+    shard: &str,
+    e: SourceError,
+    failures: u32,
+    position: &mut IteratorPosition,
+    iterator: &mut Option<ShardIterator>,
+) -> Result<(), ShardError> {
+    events::source_error(&ctx.connector, shard, e.class(), &e);
+    match after_error(&e, failures, &ctx.source_backoff, rand::random::<f64>()) {
+        ErrorAction::Reopen { after } => {
+            // A fresh iterator after the last delivered record: nothing lost, nothing repeated.
+            *iterator = None;
+            events::retry_wait(&ctx.connector, e.class(), after);
+            pause(&ctx.stop, after).await;
+            Ok(())
+        }
+        ErrorAction::ReopenAtTrimHorizon => {
+            events::data_loss(&ctx.connector, shard, &e);
+            *iterator = None;
+            *position = IteratorPosition::TrimHorizon;
+            Ok(())
+        }
+        ErrorAction::Stop(msg) => Err(ShardError::Source(format!("shard {shard}: {msg}"))),
+    }
+}
+
+/// Writes the batch, retrying while the sink is unavailable (back-pressure: reading waits).
+/// False when asked to stop before the batch was written.
+async fn deliver(ctx: &ShardContext, batch: &Batch) -> Result<bool, ShardError> {
+    let mut attempt = 0u32;
+    loop {
+        // Never send for a lease we may no longer hold.
+        while !ctx.lease.may_send().await {
+            if ctx.lease.is_lost().await {
+                return Ok(false);
+            }
+            events::retry_wait(
+                &ctx.connector,
+                "lease_not_renewed",
+                Duration::from_millis(100),
+            );
+            if !pause(&ctx.stop, Duration::from_millis(100)).await {
+                return Ok(false);
+            }
+        }
+        let started = Instant::now();
+        match ctx.sink.write_batch(batch).await {
+            Ok(()) => {
+                events::batch_written(
+                    &ctx.connector,
+                    batch.records.len(),
+                    batch.bytes(),
+                    started.elapsed(),
+                );
+                if attempt > 0 {
+                    ctx.health.set(&ctx.connector, ConnectorState::Running);
+                }
+                return Ok(true);
+            }
+            Err(SinkError::Fatal(m)) => {
+                events::sink_error(&ctx.connector, &batch.shard_id, "fatal", &m);
+                return Err(ShardError::Sink(m));
+            }
+            Err(SinkError::Transient(m)) => {
+                attempt += 1;
+                events::sink_error(&ctx.connector, &batch.shard_id, "transient", &m);
+                ctx.health.set(
+                    &ctx.connector,
+                    ConnectorState::Degraded(format!("sink: {m}")),
+                );
+                // The sink retries as long as the lease is ours; each wait is capped.
+                let wait = ctx
+                    .sink_backoff
+                    .delay_random(attempt.min(ctx.sink_backoff.max_retries))
+                    .unwrap_or(ctx.sink_backoff.cap);
+                events::retry_wait(&ctx.connector, "sink_unavailable", wait);
+                if !pause(&ctx.stop, wait).await {
+                    return Ok(false);
+                }
+            }
+        }
+    }
+}
+
+/// Some(outcome) when the shard must stop (lease lost).
+async fn write_checkpoint(
+    ctx: &ShardContext,
+    checkpoint: &Checkpoint,
+) -> Result<Option<ShardOutcome>, ShardError> {
+    let mut attempt = 0u32;
+    loop {
+        match ctx.lease.checkpoint(checkpoint, None).await {
+            Ok(()) => return Ok(None),
+            Err(LeaseError::Lost(_)) => {
+                tracing::warn!(connector = %ctx.connector, shard = ctx.lease.shard_id(), "lease lost at checkpoint");
+                return Ok(Some(ShardOutcome::LeaseLost));
+            }
+            Err(LeaseError::Fatal(m)) => return Err(ShardError::Lease(m)),
+            Err(LeaseError::Transient(m)) => {
+                attempt += 1;
+                let Some(wait) = ctx.checkpoint_backoff.delay_random(attempt) else {
+                    return Err(ShardError::Lease(format!(
+                        "checkpoint failed {attempt} times in a row: {m}"
+                    )));
+                };
+                events::retry_wait(&ctx.connector, "checkpoint", wait);
+                tokio::time::sleep(wait).await;
+            }
+        }
+    }
+}

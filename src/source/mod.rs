@@ -1,0 +1,110 @@
+//! Stream sources: the shard model shared by DynamoDB Streams and Kinesis, behind one trait so
+//! that the pipeline, the lease coordinator and the tests' deterministic stream model share it.
+
+pub mod dynamodb_streams;
+pub mod poll;
+pub mod record;
+pub mod sequence;
+
+use async_trait::async_trait;
+
+use record::ChangeRecord;
+use sequence::SequenceNumber;
+
+/// One shard as listed by the stream.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Shard {
+    pub shard_id: String,
+    pub parent_shard_id: Option<String>,
+    /// Kinesis merges have two parents.
+    pub adjacent_parent_shard_id: Option<String>,
+    pub starting_sequence_number: Option<SequenceNumber>,
+    /// Set once the shard is closed: it takes no new records.
+    pub ending_sequence_number: Option<SequenceNumber>,
+}
+
+impl Shard {
+    pub fn parents(&self) -> impl Iterator<Item = &str> {
+        self.parent_shard_id
+            .iter()
+            .chain(self.adjacent_parent_shard_id.iter())
+            .map(String::as_str)
+    }
+}
+
+/// Where to open a shard iterator.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum IteratorPosition {
+    TrimHorizon,
+    Latest,
+    AfterSequenceNumber(SequenceNumber),
+}
+
+/// An opaque iterator token, tagged with its shard (GetRecords' answer does not name it).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ShardIterator {
+    pub shard_id: String,
+    pub token: String,
+}
+
+/// What one GetRecords call returned.
+#[derive(Debug, Default)]
+pub struct RecordPage {
+    pub records: Vec<ChangeRecord>,
+    /// None: the shard is closed and every record has been read (SHARD_END).
+    pub next_iterator: Option<ShardIterator>,
+    /// How far the newest record read is behind now, when the source says so (Kinesis does).
+    pub millis_behind_latest: Option<i64>,
+}
+
+/// Error classes of a source call: each has its own action in the shard worker.
+#[derive(Debug, thiserror::Error)]
+pub enum SourceError {
+    #[error("shard iterator expired")]
+    ExpiredIterator,
+    #[error("requested records were trimmed past retention: {0}")]
+    TrimmedData(String),
+    #[error("throttled: {0}")]
+    Throttled(String),
+    #[error("stream not found: {0}")]
+    StreamNotFound(String),
+    #[error("stream disabled: {0}")]
+    StreamDisabled(String),
+    #[error("transient error: {0}")]
+    Transient(String),
+    #[error("{0}")]
+    Fatal(String),
+}
+
+impl SourceError {
+    /// A bounded label for metrics.
+    pub fn class(&self) -> &'static str {
+        match self {
+            SourceError::ExpiredIterator => "expired_iterator",
+            SourceError::TrimmedData(_) => "trimmed_data",
+            SourceError::Throttled(_) => "throttled",
+            SourceError::StreamNotFound(_) => "stream_not_found",
+            SourceError::StreamDisabled(_) => "stream_disabled",
+            SourceError::Transient(_) => "transient",
+            SourceError::Fatal(_) => "fatal",
+        }
+    }
+}
+
+#[async_trait]
+pub trait ShardSource: Send + Sync {
+    /// The stream's ARN: the `stream` part of every record's source identity.
+    fn stream_arn(&self) -> &str;
+    /// Every shard of the stream, open and closed (paginated as the API requires).
+    async fn list_shards(&self) -> Result<Vec<Shard>, SourceError>;
+    async fn open_iterator(
+        &self,
+        shard_id: &str,
+        position: &IteratorPosition,
+    ) -> Result<ShardIterator, SourceError>;
+    async fn get_records(
+        &self,
+        iterator: &ShardIterator,
+        limit: u32,
+    ) -> Result<RecordPage, SourceError>;
+}

@@ -1,0 +1,128 @@
+//! What a shard worker does after each GetRecords answer: pure decisions, apart from the I/O.
+
+use std::time::Duration;
+
+use super::SourceError;
+use crate::retry::Backoff;
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum PollAction {
+    /// Records are flowing: ask again at once.
+    PollNow,
+    /// Nothing new: wait the idle interval.
+    PollAfter(Duration),
+    /// The shard is closed and fully read.
+    ShardEnd,
+}
+
+pub fn after_page(records: usize, has_next_iterator: bool, idle: Duration) -> PollAction {
+    if !has_next_iterator {
+        PollAction::ShardEnd
+    } else if records > 0 {
+        PollAction::PollNow
+    } else {
+        PollAction::PollAfter(idle)
+    }
+}
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum ErrorAction {
+    /// Open a new iterator after the last record delivered (nothing lost), after waiting.
+    Reopen { after: Duration },
+    /// The position was trimmed away: count the loss and continue from the trim horizon.
+    ReopenAtTrimHorizon,
+    /// The connector cannot go on; the message says why.
+    Stop(String),
+}
+
+/// `consecutive_failures` counts this error too (1 for the first failure in a row).
+pub fn after_error(
+    error: &SourceError,
+    consecutive_failures: u32,
+    backoff: &Backoff,
+    jitter: f64,
+) -> ErrorAction {
+    match error {
+        // An expired iterator is routine after a long wait; reopening is the whole fix.
+        SourceError::ExpiredIterator if consecutive_failures <= 1 => ErrorAction::Reopen {
+            after: Duration::ZERO,
+        },
+        SourceError::TrimmedData(_) => ErrorAction::ReopenAtTrimHorizon,
+        SourceError::StreamNotFound(_) | SourceError::StreamDisabled(_) | SourceError::Fatal(_) => {
+            ErrorAction::Stop(error.to_string())
+        }
+        SourceError::ExpiredIterator | SourceError::Throttled(_) | SourceError::Transient(_) => {
+            match backoff.delay(consecutive_failures, jitter) {
+                Some(after) => ErrorAction::Reopen { after },
+                None => ErrorAction::Stop(format!(
+                    "giving up after {consecutive_failures} failed attempts in a row: {error}"
+                )),
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const B: Backoff = Backoff::new(100, 2_000, 3);
+    const IDLE: Duration = Duration::from_millis(250);
+
+    #[test]
+    fn pages() {
+        assert_eq!(after_page(1000, true, IDLE), PollAction::PollNow);
+        assert_eq!(after_page(3, true, IDLE), PollAction::PollNow);
+        assert_eq!(after_page(0, true, IDLE), PollAction::PollAfter(IDLE));
+        assert_eq!(after_page(0, false, IDLE), PollAction::ShardEnd);
+        assert_eq!(after_page(7, false, IDLE), PollAction::ShardEnd);
+    }
+
+    #[test]
+    fn each_error_class_has_its_action() {
+        let t = |e: SourceError, n| after_error(&e, n, &B, 1.0);
+        assert_eq!(
+            t(SourceError::ExpiredIterator, 1),
+            ErrorAction::Reopen {
+                after: Duration::ZERO
+            }
+        );
+        assert_eq!(
+            t(SourceError::ExpiredIterator, 2),
+            ErrorAction::Reopen {
+                after: Duration::from_millis(200)
+            }
+        );
+        assert_eq!(
+            t(SourceError::TrimmedData("x".into()), 1),
+            ErrorAction::ReopenAtTrimHorizon
+        );
+        assert_eq!(
+            t(SourceError::Throttled("x".into()), 1),
+            ErrorAction::Reopen {
+                after: Duration::from_millis(100)
+            }
+        );
+        assert_eq!(
+            t(SourceError::Transient("x".into()), 3),
+            ErrorAction::Reopen {
+                after: Duration::from_millis(400)
+            }
+        );
+        assert!(
+            matches!(t(SourceError::Transient("x".into()), 4), ErrorAction::Stop(m) if m.contains("4 failed"))
+        );
+        assert!(matches!(
+            t(SourceError::StreamNotFound("s".into()), 1),
+            ErrorAction::Stop(_)
+        ));
+        assert!(matches!(
+            t(SourceError::StreamDisabled("s".into()), 1),
+            ErrorAction::Stop(_)
+        ));
+        assert!(matches!(
+            t(SourceError::Fatal("f".into()), 1),
+            ErrorAction::Stop(_)
+        ));
+    }
+}

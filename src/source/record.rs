@@ -1,0 +1,108 @@
+//! The change record as read from a DynamoDB stream, independent of the AWS SDK's types so that
+//! formats and tests need no SDK, and the in-process stream model can produce the same thing.
+
+use std::collections::BTreeMap;
+
+use super::sequence::SequenceNumber;
+
+/// A DynamoDB item: attribute name → typed value. Sorted, so that every output is a pure,
+/// deterministic function of the record (same bytes on every re-send).
+pub type Item = BTreeMap<String, AttributeValue>;
+
+/// DynamoDB's typed attribute value. Numbers stay decimal strings: DynamoDB numbers have up to
+/// 38 digits of precision, which no float keeps.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum AttributeValue {
+    S(String),
+    N(String),
+    B(Vec<u8>),
+    Ss(Vec<String>),
+    Ns(Vec<String>),
+    Bs(Vec<Vec<u8>>),
+    M(Item),
+    L(Vec<AttributeValue>),
+    Null(bool),
+    Bool(bool),
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum OperationType {
+    Insert,
+    Modify,
+    Remove,
+}
+
+impl OperationType {
+    /// The eventName DynamoDB Streams uses.
+    pub fn event_name(self) -> &'static str {
+        match self {
+            OperationType::Insert => "INSERT",
+            OperationType::Modify => "MODIFY",
+            OperationType::Remove => "REMOVE",
+        }
+    }
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum StreamViewType {
+    KeysOnly,
+    NewImage,
+    OldImage,
+    NewAndOldImages,
+}
+
+impl StreamViewType {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            StreamViewType::KeysOnly => "KEYS_ONLY",
+            StreamViewType::NewImage => "NEW_IMAGE",
+            StreamViewType::OldImage => "OLD_IMAGE",
+            StreamViewType::NewAndOldImages => "NEW_AND_OLD_IMAGES",
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<Self> {
+        Some(match s {
+            "KEYS_ONLY" => StreamViewType::KeysOnly,
+            "NEW_IMAGE" => StreamViewType::NewImage,
+            "OLD_IMAGE" => StreamViewType::OldImage,
+            "NEW_AND_OLD_IMAGES" => StreamViewType::NewAndOldImages,
+            _ => return None,
+        })
+    }
+}
+
+/// Who made the change, when it was not a user: DynamoDB sets it for deletes by Time To Live.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct UserIdentity {
+    pub principal_id: String,
+    pub kind: String,
+}
+
+/// Where a record came from: together these identify it uniquely, so a consumer can
+/// de-duplicate on them.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct SourceIdentity {
+    pub stream_arn: String,
+    pub shard_id: String,
+    pub sequence_number: SequenceNumber,
+}
+
+/// One DynamoDB Streams change record.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ChangeRecord {
+    pub event_id: String,
+    pub operation: OperationType,
+    pub event_version: String,
+    pub aws_region: String,
+    pub table_name: String,
+    pub source: SourceIdentity,
+    /// Milliseconds since the Unix epoch, when DynamoDB provides it.
+    pub approximate_creation_millis: Option<i64>,
+    pub keys: Item,
+    pub new_image: Option<Item>,
+    pub old_image: Option<Item>,
+    pub size_bytes: i64,
+    pub view_type: StreamViewType,
+    pub user_identity: Option<UserIdentity>,
+}

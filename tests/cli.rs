@@ -1,0 +1,132 @@
+//! The command line contract: `validate`, exit statuses, --help and --version.
+
+mod common;
+
+use std::process::Output;
+
+use common::shardbridge;
+
+fn run(args: &[&str], env: &[(&str, &str)]) -> Output {
+    let mut cmd = shardbridge();
+    cmd.args(args);
+    for (k, v) in env {
+        cmd.env(k, v);
+    }
+    cmd.output().unwrap()
+}
+
+fn stderr(o: &Output) -> String {
+    String::from_utf8_lossy(&o.stderr).into_owned()
+}
+
+fn repo_example() -> String {
+    format!("{}/connectors.toml", env!("CARGO_MANIFEST_DIR"))
+}
+
+#[test]
+fn the_repository_example_is_valid() {
+    let o = run(&["validate", "--config", &repo_example()], &[]);
+    assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
+    assert!(String::from_utf8_lossy(&o.stdout).contains("valid (1 connector(s))"));
+}
+
+const BROKEN: &str = r#"
+[worker]
+listen = 9464
+
+[[connectors]]
+name = "orders"
+colour = "blue"
+
+[connectors.source]
+type = "dynamodb-streams"
+table = "orders"
+
+[connectors.sink]
+type = "file"
+"#;
+
+#[test]
+fn validate_names_every_problem_with_its_key_path() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("bad.toml");
+    std::fs::write(&path, BROKEN).unwrap();
+    let o = run(&["validate", "--config", path.to_str().unwrap()], &[]);
+    assert_eq!(o.status.code(), Some(2));
+    let err = stderr(&o);
+    let lines: Vec<&str> = err.lines().collect();
+    assert_eq!(
+        lines,
+        [
+            "worker.listen: expected a string, found integer 9464",
+            "connectors[0].sink.path: missing",
+            "connectors[0].colour: unknown key",
+        ],
+        "{err}"
+    );
+    // `run` refuses the same file with the same status.
+    let o = run(&["run", "--config", path.to_str().unwrap()], &[]);
+    assert_eq!(o.status.code(), Some(2));
+    assert!(stderr(&o).contains("connectors[0].colour: unknown key"));
+}
+
+#[test]
+fn environment_overrides_are_checked_too() {
+    let example = repo_example();
+    let o = run(
+        &["validate", "--config", &example],
+        &[("SHARDBRIDGE__WORKER__LISTEN", "not-an-address")],
+    );
+    assert_eq!(o.status.code(), Some(2));
+    assert!(
+        stderr(&o).contains("worker.listen: \"not-an-address\" is not an address"),
+        "{}",
+        stderr(&o)
+    );
+    let o = run(
+        &["validate", "--config", &example],
+        &[("SHARDBRIDGE__WORKER__COLOUR", "x")],
+    );
+    assert_eq!(o.status.code(), Some(2));
+    assert!(
+        stderr(&o).contains("worker.colour: unknown key"),
+        "{}",
+        stderr(&o)
+    );
+    let o = run(
+        &["validate", "--config", &example],
+        &[("SHARDBRIDGE__WORKER__ID", "worker-b")],
+    );
+    assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
+}
+
+#[test]
+fn a_missing_file_is_a_configuration_error() {
+    let o = run(
+        &["validate", "--config", "/nonexistent/connectors.toml"],
+        &[],
+    );
+    assert_eq!(o.status.code(), Some(2));
+    assert!(stderr(&o).contains("/nonexistent/connectors.toml: cannot read"));
+}
+
+#[test]
+fn help_documents_every_flag_and_version_prints_the_version() {
+    let o = run(&["--version"], &[]);
+    assert_eq!(o.status.code(), Some(0));
+    assert_eq!(
+        String::from_utf8_lossy(&o.stdout).trim(),
+        format!("shardbridge {}", env!("CARGO_PKG_VERSION"))
+    );
+    for sub in ["run", "validate"] {
+        let o = run(&[sub, "--help"], &[]);
+        assert_eq!(o.status.code(), Some(0));
+        let text = String::from_utf8_lossy(&o.stdout);
+        assert!(
+            text.contains("--config <CONFIG>") && text.contains("SHARDBRIDGE_CONFIG"),
+            "{text}"
+        );
+    }
+    let o = run(&["frobnicate"], &[]);
+    assert_eq!(o.status.code(), Some(2));
+}

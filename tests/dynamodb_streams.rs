@@ -1,0 +1,380 @@
+//! End to end against the moto server: DynamoDB tables with streams of every view type, the
+//! shardbridge binary with the file sink in every format, and what lands in the files.
+
+mod common;
+
+use std::collections::{BTreeSet, HashMap};
+use std::path::Path;
+use std::time::Duration;
+
+use aws_sdk_dynamodb::types::StreamViewType;
+use common::workload::{self, Change};
+use common::*;
+use serde_json::Value;
+
+const VIEWS: [&str; 4] = ["KEYS_ONLY", "NEW_IMAGE", "OLD_IMAGE", "NEW_AND_OLD_IMAGES"];
+const FORMATS: [&str; 3] = ["lambda", "kinesis-ddb", "plain"];
+
+fn connector_toml(
+    name: &str,
+    table: &str,
+    leases: &str,
+    format: &str,
+    out: &Path,
+    extra_source: &str,
+) -> String {
+    format!(
+        r#"
+[[connectors]]
+name = "{name}"
+[connectors.source]
+type = "dynamodb-streams"
+table = "{table}"
+poll_idle_ms = 100
+{extra_source}
+[connectors.leases]
+table = "{leases}"
+failover_ms = 6000
+[connectors.format]
+type = "{format}"
+[connectors.sink]
+type = "file"
+path = "{}"
+"#,
+        out.display()
+    )
+}
+
+fn header(endpoint: &str, port: u16) -> String {
+    format!(
+        r#"
+[worker]
+id = "{}"
+listen = "127.0.0.1:{port}"
+shutdown_timeout_ms = 10000
+
+[aws]
+region = "us-east-1"
+endpoint_url = "{endpoint}"
+"#,
+        unique("worker")
+    )
+}
+
+fn expected_images(
+    view: &str,
+    c: &Change,
+    render: fn(&workload::Item) -> Value,
+) -> (Option<Value>, Option<Value>) {
+    let (old, new) = workload::images(view, c);
+    (old.as_ref().map(render), new.as_ref().map(render))
+}
+
+fn keys_of(v: &Value) -> BTreeSet<String> {
+    v.as_object().unwrap().keys().cloned().collect()
+}
+
+fn set(keys: &[&str]) -> BTreeSet<String> {
+    keys.iter().map(|s| s.to_string()).collect()
+}
+
+fn normalized(v: Option<&Value>) -> Option<Value> {
+    v.map(|v| {
+        let mut v = v.clone();
+        workload::normalize_sets(&mut v);
+        v
+    })
+}
+
+/// Checks one output file: every change exactly once, in per-item order, each field as the
+/// format defines it.
+fn verify(
+    format: &str,
+    view: &str,
+    table: &str,
+    stream_arn: &str,
+    lines: &[Value],
+    plan: &[(String, Vec<Change>)],
+) {
+    let total: usize = plan.iter().map(|(_, c)| c.len()).sum();
+    assert_eq!(
+        lines.len(),
+        total,
+        "{format}/{view}: every change exactly once"
+    );
+    let seq_of = |l: &Value| -> String {
+        match format {
+            "lambda" => l["dynamodb"]["SequenceNumber"]
+                .as_str()
+                .unwrap()
+                .to_string(),
+            "plain" => l["seq"].as_str().unwrap().to_string(),
+            _ => String::new(),
+        }
+    };
+    if format != "kinesis-ddb" {
+        // One shard: the whole file is in sequence order, each sequence number once.
+        let seqs: Vec<String> = lines.iter().map(seq_of).collect();
+        for w in seqs.windows(2) {
+            assert!(
+                (w[0].len(), &w[0]) < (w[1].len(), &w[1]),
+                "{format}/{view}: sequence numbers not strictly increasing: {} then {}",
+                w[0],
+                w[1]
+            );
+        }
+    }
+    let id_of = |l: &Value| -> String {
+        match format {
+            "plain" => l["keys"]["id"].as_str().unwrap().to_string(),
+            _ => l["dynamodb"]["Keys"]["id"]["S"]
+                .as_str()
+                .unwrap()
+                .to_string(),
+        }
+    };
+    let got = workload::by_item(lines, id_of);
+    for (id, changes) in plan {
+        let outs = got.get(id).cloned().unwrap_or_default();
+        assert_eq!(
+            outs.len(),
+            changes.len(),
+            "{format}/{view}: item {id}: number of changes"
+        );
+        for (n, (out, c)) in outs.iter().zip(changes).enumerate() {
+            let ctx = format!("{format}/{view}: item {id} change {n} ({})", c.op);
+            match format {
+                "lambda" => {
+                    assert_eq!(
+                        keys_of(out),
+                        set(&[
+                            "eventID",
+                            "eventName",
+                            "eventVersion",
+                            "eventSource",
+                            "awsRegion",
+                            "dynamodb",
+                            "eventSourceARN"
+                        ]),
+                        "{ctx}: top-level fields"
+                    );
+                    assert_eq!(out["eventName"], c.op, "{ctx}");
+                    assert_eq!(out["eventSource"], "aws:dynamodb", "{ctx}");
+                    assert_eq!(out["awsRegion"], "us-east-1", "{ctx}");
+                    assert_eq!(out["eventSourceARN"], stream_arn, "{ctx}");
+                    assert!(out["eventVersion"].is_string(), "{ctx}");
+                    assert!(!out["eventID"].as_str().unwrap().is_empty(), "{ctx}");
+                    let d = &out["dynamodb"];
+                    let (old, new) = expected_images(view, c, workload::typed_item);
+                    let mut want = set(&["Keys", "SequenceNumber", "SizeBytes", "StreamViewType"]);
+                    if d.get("ApproximateCreationDateTime").is_some() {
+                        assert!(d["ApproximateCreationDateTime"].is_number(), "{ctx}");
+                        want.insert("ApproximateCreationDateTime".into());
+                    }
+                    if old.is_some() {
+                        want.insert("OldImage".into());
+                    }
+                    if new.is_some() {
+                        want.insert("NewImage".into());
+                    }
+                    assert_eq!(keys_of(d), want, "{ctx}: dynamodb fields");
+                    assert_eq!(d["Keys"], serde_json::json!({"id": {"S": id}}), "{ctx}");
+                    assert_eq!(d["StreamViewType"], view, "{ctx}");
+                    assert!(d["SizeBytes"].as_u64().unwrap() > 0, "{ctx}");
+                    assert!(
+                        d["SequenceNumber"]
+                            .as_str()
+                            .unwrap()
+                            .bytes()
+                            .all(|b| b.is_ascii_digit()),
+                        "{ctx}"
+                    );
+                    assert_eq!(
+                        normalized(d.get("OldImage")),
+                        normalized(old.as_ref()),
+                        "{ctx}: OldImage"
+                    );
+                    assert_eq!(
+                        normalized(d.get("NewImage")),
+                        normalized(new.as_ref()),
+                        "{ctx}: NewImage"
+                    );
+                }
+                "kinesis-ddb" => {
+                    assert_eq!(
+                        keys_of(out),
+                        set(&[
+                            "awsRegion",
+                            "eventID",
+                            "eventName",
+                            "userIdentity",
+                            "recordFormat",
+                            "tableName",
+                            "dynamodb",
+                            "eventSource"
+                        ]),
+                        "{ctx}: top-level fields"
+                    );
+                    assert_eq!(out["eventName"], c.op, "{ctx}");
+                    assert_eq!(out["recordFormat"], "application/json", "{ctx}");
+                    assert_eq!(out["tableName"], table, "{ctx}");
+                    assert_eq!(out["eventSource"], "aws:dynamodb", "{ctx}");
+                    assert!(out["userIdentity"].is_null(), "{ctx}");
+                    let d = &out["dynamodb"];
+                    let (old, new) = expected_images(view, c, workload::typed_item);
+                    assert_eq!(d["Keys"], serde_json::json!({"id": {"S": id}}), "{ctx}");
+                    assert!(d["SizeBytes"].as_u64().unwrap() > 0, "{ctx}");
+                    assert_eq!(
+                        normalized(d.get("OldImage")),
+                        normalized(old.as_ref()),
+                        "{ctx}: OldImage"
+                    );
+                    assert_eq!(
+                        normalized(d.get("NewImage")),
+                        normalized(new.as_ref()),
+                        "{ctx}: NewImage"
+                    );
+                }
+                "plain" => {
+                    assert_eq!(
+                        keys_of(out),
+                        set(&["op", "table", "stream", "shard", "seq", "ts", "keys", "new", "old"]),
+                        "{ctx}"
+                    );
+                    assert_eq!(out["op"], c.op.to_lowercase(), "{ctx}");
+                    assert_eq!(out["table"], table, "{ctx}");
+                    assert_eq!(out["stream"], stream_arn, "{ctx}");
+                    assert!(
+                        out["shard"].as_str().unwrap().starts_with("shardId-"),
+                        "{ctx}"
+                    );
+                    assert_eq!(out["keys"], serde_json::json!({"id": id}), "{ctx}");
+                    let (old, new) = expected_images(view, c, workload::plain_item);
+                    let null = |v: Option<Value>| v.unwrap_or(Value::Null);
+                    assert_eq!(
+                        normalized(Some(&out["old"])),
+                        normalized(Some(&null(old))),
+                        "{ctx}: old"
+                    );
+                    assert_eq!(
+                        normalized(Some(&out["new"])),
+                        normalized(Some(&null(new))),
+                        "{ctx}: new"
+                    );
+                }
+                _ => unreachable!(),
+            }
+        }
+    }
+}
+
+/// 2,000 changes over 200 items on a table of each view type, read by one process running
+/// twelve connectors (every view type × every format) into files.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn every_change_once_in_item_order_for_every_view_type_and_format() {
+    let endpoint = aws_endpoint();
+    let sdk = sdk_config(&endpoint).await;
+    let ddb = aws_sdk_dynamodb::Client::new(&sdk);
+    let dir = tempfile::tempdir().unwrap();
+    let port = free_port();
+    let plan = workload::plan(200, 2000);
+
+    let mut config = header(&endpoint, port);
+    let mut tables = HashMap::new();
+    for view in VIEWS {
+        let table = unique(&format!("orders-{}", view.to_lowercase().replace('_', "-")));
+        let arn = workload::create_table(&ddb, &table, StreamViewType::from(view)).await;
+        for format in FORMATS {
+            let name = format!("{}-{format}", view.to_lowercase());
+            let out = dir.path().join(format!("{name}.jsonl"));
+            config.push_str(&connector_toml(
+                &name,
+                &table,
+                &unique("leases"),
+                format,
+                &out,
+                "",
+            ));
+        }
+        tables.insert(view, (table, arn));
+    }
+    let config_path = dir.path().join("connectors.toml");
+    std::fs::write(&config_path, &config).unwrap();
+    let mut run = Running::start(&config_path, &dir.path().join("shardbridge.log"));
+
+    // Ready once every connector runs.
+    wait_for("/readyz 200", Duration::from_secs(60), || {
+        http_get(port, "/readyz").filter(|(s, _)| *s == 200)
+    });
+    assert_eq!(http_get(port, "/healthz").unwrap().0, 200);
+
+    let writers: Vec<_> = tables
+        .values()
+        .map(|(table, _)| {
+            let (ddb, table, plan) = (ddb.clone(), table.clone(), plan.clone());
+            tokio::spawn(async move { workload::apply(&ddb, &table, &plan).await })
+        })
+        .collect();
+    let started = std::time::Instant::now();
+    for w in writers {
+        w.await.unwrap();
+    }
+    eprintln!("wrote 4 x 2000 changes in {:?}", started.elapsed());
+
+    let total = 2000;
+    for view in VIEWS {
+        for format in FORMATS {
+            let path = dir
+                .path()
+                .join(format!("{}-{format}.jsonl", view.to_lowercase()));
+            wait_for(
+                &format!("{} lines in {}", total, path.display()),
+                Duration::from_secs(120),
+                || (line_count(&path) >= total).then_some(()),
+            );
+        }
+    }
+
+    eprintln!(
+        "all forwarded {:?} after the writes began",
+        started.elapsed()
+    );
+    let (status, metrics) = http_get(port, "/metrics").unwrap();
+    assert_eq!(status, 200);
+    let label = "connector=\"new_and_old_images-lambda\"";
+    for (name, at_least) in [
+        ("shardbridge_source_records_read_total", 2000.0),
+        ("shardbridge_source_bytes_read_total", 2000.0),
+        ("shardbridge_sink_records_written_total", 2000.0),
+        ("shardbridge_source_get_records_calls_total", 2.0),
+        ("shardbridge_checkpoint_writes_total", 2.0),
+        ("shardbridge_connector_running", 1.0),
+    ] {
+        let v = metric_value(&metrics, name, label)
+            .unwrap_or_else(|| panic!("{name} missing from /metrics:\n{metrics}"));
+        assert!(v >= at_least, "{name} = {v}, expected at least {at_least}");
+    }
+    assert!(metric_value(
+        &metrics,
+        "shardbridge_source_iterator_age_milliseconds",
+        label
+    )
+    .is_some());
+
+    assert_eq!(
+        run.stop(Duration::from_secs(30)),
+        0,
+        "clean stop; log:\n{}",
+        run.log_text()
+    );
+
+    for view in VIEWS {
+        let (table, arn) = &tables[view];
+        for format in FORMATS {
+            let path = dir
+                .path()
+                .join(format!("{}-{format}.jsonl", view.to_lowercase()));
+            verify(format, view, table, arn, &read_lines(&path), &plan);
+        }
+    }
+}

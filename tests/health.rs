@@ -1,0 +1,91 @@
+//! Failure reporting: an unreachable endpoint, and /readyz while a connector is not running.
+
+mod common;
+
+use std::io::Read;
+use std::net::TcpListener;
+use std::time::Duration;
+
+use common::*;
+
+fn one_connector(name: &str, endpoint: &str, extra: &str) -> String {
+    format!(
+        r#"
+[[connectors]]
+name = "{name}"
+[connectors.source]
+type = "dynamodb-streams"
+table = "orders"
+max_retries = 1
+[connectors.source.aws]
+endpoint_url = "{endpoint}"
+{extra}
+[connectors.sink]
+type = "stdout"
+"#
+    )
+}
+
+#[test]
+fn run_with_an_unreachable_endpoint_exits_1_with_a_clear_error() {
+    let dir = tempfile::tempdir().unwrap();
+    let dead = free_port();
+    let config = format!(
+        "[worker]\nlisten = \"127.0.0.1:{}\"\n[aws]\nregion = \"us-east-1\"\n{}",
+        free_port(),
+        one_connector("orders", &format!("http://127.0.0.1:{dead}"), "")
+    );
+    let path = dir.path().join("c.toml");
+    std::fs::write(&path, config).unwrap();
+    let started = std::time::Instant::now();
+    let out = shardbridge()
+        .args(["run", "--config", path.to_str().unwrap()])
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{err}");
+    assert!(err.contains("connector failed"), "{err}");
+    assert!(
+        err.contains(&format!("127.0.0.1:{dead}")) || err.contains("onnection refused"),
+        "names the endpoint: {err}"
+    );
+    assert!(err.contains("connector(s) failed: orders"), "{err}");
+    assert!(!err.contains("panicked"), "{err}");
+    assert!(started.elapsed() < Duration::from_secs(60));
+}
+
+/// A connector whose endpoint accepts connections but never answers stays "starting": /readyz
+/// is 503 and says which connector is not running, while /healthz is 200.
+#[test]
+fn readyz_is_503_until_every_connector_runs() {
+    let silent = TcpListener::bind("127.0.0.1:0").unwrap();
+    let silent_port = silent.local_addr().unwrap().port();
+    std::thread::spawn(move || {
+        let mut held = Vec::new();
+        for mut conn in silent.incoming().flatten() {
+            let mut buf = [0u8; 1024];
+            let _ = conn.set_read_timeout(Some(Duration::from_millis(10)));
+            let _ = conn.read(&mut buf);
+            held.push(conn); // never answer
+        }
+    });
+    let dir = tempfile::tempdir().unwrap();
+    let port = free_port();
+    let config = format!(
+        "[worker]\nlisten = \"127.0.0.1:{port}\"\n[aws]\nregion = \"us-east-1\"\n{}",
+        one_connector("stuck", &format!("http://127.0.0.1:{silent_port}"), "")
+    );
+    let path = dir.path().join("c.toml");
+    std::fs::write(&path, config).unwrap();
+    let mut run = Running::start(&path, &dir.path().join("log"));
+    let (status, body) = wait_for("/readyz to answer", Duration::from_secs(20), || {
+        http_get(port, "/readyz")
+    });
+    assert_eq!(status, 503, "{body}");
+    assert_eq!(body.trim(), "stuck: starting");
+    assert_eq!(http_get(port, "/healthz").unwrap().0, 200);
+    std::thread::sleep(Duration::from_secs(1));
+    assert_eq!(http_get(port, "/readyz").unwrap().0, 503);
+    // A stop request during start-up is honoured at once.
+    assert_eq!(run.stop(Duration::from_secs(15)), 0, "{}", run.log_text());
+}
