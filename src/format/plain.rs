@@ -2,7 +2,11 @@
 //! know nothing of DynamoDB's typed attribute JSON.
 
 use super::attribute::write_plain_item;
-use super::json::{write_padded, write_str};
+use std::io::Write as _;
+
+use aws_smithy_types::date_time::{DateTime, Format};
+
+use super::json::write_str;
 use crate::source::record::{ChangeRecord, Item, OperationType};
 
 pub(super) fn encode(record: &ChangeRecord, out: &mut Vec<u8>) {
@@ -45,48 +49,24 @@ fn write_image(out: &mut Vec<u8>, image: Option<&Item>) {
 }
 
 /// Writes `"YYYY-MM-DDTHH:MM:SS.mmmZ"` (RFC 3339, UTC) and returns true, or writes nothing and
-/// returns false when the year is outside 0000-9999, which RFC 3339 cannot represent.
+/// returns false when the time cannot be represented (a year outside 0001-9999).
 ///
-/// The milliseconds are always three digits (unlike aws-smithy-types' formatter, which drops a
-/// zero fraction and trailing zeros) so that every timestamp has the same shape and sorts as text.
+/// The milliseconds are always three digits (aws-smithy-types' formatter drops a zero fraction
+/// and trailing zeros) so that every timestamp has the same shape and sorts as text.
 fn write_rfc3339_millis(out: &mut Vec<u8>, millis: i64) -> bool {
-    const MILLIS_PER_DAY: i64 = 86_400_000;
-    let (year, month, day) = civil_from_days(millis.div_euclid(MILLIS_PER_DAY));
-    if !(0..=9999).contains(&year) {
+    let Ok(text) = DateTime::from_millis(millis).fmt(Format::DateTime) else {
         return false;
-    }
-    let ms = millis.rem_euclid(MILLIS_PER_DAY) as u32;
+    };
+    let Some(body) = text.strip_suffix('Z') else {
+        return false;
+    };
+    let (whole, fraction) = body.split_once('.').unwrap_or((body, ""));
     out.push(b'"');
-    write_padded(out, year as u32, 4);
-    out.push(b'-');
-    write_padded(out, month, 2);
-    out.push(b'-');
-    write_padded(out, day, 2);
-    out.push(b'T');
-    write_padded(out, ms / 3_600_000, 2);
-    out.push(b':');
-    write_padded(out, ms / 60_000 % 60, 2);
-    out.push(b':');
-    write_padded(out, ms / 1000 % 60, 2);
+    out.extend_from_slice(whole.as_bytes());
     out.push(b'.');
-    write_padded(out, ms % 1000, 3);
+    write!(out, "{fraction:0<3}").expect("writing to a Vec cannot fail");
     out.extend_from_slice(b"Z\"");
     true
-}
-
-/// (year, month, day) of the proleptic Gregorian calendar for days since 1970-01-01, after
-/// Howard Hinnant's `civil_from_days` (http://howardhinnant.github.io/date_algorithms.html).
-fn civil_from_days(days: i64) -> (i64, u32, u32) {
-    let z = days + 719_468;
-    let era = z.div_euclid(146_097);
-    let doe = z.rem_euclid(146_097); // day of era, [0, 146096]
-    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365; // [0, 399]
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100); // [0, 365], from March 1
-    let mp = (5 * doy + 2) / 153; // [0, 11], March = 0
-    let day = (doy - (153 * mp + 2) / 5 + 1) as u32;
-    let month = if mp < 10 { mp + 3 } else { mp - 9 } as u32;
-    let year = yoe + era * 400 + i64::from(month <= 2);
-    (year, month, day)
 }
 
 #[cfg(test)]
@@ -137,14 +117,14 @@ mod tests {
             r#""2100-03-01T00:00:00.000Z""#
         );
         assert_eq!(
-            ts(-62_167_219_200_000).unwrap(),
-            r#""0000-01-01T00:00:00.000Z""#
+            ts(-62_135_596_800_000).unwrap(),
+            r#""0001-01-01T00:00:00.000Z""#
         );
         assert_eq!(
             ts(253_402_300_799_999).unwrap(),
             r#""9999-12-31T23:59:59.999Z""#
         );
-        assert_eq!(ts(-62_167_219_200_001), None);
+        assert_eq!(ts(-62_135_596_800_001), None);
         assert_eq!(ts(253_402_300_800_000), None);
         assert_eq!(ts(i64::MIN), None);
         assert_eq!(ts(i64::MAX), None);
