@@ -9,6 +9,7 @@ use std::process::{Child, Command, Stdio};
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::{Duration, Instant};
 
+pub mod scripted_source;
 pub mod workload;
 
 /// The moto server (DynamoDB, DynamoDB Streams, S3). A test that cannot reach it fails: nothing

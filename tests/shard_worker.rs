@@ -1,0 +1,237 @@
+//! The shard worker against a scripted source (every error class on demand), the real lease
+//! table on the moto server, and a sink that records what it was given.
+
+mod common;
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex, OnceLock};
+use std::time::Duration;
+
+use async_trait::async_trait;
+use common::scripted_source::{seq_of, Fault, ScriptedShard, ScriptedSource};
+use common::{aws_endpoint, metric_value, sdk_config, unique};
+use metrics_exporter_prometheus::{PrometheusBuilder, PrometheusHandle};
+use shardbridge::format::FormatKind;
+use shardbridge::lease::held::HeldLease;
+use shardbridge::lease::model::{Checkpoint, Lease};
+use shardbridge::lease::table::LeaseTable;
+use shardbridge::metrics::health::Health;
+use shardbridge::pipeline::shard_worker::{self, ShardContext, ShardError, ShardOutcome};
+use shardbridge::retry::Backoff;
+use shardbridge::sink::{Batch, CommitProtocol, Sink, SinkError};
+use shardbridge::source::IteratorPosition;
+use tokio_util::sync::CancellationToken;
+
+const SHARD: &str = "shardId-00000001700000000000-0000test";
+
+fn prometheus() -> &'static PrometheusHandle {
+    static H: OnceLock<PrometheusHandle> = OnceLock::new();
+    H.get_or_init(|| PrometheusBuilder::new().install_recorder().unwrap())
+}
+
+#[derive(Default)]
+struct RecordingSink {
+    written: Mutex<Vec<String>>,
+    fail_next: AtomicUsize,
+}
+
+#[async_trait]
+impl Sink for RecordingSink {
+    fn commit_protocol(&self) -> CommitProtocol {
+        CommitProtocol::FlushThenCheckpoint
+    }
+    async fn write_batch(&self, batch: &Batch) -> Result<(), SinkError> {
+        if self.fail_next.load(Ordering::SeqCst) > 0 {
+            self.fail_next.fetch_sub(1, Ordering::SeqCst);
+            return Err(SinkError::Transient("sink down".into()));
+        }
+        let mut w = self.written.lock().unwrap();
+        w.extend(batch.records.iter().map(|r| r.sequence_number.to_string()));
+        Ok(())
+    }
+}
+
+struct Harness {
+    connector: String,
+    table: Arc<LeaseTable>,
+    sink: Arc<RecordingSink>,
+    source: Arc<ScriptedSource>,
+}
+
+impl Harness {
+    async fn new(shard: ScriptedShard) -> Self {
+        prometheus();
+        let sdk = sdk_config(&aws_endpoint()).await;
+        let connector = unique("worker");
+        let table = Arc::new(LeaseTable::new(&sdk, &unique("worker-leases"), &connector));
+        table.ensure_exists().await.unwrap();
+        Harness {
+            connector,
+            table,
+            sink: Arc::new(RecordingSink::default()),
+            source: Arc::new(ScriptedSource::new(shard)),
+        }
+    }
+
+    async fn run(&self, start: Checkpoint, max_retries: u32) -> Result<ShardOutcome, ShardError> {
+        let lease = Lease::new(SHARD, start.clone(), BTreeSet::new());
+        self.table.create_if_absent(&lease).await.unwrap();
+        let taken = self.table.take(&lease, "me").await.unwrap();
+        let held = Arc::new(HeldLease::new(
+            self.table.clone(),
+            &taken,
+            "me",
+            Duration::from_secs(10),
+            Duration::from_secs(2),
+        ));
+        shard_worker::run(ShardContext {
+            connector: self.connector.clone(),
+            source: self.source.clone(),
+            sink: self.sink.clone(),
+            format: FormatKind::Plain,
+            lease: held,
+            start,
+            skip_before_millis: None,
+            poll_idle: Duration::from_millis(1),
+            max_records: 1000,
+            source_backoff: Backoff::new(1, 5, max_retries),
+            sink_backoff: Backoff::new(1, 5, 3),
+            checkpoint_backoff: Backoff::new(1, 5, 3),
+            health: Arc::new(Health::default()),
+            stop: CancellationToken::new(),
+        })
+        .await
+    }
+
+    fn written(&self) -> Vec<String> {
+        self.sink.written.lock().unwrap().clone()
+    }
+
+    async fn checkpoint(&self) -> Checkpoint {
+        self.table.list().await.unwrap()[0].checkpoint.clone()
+    }
+
+    fn counter(&self, name: &str, class: &str) -> f64 {
+        let labels = format!("connector=\"{}\"{class}", self.connector);
+        metric_value(&prometheus().render(), name, &labels).unwrap_or(0.0)
+    }
+}
+
+fn seqs(range: impl Iterator<Item = usize>) -> Vec<String> {
+    range.map(|i| seq_of(i).to_string()).collect()
+}
+
+fn shard(records: usize, faults: &[(usize, Fault)]) -> ScriptedShard {
+    ScriptedShard {
+        shard_id: SHARD.into(),
+        records,
+        closed: true,
+        faults: faults.iter().cloned().collect::<BTreeMap<_, _>>(),
+        page_size: 10,
+    }
+}
+
+#[tokio::test]
+async fn survives_every_retryable_error_class_without_loss_or_repeat() {
+    let h = Harness::new(shard(
+        100,
+        &[
+            (2, Fault::Expired),
+            (4, Fault::Throttled),
+            (5, Fault::Transient),
+            (6, Fault::Transient),
+            (9, Fault::Expired),
+        ],
+    ))
+    .await;
+    h.sink.fail_next.store(2, Ordering::SeqCst);
+    assert_eq!(
+        h.run(Checkpoint::TrimHorizon, 3).await.unwrap(),
+        ShardOutcome::ShardEnd
+    );
+    assert_eq!(h.written(), seqs(0..100), "every record once, in order");
+    assert_eq!(h.checkpoint().await, Checkpoint::ShardEnd);
+    // The expired iterator was reopened right after the last delivered record.
+    assert!(
+        h.source
+            .opened()
+            .contains(&IteratorPosition::AfterSequenceNumber(seq_of(9))),
+        "{:?}",
+        h.source.opened()
+    );
+    let errors = "shardbridge_source_get_records_errors_total";
+    assert_eq!(h.counter(errors, ",class=\"expired_iterator\""), 2.0);
+    assert_eq!(h.counter(errors, ",class=\"throttled\""), 1.0);
+    assert_eq!(h.counter(errors, ",class=\"transient\""), 2.0);
+    assert_eq!(
+        h.counter("shardbridge_sink_errors_total", ",class=\"transient\""),
+        2.0
+    );
+    assert_eq!(
+        h.counter("shardbridge_sink_records_written_total", ""),
+        100.0
+    );
+    assert!(
+        h.counter(
+            "shardbridge_retry_wait_milliseconds_total",
+            ",reason=\"sink_unavailable\""
+        ) > 0.0
+    );
+}
+
+#[tokio::test]
+async fn trimmed_data_is_counted_as_loss_and_reading_goes_on_from_the_trim_horizon() {
+    let h = Harness::new(shard(100, &[(3, Fault::TrimTo(50))])).await;
+    assert_eq!(
+        h.run(Checkpoint::TrimHorizon, 3).await.unwrap(),
+        ShardOutcome::ShardEnd
+    );
+    let mut want = seqs(0..20);
+    want.extend(seqs(50..100));
+    assert_eq!(h.written(), want);
+    assert_eq!(h.counter("shardbridge_source_data_loss_total", ""), 1.0);
+    assert_eq!(
+        h.source.opened().last(),
+        Some(&IteratorPosition::TrimHorizon)
+    );
+}
+
+#[tokio::test]
+async fn resumes_after_its_checkpoint() {
+    let h = Harness::new(shard(100, &[])).await;
+    let start = Checkpoint::Sequence(seq_of(41));
+    assert_eq!(h.run(start, 3).await.unwrap(), ShardOutcome::ShardEnd);
+    assert_eq!(h.written(), seqs(42..100));
+    assert_eq!(
+        h.source.opened(),
+        [IteratorPosition::AfterSequenceNumber(seq_of(41))]
+    );
+}
+
+#[tokio::test]
+async fn a_stream_that_is_gone_stops_the_shard_with_a_clear_error() {
+    let h = Harness::new(shard(100, &[(2, Fault::NotFound)])).await;
+    let err = h.run(Checkpoint::TrimHorizon, 3).await.unwrap_err();
+    assert!(err.to_string().contains("stream not found"), "{err}");
+    assert_eq!(
+        h.written(),
+        seqs(0..10),
+        "what was read before is delivered"
+    );
+    assert_eq!(h.checkpoint().await, Checkpoint::Sequence(seq_of(9)));
+}
+
+#[tokio::test]
+async fn retries_are_bounded() {
+    let faults: Vec<(usize, Fault)> = (1..=10).map(|c| (c, Fault::Transient)).collect();
+    let h = Harness::new(shard(100, &faults)).await;
+    let err = h.run(Checkpoint::TrimHorizon, 3).await.unwrap_err();
+    assert!(
+        err.to_string()
+            .contains("giving up after 4 failed attempts"),
+        "{err}"
+    );
+    assert!(h.written().is_empty());
+    assert_eq!(h.checkpoint().await, Checkpoint::TrimHorizon);
+}
