@@ -172,7 +172,7 @@ async fn kill_9_and_restart_loses_nothing_and_repeats_nothing_before_the_checkpo
     }
     let repeated = seen.values().filter(|n| **n > 1).count();
     eprintln!("{before_restart} lines before the kill, checkpoint {checkpoint}, {repeated} records re-sent after it");
-    // The lease row is KCL-shaped and now names the second worker.
+    // The lease row is KCL-shaped.
     let row = ddb
         .get_item()
         .table_name(&leases)
@@ -185,6 +185,11 @@ async fn kill_9_and_restart_loses_nothing_and_repeats_nothing_before_the_checkpo
         .await
         .unwrap();
     let item = row.item().unwrap();
+    // A graceful stop releases the lease so that another worker can take it at once.
+    assert!(
+        !item.contains_key("leaseOwner"),
+        "released on SIGTERM: {item:?}"
+    );
     assert!(item["leaseCounter"].as_n().is_ok());
     assert_eq!(item["checkpointSubSequenceNumber"].as_n().unwrap(), "0");
 }

@@ -89,3 +89,83 @@ fn readyz_is_503_until_every_connector_runs() {
     // A stop request during start-up is honoured at once.
     assert_eq!(run.stop(Duration::from_secs(15)), 0, "{}", run.log_text());
 }
+
+/// One failing connector is reported (/readyz 503 naming it, exit status 1 at the end) and does
+/// not stop the others.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_failing_connector_does_not_stop_the_others() {
+    use aws_sdk_dynamodb::types::StreamViewType;
+    let endpoint = aws_endpoint();
+    let ddb = aws_sdk_dynamodb::Client::new(&sdk_config(&endpoint).await);
+    let table = unique("healthy");
+    common::workload::create_table(&ddb, &table, StreamViewType::NewAndOldImages).await;
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("healthy.jsonl");
+    let port = free_port();
+    let config = format!(
+        r#"
+[worker]
+listen = "127.0.0.1:{port}"
+[aws]
+region = "us-east-1"
+endpoint_url = "{endpoint}"
+
+[[connectors]]
+name = "healthy"
+[connectors.source]
+type = "dynamodb-streams"
+table = "{table}"
+poll_idle_ms = 50
+[connectors.leases]
+table = "{leases}"
+[connectors.sink]
+type = "file"
+path = "{out}"
+
+[[connectors]]
+name = "broken"
+[connectors.source]
+type = "dynamodb-streams"
+table = "{missing}"
+[connectors.sink]
+type = "stdout"
+"#,
+        leases = unique("healthy-leases"),
+        missing = unique("no-such-table"),
+        out = out.display()
+    );
+    let path = dir.path().join("c.toml");
+    std::fs::write(&path, config).unwrap();
+    let mut run = Running::start(&path, &dir.path().join("log"));
+    let body = wait_for(
+        "the broken connector to fail",
+        Duration::from_secs(30),
+        || {
+            http_get(port, "/readyz")
+                .filter(|(s, b)| *s == 503 && b.contains("broken: failed"))
+                .map(|(_, b)| b)
+        },
+    );
+    assert!(body.contains("healthy: running"), "{body}");
+    assert!(
+        body.contains("ResourceNotFound") || body.contains("not found"),
+        "says why: {body}"
+    );
+
+    // The healthy connector keeps forwarding.
+    let plan = common::workload::plan(10, 30);
+    common::workload::apply(&ddb, &table, &plan).await;
+    wait_for(
+        "30 records from the healthy connector",
+        Duration::from_secs(30),
+        || (line_count(&out) >= 30).then_some(()),
+    );
+    assert_eq!(
+        run.stop(Duration::from_secs(30)),
+        1,
+        "a connector failed: exit 1"
+    );
+    let log = run.log_text();
+    assert!(log.contains("connector(s) failed: broken"), "{log}");
+    assert!(!log.contains("panicked"), "{log}");
+}
