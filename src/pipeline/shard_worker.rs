@@ -154,8 +154,13 @@ pub async fn run(ctx: ShardContext) -> Result<ShardOutcome, ShardError> {
                 events::records_skipped(&ctx.connector, "before_starting_position", skipped);
             }
             if !batch.records.is_empty() && !deliver(&ctx, &batch).await? {
-                // Stopped mid-delivery: the batch is not checkpointed, so it is read again.
-                return Ok(ShardOutcome::Stopped);
+                // Not delivered (stopped, or the lease is gone): no checkpoint, so the batch is
+                // read again by whoever holds the lease next.
+                return Ok(if ctx.lease.is_lost().await {
+                    ShardOutcome::LeaseLost
+                } else {
+                    ShardOutcome::Stopped
+                });
             }
             if let Some(outcome) =
                 write_checkpoint(&ctx, &Checkpoint::Sequence(last_seq.clone())).await?
@@ -221,7 +226,7 @@ async fn handle_source_error(
 }
 
 /// Writes the batch, retrying while the sink is unavailable (back-pressure: reading waits).
-/// False when asked to stop before the batch was written.
+/// False when it was not written: asked to stop, or the lease was lost.
 async fn deliver(ctx: &ShardContext, batch: &Batch) -> Result<bool, ShardError> {
     let mut attempt = 0u32;
     loop {
