@@ -5,7 +5,7 @@ use std::collections::BTreeMap;
 use std::hint::black_box;
 
 use criterion::{criterion_group, criterion_main, Criterion, Throughput};
-use shardbridge::format::{encode, FormatKind};
+use shardbridge::format::{encode_change, FormatKind};
 use shardbridge::source::record::{
     AttributeValue, ChangeRecord, Item, OperationType, SourceIdentity, StreamViewType,
 };
@@ -106,7 +106,7 @@ fn bench_formats(c: &mut Criterion) {
         group.bench_function(kind.as_str(), |b| {
             b.iter(|| {
                 out.clear();
-                encode(kind, black_box(&record), &mut out);
+                encode_change(kind, black_box(&record), &mut out);
                 black_box(out.len())
             })
         });

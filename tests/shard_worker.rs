@@ -15,7 +15,7 @@ use metrics_exporter_prometheus::{PrometheusBuilder, PrometheusHandle};
 use shardbridge::format::FormatKind;
 use shardbridge::lease::held::HeldLease;
 use shardbridge::lease::model::{Checkpoint, Lease};
-use shardbridge::lease::table::LeaseTable;
+use shardbridge::lease::table::{LeaseStore, LeaseTable};
 use shardbridge::metrics::health::Health;
 use shardbridge::pipeline::shard_worker::{self, ShardContext, ShardError, ShardOutcome};
 use shardbridge::retry::Backoff;
@@ -54,7 +54,7 @@ impl Sink for RecordingSink {
 
 struct Harness {
     connector: String,
-    table: Arc<LeaseTable>,
+    table: Arc<dyn LeaseStore>,
     sink: Arc<RecordingSink>,
     source: Arc<ScriptedSource>,
 }
@@ -64,7 +64,8 @@ impl Harness {
         prometheus();
         let sdk = sdk_config(&aws_endpoint()).await;
         let connector = unique("worker");
-        let table = Arc::new(LeaseTable::new(&sdk, &unique("worker-leases"), &connector));
+        let table: Arc<dyn LeaseStore> =
+            Arc::new(LeaseTable::new(&sdk, &unique("worker-leases"), &connector));
         table.ensure_exists().await.unwrap();
         Harness {
             connector,

@@ -89,6 +89,8 @@ pub struct LeaseConfig {
     /// A worker stops sending for a lease it has not renewed for `failover_ms - safety_margin_ms`.
     pub safety_margin_ms: u64,
     pub shard_sync_interval_ms: u64,
+    /// At most this many leases per worker (KCL's maxLeasesForWorker); unlimited by default.
+    pub max_leases_per_worker: usize,
     pub aws: AwsSettings,
 }
 

@@ -265,6 +265,7 @@ fn default_leases(table: String, global_aws: &AwsSettings) -> LeaseConfig {
         renew_interval_ms: DEFAULT_FAILOVER_MS / 3,
         safety_margin_ms: DEFAULT_FAILOVER_MS / 5,
         shard_sync_interval_ms: 60_000,
+        max_leases_per_worker: usize::MAX,
         aws: global_aws.clone(),
     }
 }
@@ -302,6 +303,9 @@ fn leases(
     }
     if let Some(ms) = t.opt_u64("shard_sync_interval_ms", 1_000, 3_600_000) {
         l.shard_sync_interval_ms = ms;
+    }
+    if let Some(n) = t.opt_u64("max_leases_per_worker", 1, 1_000_000) {
+        l.max_leases_per_worker = n as usize;
     }
     if l.renew_interval_ms + l.safety_margin_ms >= l.failover_ms {
         t.problem(

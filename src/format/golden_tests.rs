@@ -9,7 +9,7 @@ use std::path::PathBuf;
 use serde_json::Value;
 
 use super::test_support::*;
-use super::{encode, FormatKind};
+use super::{encode_change, FormatKind};
 use crate::source::record::{ChangeRecord, StreamViewType};
 
 fn golden_dir() -> PathBuf {
@@ -23,7 +23,7 @@ fn fixture(name: &str) -> String {
 
 fn encoded(kind: FormatKind, record: &ChangeRecord) -> String {
     let mut out = Vec::new();
-    encode(kind, record, &mut out);
+    encode_change(kind, record, &mut out);
     String::from_utf8(out).expect("output is UTF-8")
 }
 

@@ -26,7 +26,7 @@ mod golden_tests;
 #[cfg(test)]
 mod test_support;
 
-use crate::source::record::ChangeRecord;
+use crate::source::record::{ChangeRecord, SourceRecord};
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum FormatKind {
@@ -57,8 +57,35 @@ impl FormatKind {
     }
 }
 
+/// A format that has no encoding for this kind of record (configuration validation prevents
+/// it; the pipeline reports it with the record's identity).
+#[derive(Debug, thiserror::Error)]
+#[error("format {format} cannot encode a {record} record")]
+pub struct FormatMismatch {
+    pub format: &'static str,
+    pub record: &'static str,
+}
+
 /// Appends exactly one JSON object (no newline) for `record` to `out`.
-pub fn encode(kind: FormatKind, record: &ChangeRecord, out: &mut Vec<u8>) {
+pub fn encode(
+    kind: FormatKind,
+    record: &SourceRecord,
+    out: &mut Vec<u8>,
+) -> Result<(), FormatMismatch> {
+    match record {
+        SourceRecord::DynamoDb(r) => {
+            encode_change(kind, r, out);
+            Ok(())
+        }
+        SourceRecord::Kinesis(_) => Err(FormatMismatch {
+            format: kind.as_str(),
+            record: "Kinesis",
+        }),
+    }
+}
+
+/// Appends exactly one JSON object (no newline) for a DynamoDB change record to `out`.
+pub fn encode_change(kind: FormatKind, record: &ChangeRecord, out: &mut Vec<u8>) {
     match kind {
         FormatKind::Lambda => lambda::encode(record, out),
         FormatKind::KinesisDdb => kinesis_ddb::encode(record, out),
@@ -81,7 +108,7 @@ mod tests {
 
     fn encoded(kind: FormatKind, record: &ChangeRecord) -> Vec<u8> {
         let mut out = Vec::new();
-        encode(kind, record, &mut out);
+        encode_change(kind, record, &mut out);
         out
     }
 
@@ -133,7 +160,7 @@ mod tests {
     fn appends_exactly_one_object_without_newline() {
         for kind in KINDS {
             let mut out = b"prefix".to_vec();
-            encode(kind, &modify_all_types(), &mut out);
+            encode_change(kind, &modify_all_types(), &mut out);
             let appended = &out[b"prefix".len()..];
             assert!(out.starts_with(b"prefix"));
             assert_eq!(appended.first(), Some(&b'{'));

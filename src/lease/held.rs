@@ -9,7 +9,7 @@ use tokio::sync::Mutex;
 use tokio::time::Instant;
 
 use super::model::{Checkpoint, Lease};
-use super::table::{LeaseError, LeaseTable};
+use super::table::{LeaseError, LeaseStore};
 
 /// A worker may send for a lease only while its last renewal is younger than
 /// `failover - safety_margin`, by its own monotonic clock: by then nobody else may have taken it.
@@ -24,7 +24,7 @@ struct HeldState {
 }
 
 pub struct HeldLease {
-    table: Arc<LeaseTable>,
+    table: Arc<dyn LeaseStore>,
     shard_id: String,
     owner: String,
     failover: Duration,
@@ -35,7 +35,7 @@ pub struct HeldLease {
 impl HeldLease {
     /// `lease` as just taken by `owner` (its counter is ours).
     pub fn new(
-        table: Arc<LeaseTable>,
+        table: Arc<dyn LeaseStore>,
         lease: &Lease,
         owner: &str,
         failover: Duration,

@@ -1,9 +1,18 @@
 //! Which leases this worker takes: a pure function of the lease table and what this worker has
-//! observed of it. A lease held by another worker counts as expired when its counter has not
-//! moved for the failover time, by this worker's own clock (KCL's rule: no shared clocks).
+//! observed of it, tested from scenario files (tests/lease_scenarios/*.json).
+//!
+//! - A lease held by another worker is expired when its counter has not moved for the failover
+//!   time, by this worker's own clock (KCL's rule: no shared clocks).
+//! - Balance: every live worker's fair share is ceil(active leases / live workers), capped by
+//!   `max_leases_per_worker`. A worker below its share takes free and expired leases first, then
+//!   steals from workers above the share — as many as it needs in one cycle, not one per cycle.
+//!   Nobody steals from a worker that holds no more than the share, so a fleet within one lease
+//!   of balance never moves leases (no storms on idle shards).
 
-use std::collections::{HashMap, HashSet};
-use std::time::{Duration, Instant};
+use std::collections::{BTreeMap, HashMap, HashSet};
+use std::time::Duration;
+
+use tokio::time::Instant;
 
 use super::model::{Checkpoint, Lease};
 
@@ -39,99 +48,216 @@ impl Observations {
     }
 }
 
-/// Leases to take now: not finished, not already running here, and free, left by an earlier
-/// run of this worker, or expired. `ready` says whether a shard's parents allow reading it.
-pub fn leases_to_take<'a>(
+/// This worker's side of the planning.
+pub struct WorkerView<'a> {
+    pub me: &'a str,
+    /// Shards this worker is running now.
+    pub running: &'a HashSet<String>,
+    pub failover: Duration,
+    pub max_leases: usize,
+}
+
+#[derive(Debug, Default, PartialEq, Eq)]
+pub struct Plan<'a> {
+    /// Free, expired, or left by an earlier run of this worker.
+    pub take: Vec<&'a Lease>,
+    /// Held by a live worker above its fair share.
+    pub steal: Vec<&'a Lease>,
+}
+
+impl Plan<'_> {
+    pub fn all(&self) -> impl Iterator<Item = &Lease> {
+        self.take.iter().chain(self.steal.iter()).copied()
+    }
+}
+
+/// `ready` says whether a lease's shard may be read (its parents are done); leases that are not
+/// ready, or finished, are nobody's work and count for nobody's share.
+pub fn plan<'a>(
     leases: &'a [Lease],
-    me: &str,
-    running: &HashSet<String>,
+    view: &WorkerView,
     observed: &Observations,
     now: Instant,
-    failover: Duration,
     ready: impl Fn(&Lease) -> bool,
-) -> Vec<&'a Lease> {
-    leases
+) -> Plan<'a> {
+    let active: Vec<&Lease> = leases
         .iter()
-        .filter(|l| l.checkpoint != Checkpoint::ShardEnd)
-        .filter(|l| !running.contains(&l.lease_key))
-        .filter(|l| match l.lease_owner.as_deref() {
-            None => true,
-            Some(owner) if owner == me => true,
-            Some(_) => observed.is_expired(l, now, failover),
-        })
-        .filter(|l| ready(l))
-        .collect()
+        .filter(|l| l.checkpoint != Checkpoint::ShardEnd && ready(l))
+        .collect();
+    let mut mine = 0usize;
+    let mut free: Vec<&Lease> = Vec::new();
+    let mut by_worker: BTreeMap<&str, Vec<&Lease>> = BTreeMap::new();
+    for l in &active {
+        match l.lease_owner.as_deref() {
+            Some(o) if o == view.me && view.running.contains(&l.lease_key) => mine += 1,
+            // Ours from an earlier run (we are not running it), unowned, or expired.
+            Some(o) if o == view.me => free.push(l),
+            None => free.push(l),
+            Some(_) if observed.is_expired(l, now, view.failover) => free.push(l),
+            Some(o) => by_worker.entry(o).or_default().push(l),
+        }
+    }
+    let workers = by_worker.len() + 1;
+    let share = active.len().div_ceil(workers).min(view.max_leases);
+    let mut need = share.saturating_sub(mine);
+    let mut plan = Plan::default();
+    // Our own earlier leases first (no owner switch), then the rest in key order.
+    free.sort_by_key(|l| {
+        (
+            l.lease_owner.as_deref() != Some(view.me),
+            l.lease_key.as_str(),
+        )
+    });
+    plan.take = free.into_iter().take(need).collect();
+    need -= plan.take.len();
+    // Steal from the most loaded first, never taking a worker below the share.
+    let mut victims: Vec<(&str, Vec<&Lease>)> = by_worker.into_iter().collect();
+    victims.sort_by_key(|(name, held)| (std::cmp::Reverse(held.len()), *name));
+    for (_, held) in victims {
+        if need == 0 {
+            break;
+        }
+        let spare = held.len().saturating_sub(share);
+        let n = spare.min(need);
+        plan.steal.extend(held.into_iter().take(n));
+        need -= n;
+    }
+    plan
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use serde::Deserialize;
     use std::collections::BTreeSet;
 
-    fn lease(key: &str, owner: Option<&str>, counter: u64, cp: Checkpoint) -> Lease {
-        let mut l = Lease::new(key, cp, BTreeSet::new());
-        l.lease_owner = owner.map(Into::into);
-        l.lease_counter = counter;
-        l
+    /// A scenario file: the table as this worker sees it, and the plan it must make.
+    #[derive(Deserialize)]
+    #[serde(deny_unknown_fields)]
+    struct Scenario {
+        description: String,
+        me: String,
+        #[serde(default = "default_failover")]
+        failover_ms: u64,
+        max_leases_per_worker: Option<usize>,
+        #[serde(default)]
+        running: Vec<String>,
+        leases: Vec<ScenarioLease>,
+        take: Vec<String>,
+        steal: Vec<String>,
+    }
+
+    fn default_failover() -> u64 {
+        10_000
+    }
+
+    #[derive(Deserialize)]
+    #[serde(deny_unknown_fields)]
+    struct ScenarioLease {
+        key: String,
+        owner: Option<String>,
+        #[serde(default = "default_checkpoint")]
+        checkpoint: String,
+        /// How long this worker has seen the counter unchanged.
+        #[serde(default)]
+        still_ms: u64,
+        #[serde(default = "yes")]
+        ready: bool,
+    }
+
+    fn default_checkpoint() -> String {
+        "TRIM_HORIZON".into()
+    }
+
+    fn yes() -> bool {
+        true
+    }
+
+    fn run(s: &Scenario) -> (Vec<String>, Vec<String>) {
+        let now = Instant::now() + Duration::from_secs(3600);
+        let leases: Vec<Lease> = s
+            .leases
+            .iter()
+            .map(|l| {
+                let mut lease = Lease::new(
+                    &l.key,
+                    Checkpoint::parse(&l.checkpoint).unwrap(),
+                    BTreeSet::new(),
+                );
+                lease.lease_owner = l.owner.clone();
+                lease.lease_counter = 7;
+                lease
+            })
+            .collect();
+        let observed = Observations {
+            seen: leases
+                .iter()
+                .zip(&s.leases)
+                .map(|(lease, l)| {
+                    (
+                        lease.lease_key.clone(),
+                        (lease.lease_counter, now - Duration::from_millis(l.still_ms)),
+                    )
+                })
+                .collect(),
+        };
+        let running: HashSet<String> = s.running.iter().cloned().collect();
+        let view = WorkerView {
+            me: &s.me,
+            running: &running,
+            failover: Duration::from_millis(s.failover_ms),
+            max_leases: s.max_leases_per_worker.unwrap_or(usize::MAX),
+        };
+        let not_ready: HashSet<&str> = s
+            .leases
+            .iter()
+            .filter(|l| !l.ready)
+            .map(|l| l.key.as_str())
+            .collect();
+        let p = plan(&leases, &view, &observed, now, |l| {
+            !not_ready.contains(l.lease_key.as_str())
+        });
+        let keys = |v: &[&Lease]| v.iter().map(|l| l.lease_key.clone()).collect::<Vec<_>>();
+        (keys(&p.take), keys(&p.steal))
     }
 
     #[test]
-    fn takes_free_own_and_expired_leases_only() {
+    fn scenarios() {
+        let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/lease_scenarios");
+        let mut files: Vec<_> = std::fs::read_dir(&dir)
+            .unwrap()
+            .map(|e| e.unwrap().path())
+            .collect();
+        files.sort();
+        assert!(files.len() >= 8, "scenario files in {}", dir.display());
+        for f in files {
+            let s: Scenario = serde_json::from_str(&std::fs::read_to_string(&f).unwrap())
+                .unwrap_or_else(|e| panic!("{}: {e}", f.display()));
+            let (take, steal) = run(&s);
+            assert_eq!(
+                (take, steal),
+                (s.take.clone(), s.steal.clone()),
+                "{}: {}",
+                f.display(),
+                s.description
+            );
+        }
+    }
+
+    #[test]
+    fn expiry_counts_from_the_last_change_seen() {
         let t0 = Instant::now();
         let f = Duration::from_secs(10);
-        let mut leases = vec![
-            lease("free", None, 3, Checkpoint::TrimHorizon),
-            lease("mine-from-before", Some("me"), 7, Checkpoint::TrimHorizon),
-            lease("busy", Some("other"), 5, Checkpoint::TrimHorizon),
-            lease("done", None, 9, Checkpoint::ShardEnd),
-            lease("running", Some("me"), 2, Checkpoint::TrimHorizon),
-            lease("blocked", None, 1, Checkpoint::TrimHorizon),
-        ];
-        let running = HashSet::from(["running".to_string()]);
+        let mut lease = Lease::new("s", Checkpoint::TrimHorizon, BTreeSet::new());
+        lease.lease_owner = Some("other".into());
         let mut obs = Observations::default();
-        obs.update(&leases, t0);
-        let ready = |l: &Lease| l.lease_key != "blocked";
-        let keys = |v: Vec<&Lease>| v.iter().map(|l| l.lease_key.clone()).collect::<Vec<_>>();
-        assert_eq!(
-            keys(leases_to_take(
-                &leases,
-                "me",
-                &running,
-                &obs,
-                t0 + f - Duration::from_millis(1),
-                f,
-                ready
-            )),
-            ["free", "mine-from-before"]
-        );
-        // "busy" keeps renewing: never expires.
-        leases[2].lease_counter = 6;
-        obs.update(&leases, t0 + f);
-        assert_eq!(
-            keys(leases_to_take(
-                &leases,
-                "me",
-                &running,
-                &obs,
-                t0 + f + f / 2,
-                f,
-                ready
-            ))
-            .len(),
-            2
-        );
-        // It stops renewing: expired a full failover after the last change we saw.
-        assert_eq!(
-            keys(leases_to_take(
-                &leases,
-                "me",
-                &running,
-                &obs,
-                t0 + f * 2,
-                f,
-                ready
-            )),
-            ["free", "mine-from-before", "busy"]
-        );
+        obs.update(std::slice::from_ref(&lease), t0);
+        assert!(!obs.is_expired(&lease, t0 + f - Duration::from_millis(1), f));
+        assert!(obs.is_expired(&lease, t0 + f, f));
+        // A renewal restarts the clock.
+        lease.lease_counter += 1;
+        obs.update(std::slice::from_ref(&lease), t0 + f);
+        assert!(!obs.is_expired(&lease, t0 + f + f / 2, f));
+        assert!(obs.is_expired(&lease, t0 + f * 2, f));
     }
 }

@@ -4,6 +4,7 @@
 use std::collections::{BTreeSet, HashMap};
 use std::time::Duration;
 
+use async_trait::async_trait;
 use aws_sdk_dynamodb::error::SdkError;
 use aws_sdk_dynamodb::types::{
     AttributeDefinition, AttributeValue, BillingMode, KeySchemaElement, KeyType,
@@ -25,6 +26,37 @@ pub enum LeaseError {
     Fatal(String),
 }
 
+/// Where leases live. Every write that matters is conditional: `Lost` means the condition
+/// (owner and counter as given) did not hold.
+#[async_trait]
+pub trait LeaseStore: Send + Sync {
+    /// Creates the store if it is missing and waits until it can be used.
+    async fn ensure_exists(&self) -> Result<(), LeaseError>;
+    /// Every lease, strongly consistent.
+    async fn list(&self) -> Result<Vec<Lease>, LeaseError>;
+    /// Creates the lease unless a row for the shard exists. True when it was created.
+    async fn create_if_absent(&self, lease: &Lease) -> Result<bool, LeaseError>;
+    /// Takes `lease` for `owner`, conditional on the counter we saw. Returns it as now stored.
+    async fn take(&self, lease: &Lease, owner: &str) -> Result<Lease, LeaseError>;
+    /// Bumps the counter, conditional on owner and counter. Returns the new counter.
+    async fn renew(&self, key: &str, owner: &str, counter: u64) -> Result<u64, LeaseError>;
+    /// Moves the checkpoint and clears any intent, conditional on owner and counter; at
+    /// SHARD_END the shard's children are recorded in the same write.
+    async fn checkpoint(
+        &self,
+        key: &str,
+        owner: &str,
+        counter: u64,
+        checkpoint: &Checkpoint,
+        children: Option<&BTreeSet<String>>,
+    ) -> Result<(), LeaseError>;
+    /// Gives the lease up (owner removed, counter bumped), conditional on owner and counter.
+    async fn release(&self, key: &str, owner: &str, counter: u64) -> Result<(), LeaseError>;
+    /// Deletes a finished lease, conditional on it being at SHARD_END.
+    async fn delete_finished(&self, key: &str) -> Result<(), LeaseError>;
+}
+
+/// The lease table in DynamoDB.
 pub struct LeaseTable {
     client: aws_sdk_dynamodb::Client,
     name: String,
@@ -66,9 +98,12 @@ impl LeaseTable {
     fn ok(&self, op: &'static str) {
         events::lease_table_call(&self.connector, op, true);
     }
+}
 
+#[async_trait]
+impl LeaseStore for LeaseTable {
     /// Creates the table (on-demand capacity) when it is missing and waits until it is active.
-    pub async fn ensure_exists(&self) -> Result<(), LeaseError> {
+    async fn ensure_exists(&self) -> Result<(), LeaseError> {
         match self
             .client
             .describe_table()
@@ -143,7 +178,7 @@ impl LeaseTable {
     }
 
     /// Every lease, read with strong consistency.
-    pub async fn list(&self) -> Result<Vec<Lease>, LeaseError> {
+    async fn list(&self) -> Result<Vec<Lease>, LeaseError> {
         let mut leases = Vec::new();
         let mut start: Option<HashMap<String, AttributeValue>> = None;
         loop {
@@ -171,7 +206,7 @@ impl LeaseTable {
     }
 
     /// Creates the lease unless a row for the shard exists. True when it was created.
-    pub async fn create_if_absent(&self, lease: &Lease) -> Result<bool, LeaseError> {
+    async fn create_if_absent(&self, lease: &Lease) -> Result<bool, LeaseError> {
         let res = self
             .client
             .put_item()
@@ -195,7 +230,7 @@ impl LeaseTable {
 
     /// Takes `lease` for `owner`, conditional on the counter we saw: a concurrent renew or take
     /// makes this fail. Returns the lease as now stored.
-    pub async fn take(&self, lease: &Lease, owner: &str) -> Result<Lease, LeaseError> {
+    async fn take(&self, lease: &Lease, owner: &str) -> Result<Lease, LeaseError> {
         let switched = lease.lease_owner.as_deref() != Some(owner);
         let switches = lease.owner_switches_since_checkpoint + u64::from(switched);
         self.client
@@ -224,7 +259,7 @@ impl LeaseTable {
     }
 
     /// Bumps the counter, conditional on owner and counter. Returns the new counter.
-    pub async fn renew(&self, key: &str, owner: &str, counter: u64) -> Result<u64, LeaseError> {
+    async fn renew(&self, key: &str, owner: &str, counter: u64) -> Result<u64, LeaseError> {
         self.client
             .update_item()
             .table_name(&self.name)
@@ -245,7 +280,7 @@ impl LeaseTable {
 
     /// Moves the checkpoint and clears any intent, conditional on owner and counter. At
     /// SHARD_END the shard's children are recorded in the same write.
-    pub async fn checkpoint(
+    async fn checkpoint(
         &self,
         key: &str,
         owner: &str,
@@ -288,7 +323,7 @@ impl LeaseTable {
     }
 
     /// Gives the lease up so that another worker can take it at once.
-    pub async fn release(&self, key: &str, owner: &str, counter: u64) -> Result<(), LeaseError> {
+    async fn release(&self, key: &str, owner: &str, counter: u64) -> Result<(), LeaseError> {
         self.client
             .update_item()
             .table_name(&self.name)
@@ -304,6 +339,24 @@ impl LeaseTable {
             .await
             .map_err(|e| lease_error("UpdateItem", &self.connector, key, e))?;
         self.ok("UpdateItem");
+        Ok(())
+    }
+
+    async fn delete_finished(&self, key: &str) -> Result<(), LeaseError> {
+        self.client
+            .delete_item()
+            .table_name(&self.name)
+            .key(LEASE_KEY, AttributeValue::S(key.to_string()))
+            .condition_expression("#cp = :end")
+            .expression_attribute_names("#cp", CHECKPOINT)
+            .expression_attribute_values(
+                ":end",
+                AttributeValue::S(Checkpoint::ShardEnd.as_string()),
+            )
+            .send()
+            .await
+            .map_err(|e| lease_error("DeleteItem", &self.connector, key, e))?;
+        self.ok("DeleteItem");
         Ok(())
     }
 }

@@ -188,3 +188,20 @@ pub fn connector_running(connector: &str, running: bool) {
 pub fn shards_owned(connector: &str, n: usize) {
     gauge!("shardbridge_shards_owned", "connector" => connector.to_string()).set(n as f64);
 }
+
+/// `how`: "free", "own" (left by an earlier run of this worker), "expired" or "stolen".
+pub fn lease_acquired(connector: &str, shard: &str, how: &'static str, checkpoint: &str) {
+    tracing::info!(connector, shard, how, checkpoint, "took lease");
+    counter!("shardbridge_leases_acquired_total", "connector" => connector.to_string(), "how" => how).increment(1);
+}
+
+pub fn lease_released(connector: &str, shard: &str) {
+    tracing::info!(connector, shard, "released lease");
+    counter!("shardbridge_leases_released_total", "connector" => connector.to_string())
+        .increment(1);
+}
+
+pub fn lease_lost(connector: &str, shard: &str) {
+    tracing::warn!(connector, shard, "lease lost to another worker");
+    counter!("shardbridge_leases_lost_total", "connector" => connector.to_string()).increment(1);
+}

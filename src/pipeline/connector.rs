@@ -4,7 +4,7 @@
 use std::collections::{BTreeSet, HashMap, HashSet};
 use std::future::Future;
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
@@ -14,8 +14,8 @@ use crate::config::{ConnectorConfig, StartingPosition};
 use crate::lease::held::HeldLease;
 use crate::lease::lineage;
 use crate::lease::model::Lease;
-use crate::lease::planning::{leases_to_take, Observations};
-use crate::lease::table::{LeaseError, LeaseTable};
+use crate::lease::planning::{self, Observations, WorkerView};
+use crate::lease::table::{LeaseError, LeaseStore, LeaseTable};
 use crate::metrics::events;
 use crate::metrics::health::{ConnectorState, Health};
 use crate::retry::Backoff;
@@ -72,7 +72,7 @@ pub struct Connector {
     health: Arc<Health>,
     source: Arc<dyn ShardSource>,
     sink: Arc<dyn Sink>,
-    table: Arc<LeaseTable>,
+    table: Arc<dyn LeaseStore>,
 }
 
 impl ConnectorError {
@@ -121,14 +121,33 @@ impl Connector {
         let sink: Arc<dyn Sink> = Arc::from(crate::sink::build(&cfg.sink).await?);
         tracing::info!(connector = %name, stream = source.stream_arn(), lease_table = %cfg.leases.table,
             commit_protocol = ?sink.commit_protocol(), "connector started");
-        Ok(Connector {
+        Ok(Connector::new(
             cfg,
             worker_id,
             health,
-            source: Arc::new(source),
+            Arc::new(source),
+            table,
+            sink,
+        ))
+    }
+
+    /// A connector over given parts: the in-process stream model and lease store use this.
+    pub fn new(
+        cfg: ConnectorConfig,
+        worker_id: String,
+        health: Arc<Health>,
+        source: Arc<dyn ShardSource>,
+        table: Arc<dyn LeaseStore>,
+        sink: Arc<dyn Sink>,
+    ) -> Self {
+        Connector {
+            cfg,
+            worker_id,
+            health,
+            source,
             sink,
             table,
-        })
+        }
     }
 
     /// Runs until `stop`, then stops every shard worker (waiting up to `shutdown_timeout`) and
@@ -166,7 +185,7 @@ impl Connector {
                     for lease in held.values() {
                         match lease.renew().await {
                             Ok(()) => {}
-                            Err(LeaseError::Lost(k)) => tracing::warn!(connector = %name, shard = %k, "lease lost"),
+                            Err(LeaseError::Lost(k)) => events::lease_lost(&name, &k),
                             Err(e) => tracing::warn!(connector = %name, shard = lease.shard_id(), %e, "lease renewal failed; will retry"),
                         }
                     }
@@ -233,8 +252,11 @@ impl Connector {
             tasks.abort_all();
         }
         for lease in held.values() {
-            if let Err(e) = lease.release().await {
-                tracing::warn!(connector = %name, shard = lease.shard_id(), %e, "could not release lease");
+            match lease.release().await {
+                Ok(()) => events::lease_released(&name, lease.shard_id()),
+                Err(e) => {
+                    tracing::warn!(connector = %name, shard = lease.shard_id(), %e, "could not release lease")
+                }
             }
         }
         events::shards_owned(&name, 0);
@@ -276,7 +298,7 @@ impl Connector {
         if created {
             leases = self.table.list().await?;
         }
-        let now = Instant::now();
+        let now = tokio::time::Instant::now();
         observed.update(&leases, now);
         let by_key: HashMap<String, Lease> = leases
             .iter()
@@ -287,28 +309,38 @@ impl Connector {
             shards.iter().map(|s| (s.shard_id.as_str(), s)).collect();
         let running: HashSet<String> = held.keys().cloned().collect();
         let failover = Duration::from_millis(self.cfg.leases.failover_ms);
-        let to_take = leases_to_take(
-            &leases,
-            &self.worker_id,
-            &running,
-            observed,
-            now,
+        let view = WorkerView {
+            me: &self.worker_id,
+            running: &running,
             failover,
-            |l| {
-                // A lease whose shard is no longer listed was trimmed: nothing left to read.
-                shard_by_id
-                    .get(l.lease_key.as_str())
-                    .is_some_and(|s| lineage::is_ready(s, &by_key, &listed))
-            },
-        );
-        for lease in to_take {
+            max_leases: self.cfg.leases.max_leases_per_worker,
+        };
+        let plan = planning::plan(&leases, &view, observed, now, |l| {
+            // A lease whose shard is no longer listed was trimmed: nothing left to read.
+            shard_by_id
+                .get(l.lease_key.as_str())
+                .is_some_and(|s| lineage::is_ready(s, &by_key, &listed))
+        });
+        let stolen: HashSet<&str> = plan.steal.iter().map(|l| l.lease_key.as_str()).collect();
+        for lease in plan.all() {
+            let how = match lease.lease_owner.as_deref() {
+                _ if stolen.contains(lease.lease_key.as_str()) => "stolen",
+                None => "free",
+                Some(o) if o == self.worker_id => "own",
+                Some(_) => "expired",
+            };
             let taken = match self.table.take(lease, &self.worker_id).await {
                 Ok(t) => t,
                 // Someone else took or renewed it between our read and our write.
                 Err(LeaseError::Lost(_)) => continue,
                 Err(e) => return Err(e.into()),
             };
-            tracing::info!(connector = %self.cfg.name, shard = %taken.lease_key, checkpoint = %taken.checkpoint.as_string(), "took lease");
+            events::lease_acquired(
+                &self.cfg.name,
+                &taken.lease_key,
+                how,
+                &taken.checkpoint.as_string(),
+            );
             let held_lease = Arc::new(HeldLease::new(
                 self.table.clone(),
                 &taken,

@@ -15,7 +15,7 @@ use crate::metrics::health::{ConnectorState, Health};
 use crate::retry::Backoff;
 use crate::sink::{Batch, OutputRecord, Sink, SinkError};
 use crate::source::poll::{after_error, after_page, ErrorAction, PollAction};
-use crate::source::record::ChangeRecord;
+use crate::source::record::SourceRecord;
 use crate::source::{IteratorPosition, ShardIterator, ShardSource, SourceError};
 
 pub struct ShardContext {
@@ -67,33 +67,40 @@ async fn pause(stop: &CancellationToken, d: Duration) -> bool {
 
 pub fn encode_batch(
     shard_id: &str,
-    records: &[ChangeRecord],
+    records: &[SourceRecord],
     kind: FormatKind,
     skip_before_millis: Option<i64>,
-) -> (Batch, usize) {
+) -> Result<(Batch, usize), ShardError> {
     let mut skipped = 0;
     let mut out = Vec::with_capacity(records.len());
     for r in records {
-        if let (Some(min), Some(ts)) = (skip_before_millis, r.approximate_creation_millis) {
+        if let (Some(min), Some(ts)) = (skip_before_millis, r.created_millis()) {
             if ts < min {
                 skipped += 1;
                 continue;
             }
         }
         let mut payload = Vec::with_capacity(512);
-        format::encode(kind, r, &mut payload);
+        // Config validation pairs formats with sources; a mismatch here is a bug, reported
+        // with the record's identity rather than skipped.
+        format::encode(kind, r, &mut payload).map_err(|e| {
+            ShardError::Source(format!(
+                "record {} of shard {shard_id}: {e}",
+                r.sequence_number()
+            ))
+        })?;
         out.push(OutputRecord {
-            sequence_number: r.source.sequence_number.clone(),
+            sequence_number: r.sequence_number().clone(),
             payload,
         });
     }
-    (
+    Ok((
         Batch {
             shard_id: shard_id.to_string(),
             records: out,
         },
         skipped,
-    )
+    ))
 }
 
 pub async fn run(ctx: ShardContext) -> Result<ShardOutcome, ShardError> {
@@ -136,20 +143,16 @@ pub async fn run(ctx: ShardContext) -> Result<ShardOutcome, ShardError> {
             }
         };
         failures = 0;
-        let bytes: u64 = page
-            .records
-            .iter()
-            .map(|r| r.size_bytes.max(0) as u64)
-            .sum();
+        let bytes: u64 = page.records.iter().map(SourceRecord::size_bytes).sum();
         events::records_read(&ctx.connector, page.records.len(), bytes);
 
         if let Some(last) = page.records.last() {
-            let last_seq = last.source.sequence_number.clone();
-            if let Some(ts) = last.approximate_creation_millis {
+            let last_seq = last.sequence_number().clone();
+            if let Some(ts) = last.created_millis() {
                 events::iterator_age(&ctx.connector, now_millis() - ts);
             }
             let (batch, skipped) =
-                encode_batch(&shard, &page.records, ctx.format, ctx.skip_before_millis);
+                encode_batch(&shard, &page.records, ctx.format, ctx.skip_before_millis)?;
             if skipped > 0 {
                 events::records_skipped(&ctx.connector, "before_starting_position", skipped);
             }

@@ -14,7 +14,8 @@ use tokio::time::Instant;
 use crate::aws::AwsErrorClass;
 
 use super::record::{
-    AttributeValue, ChangeRecord, Item, OperationType, SourceIdentity, StreamViewType, UserIdentity,
+    AttributeValue, ChangeRecord, Item, OperationType, SourceIdentity, SourceRecord,
+    StreamViewType, UserIdentity,
 };
 use super::sequence::SequenceNumber;
 use super::{IteratorPosition, RecordPage, Shard, ShardIterator, ShardSource, SourceError};
@@ -179,12 +180,8 @@ impl ShardSource for DynamoDbStreamsSource {
         let shard_id = &iterator.shard_id;
         let mut records = Vec::with_capacity(out.records().len());
         for r in out.records() {
-            records.push(convert_record(
-                r,
-                &self.stream_arn,
-                &self.table_name,
-                shard_id,
-            )?);
+            let record = convert_record(r, &self.stream_arn, &self.table_name, shard_id)?;
+            records.push(SourceRecord::DynamoDb(record));
         }
         Ok(RecordPage {
             records,

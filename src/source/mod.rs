@@ -8,7 +8,7 @@ pub mod sequence;
 
 use async_trait::async_trait;
 
-use record::ChangeRecord;
+use record::SourceRecord;
 use sequence::SequenceNumber;
 
 /// One shard as listed by the stream.
@@ -50,7 +50,7 @@ pub struct ShardIterator {
 /// What one GetRecords call returned.
 #[derive(Debug, Default)]
 pub struct RecordPage {
-    pub records: Vec<ChangeRecord>,
+    pub records: Vec<SourceRecord>,
     /// None: the shard is closed and every record has been read (SHARD_END).
     pub next_iterator: Option<ShardIterator>,
     /// How far the newest record read is behind now, when the source says so (Kinesis does).

@@ -106,3 +106,50 @@ pub struct ChangeRecord {
     pub view_type: StreamViewType,
     pub user_identity: Option<UserIdentity>,
 }
+
+/// One Kinesis Data Streams record.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct KinesisRecord {
+    pub source: SourceIdentity,
+    pub partition_key: String,
+    pub data: Vec<u8>,
+    /// Milliseconds since the Unix epoch.
+    pub approximate_arrival_millis: Option<i64>,
+    pub aws_region: String,
+}
+
+/// A record as a source delivers it: a DynamoDB change, or a Kinesis record.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum SourceRecord {
+    DynamoDb(ChangeRecord),
+    Kinesis(KinesisRecord),
+}
+
+impl SourceRecord {
+    pub fn identity(&self) -> &SourceIdentity {
+        match self {
+            SourceRecord::DynamoDb(r) => &r.source,
+            SourceRecord::Kinesis(r) => &r.source,
+        }
+    }
+
+    pub fn sequence_number(&self) -> &SequenceNumber {
+        &self.identity().sequence_number
+    }
+
+    /// When the record entered the stream, if known (ms since the epoch).
+    pub fn created_millis(&self) -> Option<i64> {
+        match self {
+            SourceRecord::DynamoDb(r) => r.approximate_creation_millis,
+            SourceRecord::Kinesis(r) => r.approximate_arrival_millis,
+        }
+    }
+
+    /// Size as the stream accounts it.
+    pub fn size_bytes(&self) -> u64 {
+        match self {
+            SourceRecord::DynamoDb(r) => r.size_bytes.max(0) as u64,
+            SourceRecord::Kinesis(r) => (r.data.len() + r.partition_key.len()) as u64,
+        }
+    }
+}

@@ -6,7 +6,7 @@ use std::sync::Mutex;
 
 use async_trait::async_trait;
 use shardbridge::source::record::{
-    AttributeValue, ChangeRecord, OperationType, SourceIdentity, StreamViewType,
+    AttributeValue, ChangeRecord, OperationType, SourceIdentity, SourceRecord, StreamViewType,
 };
 use shardbridge::source::sequence::SequenceNumber;
 use shardbridge::source::{
@@ -170,7 +170,9 @@ impl ShardSource for ScriptedSource {
         let at = s.iterators[iterator.token.parse::<usize>().unwrap()];
         let at = at.max(s.trim_horizon);
         let end = (at + self.shard.page_size.min(limit as usize)).min(self.shard.records);
-        let records = (at..end).map(|i| record(&self.shard.shard_id, i)).collect();
+        let records = (at..end)
+            .map(|i| SourceRecord::DynamoDb(record(&self.shard.shard_id, i)))
+            .collect();
         let next_iterator = if self.shard.closed && end == self.shard.records {
             None
         } else {

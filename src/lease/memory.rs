@@ -1,0 +1,173 @@
+//! An in-process lease store with the same conditional semantics as the DynamoDB table: for the
+//! deterministic stream model and property tests, where a fleet of workers shares one store.
+
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::sync::Mutex;
+
+use async_trait::async_trait;
+
+use super::model::{Checkpoint, Lease};
+use super::table::{LeaseError, LeaseStore};
+
+#[derive(Default)]
+pub struct MemoryLeaseStore {
+    leases: Mutex<BTreeMap<String, Lease>>,
+    calls: Mutex<HashMap<&'static str, u64>>,
+}
+
+impl MemoryLeaseStore {
+    fn count(&self, op: &'static str) {
+        *self
+            .calls
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .entry(op)
+            .or_default() += 1;
+    }
+
+    /// Calls made, by operation.
+    pub fn calls(&self) -> HashMap<&'static str, u64> {
+        self.calls.lock().unwrap_or_else(|p| p.into_inner()).clone()
+    }
+
+    /// Applies `f` to the lease if owner and counter match; Lost otherwise.
+    fn update<T>(
+        &self,
+        key: &str,
+        owner: &str,
+        counter: u64,
+        f: impl FnOnce(&mut Lease) -> T,
+    ) -> Result<T, LeaseError> {
+        let mut leases = self.leases.lock().unwrap_or_else(|p| p.into_inner());
+        match leases.get_mut(key) {
+            Some(l) if l.lease_owner.as_deref() == Some(owner) && l.lease_counter == counter => {
+                Ok(f(l))
+            }
+            _ => Err(LeaseError::Lost(key.to_string())),
+        }
+    }
+}
+
+#[async_trait]
+impl LeaseStore for MemoryLeaseStore {
+    async fn ensure_exists(&self) -> Result<(), LeaseError> {
+        Ok(())
+    }
+
+    async fn list(&self) -> Result<Vec<Lease>, LeaseError> {
+        self.count("Scan");
+        let leases = self.leases.lock().unwrap_or_else(|p| p.into_inner());
+        Ok(leases.values().cloned().collect())
+    }
+
+    async fn create_if_absent(&self, lease: &Lease) -> Result<bool, LeaseError> {
+        self.count("PutItem");
+        let mut leases = self.leases.lock().unwrap_or_else(|p| p.into_inner());
+        if leases.contains_key(&lease.lease_key) {
+            return Ok(false);
+        }
+        leases.insert(lease.lease_key.clone(), lease.clone());
+        Ok(true)
+    }
+
+    async fn take(&self, lease: &Lease, owner: &str) -> Result<Lease, LeaseError> {
+        self.count("UpdateItem");
+        let mut leases = self.leases.lock().unwrap_or_else(|p| p.into_inner());
+        match leases.get_mut(&lease.lease_key) {
+            Some(l) if l.lease_counter == lease.lease_counter => {
+                if l.lease_owner.as_deref() != Some(owner) {
+                    l.owner_switches_since_checkpoint += 1;
+                }
+                l.lease_owner = Some(owner.to_string());
+                l.lease_counter += 1;
+                Ok(l.clone())
+            }
+            _ => Err(LeaseError::Lost(lease.lease_key.clone())),
+        }
+    }
+
+    async fn renew(&self, key: &str, owner: &str, counter: u64) -> Result<u64, LeaseError> {
+        self.count("UpdateItem");
+        self.update(key, owner, counter, |l| {
+            l.lease_counter += 1;
+            l.lease_counter
+        })
+    }
+
+    async fn checkpoint(
+        &self,
+        key: &str,
+        owner: &str,
+        counter: u64,
+        checkpoint: &Checkpoint,
+        children: Option<&BTreeSet<String>>,
+    ) -> Result<(), LeaseError> {
+        self.count("UpdateItem");
+        self.update(key, owner, counter, |l| {
+            l.checkpoint = checkpoint.clone();
+            l.owner_switches_since_checkpoint = 0;
+            l.pending_checkpoint = None;
+            if let Some(c) = children.filter(|c| !c.is_empty()) {
+                l.child_shard_ids = c.clone();
+            }
+        })
+    }
+
+    async fn release(&self, key: &str, owner: &str, counter: u64) -> Result<(), LeaseError> {
+        self.count("UpdateItem");
+        self.update(key, owner, counter, |l| {
+            l.lease_owner = None;
+            l.lease_counter += 1;
+        })
+    }
+
+    async fn delete_finished(&self, key: &str) -> Result<(), LeaseError> {
+        self.count("DeleteItem");
+        let mut leases = self.leases.lock().unwrap_or_else(|p| p.into_inner());
+        match leases.get(key) {
+            Some(l) if l.checkpoint == Checkpoint::ShardEnd => {
+                leases.remove(key);
+                Ok(())
+            }
+            _ => Err(LeaseError::Lost(key.to_string())),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn writes_are_conditional_on_owner_and_counter() {
+        let store = MemoryLeaseStore::default();
+        let lease = Lease::new("s", Checkpoint::TrimHorizon, BTreeSet::new());
+        assert!(store.create_if_absent(&lease).await.unwrap());
+        assert!(!store.create_if_absent(&lease).await.unwrap());
+        let a = store.take(&lease, "a").await.unwrap();
+        assert_eq!((a.lease_counter, a.owner_switches_since_checkpoint), (1, 1));
+        // A take based on a stale counter fails.
+        assert!(matches!(
+            store.take(&lease, "b").await,
+            Err(LeaseError::Lost(_))
+        ));
+        let c = store.renew("s", "a", 1).await.unwrap();
+        assert!(store.renew("s", "a", 1).await.is_err(), "stale counter");
+        assert!(store.renew("s", "b", c).await.is_err(), "wrong owner");
+        let cp = Checkpoint::ShardEnd;
+        assert!(store.checkpoint("s", "b", c, &cp, None).await.is_err());
+        assert!(
+            store.delete_finished("s").await.is_err(),
+            "not finished yet"
+        );
+        store.checkpoint("s", "a", c, &cp, None).await.unwrap();
+        store.release("s", "a", c).await.unwrap();
+        let l = &store.list().await.unwrap()[0];
+        assert_eq!(
+            (l.lease_owner.clone(), l.lease_counter, l.checkpoint.clone()),
+            (None, 3, cp)
+        );
+        store.delete_finished("s").await.unwrap();
+        assert!(store.list().await.unwrap().is_empty());
+    }
+}
