@@ -101,6 +101,7 @@ impl Harness {
             checkpoint_backoff: Backoff::new(1, 5, 3),
             health: Arc::new(Health::default()),
             stop: CancellationToken::new(),
+            parent_ended_at: None,
         })
         .await
     }
@@ -149,7 +150,7 @@ async fn survives_every_retryable_error_class_without_loss_or_repeat() {
     h.sink.fail_next.store(2, Ordering::SeqCst);
     assert_eq!(
         h.run(Checkpoint::TrimHorizon, 3).await.unwrap(),
-        ShardOutcome::ShardEnd
+        ShardOutcome::ShardEnd(vec![])
     );
     assert_eq!(h.written(), seqs(0..100), "every record once, in order");
     assert_eq!(h.checkpoint().await, Checkpoint::ShardEnd);
@@ -186,7 +187,7 @@ async fn trimmed_data_is_counted_as_loss_and_reading_goes_on_from_the_trim_horiz
     let h = Harness::new(shard(100, &[(3, Fault::TrimTo(50))])).await;
     assert_eq!(
         h.run(Checkpoint::TrimHorizon, 3).await.unwrap(),
-        ShardOutcome::ShardEnd
+        ShardOutcome::ShardEnd(vec![])
     );
     let mut want = seqs(0..20);
     want.extend(seqs(50..100));
@@ -202,7 +203,10 @@ async fn trimmed_data_is_counted_as_loss_and_reading_goes_on_from_the_trim_horiz
 async fn resumes_after_its_checkpoint() {
     let h = Harness::new(shard(100, &[])).await;
     let start = Checkpoint::Sequence(seq_of(41));
-    assert_eq!(h.run(start, 3).await.unwrap(), ShardOutcome::ShardEnd);
+    assert_eq!(
+        h.run(start, 3).await.unwrap(),
+        ShardOutcome::ShardEnd(vec![])
+    );
     assert_eq!(h.written(), seqs(42..100));
     assert_eq!(
         h.source.opened(),

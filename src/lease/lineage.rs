@@ -7,12 +7,71 @@ use super::model::{Checkpoint, Lease};
 use crate::source::Shard;
 
 /// A shard is ready when each parent is checkpointed at SHARD_END, or has no lease and is gone
-/// from the stream (trimmed past retention).
+/// from the stream (trimmed past retention). A shard that has made progress (a sequence-number
+/// checkpoint) was ready before and stays so, whatever became of its parents' leases since.
 pub fn is_ready(shard: &Shard, leases: &HashMap<String, Lease>, listed: &HashSet<&str>) -> bool {
+    if let Some(Checkpoint::Sequence(_)) = leases.get(&shard.shard_id).map(|l| &l.checkpoint) {
+        return true;
+    }
     shard.parents().all(|parent| match leases.get(parent) {
         Some(lease) => lease.checkpoint == Checkpoint::ShardEnd,
         None => !listed.contains(parent),
     })
+}
+
+/// Listed shards that need a lease: those without one, unless a descendant has one — then the
+/// shard was finished and its lease deleted, and a new lease would read it all again.
+pub fn shards_needing_leases<'a>(
+    shards: &'a [Shard],
+    leases: &HashMap<String, Lease>,
+) -> Vec<&'a Shard> {
+    let mut children: HashMap<&str, Vec<&str>> = HashMap::new();
+    for s in shards {
+        for p in s.parents() {
+            children.entry(p).or_default().push(&s.shard_id);
+        }
+    }
+    for l in leases.values() {
+        for p in &l.parent_shard_ids {
+            children.entry(p).or_default().push(&l.lease_key);
+        }
+    }
+    let has_leased_descendant = |root: &str| {
+        let mut stack: Vec<&str> = children.get(root).cloned().unwrap_or_default();
+        let mut seen = HashSet::new();
+        while let Some(s) = stack.pop() {
+            if !seen.insert(s) {
+                continue;
+            }
+            if leases.contains_key(s) {
+                return true;
+            }
+            stack.extend(children.get(s).into_iter().flatten());
+        }
+        false
+    };
+    shards
+        .iter()
+        .filter(|s| !leases.contains_key(&s.shard_id) && !has_leased_descendant(&s.shard_id))
+        .collect()
+}
+
+/// Finished leases that can be deleted: at SHARD_END, with children recorded, and every child's
+/// lease has made progress (so no reader needs the parent's checkpoint any more).
+pub fn finished_parents(leases: &HashMap<String, Lease>) -> Vec<&str> {
+    let progressed = |key: &String| {
+        leases
+            .get(key)
+            .is_some_and(|c| matches!(c.checkpoint, Checkpoint::Sequence(_) | Checkpoint::ShardEnd))
+    };
+    let mut out: Vec<&str> = leases
+        .values()
+        .filter(|l| l.checkpoint == Checkpoint::ShardEnd)
+        .filter(|l| !l.child_shard_ids.is_empty() && l.child_shard_ids.iter().all(progressed))
+        .map(|l| l.lease_key.as_str())
+        .collect();
+    out.sort();
+    out
 }
 
 /// The checkpoint a new lease starts from. Only shards that exist when a connector first starts
@@ -75,6 +134,83 @@ mod tests {
             &HashMap::new(),
             &HashSet::from(["c", "gone"])
         ));
+    }
+
+    #[test]
+    fn a_child_that_made_progress_stays_ready() {
+        let child = shard("c", Some("p"), None);
+        let listed = HashSet::from(["p", "c"]);
+        let leases = HashMap::from([lease("c", Checkpoint::Sequence(seq("5")))]);
+        assert!(
+            is_ready(&child, &leases, &listed),
+            "parent lease deleted, child in progress"
+        );
+        let leases = HashMap::from([lease("c", Checkpoint::TrimHorizon)]);
+        assert!(!is_ready(&child, &leases, &listed));
+    }
+
+    fn seq(s: &str) -> crate::source::sequence::SequenceNumber {
+        crate::source::sequence::SequenceNumber::parse(s).unwrap()
+    }
+
+    fn with_parents(
+        id: &str,
+        cp: Checkpoint,
+        parents: &[&str],
+        children: &[&str],
+    ) -> (String, Lease) {
+        let mut l = Lease::new(id, cp, parents.iter().map(|p| p.to_string()).collect());
+        l.child_shard_ids = children.iter().map(|c| c.to_string()).collect();
+        (id.to_string(), l)
+    }
+
+    #[test]
+    fn finished_ancestors_are_not_leased_again() {
+        // p → c → g, all still listed (within retention); p's and c's leases were deleted.
+        let shards = [
+            shard("p", None, None),
+            shard("c", Some("p"), None),
+            shard("g", Some("c"), None),
+            shard("new", None, None),
+        ];
+        let leases = HashMap::from([with_parents(
+            "g",
+            Checkpoint::Sequence(seq("9")),
+            &["c"],
+            &[],
+        )]);
+        let need: Vec<&str> = shards_needing_leases(&shards, &leases)
+            .iter()
+            .map(|s| s.shard_id.as_str())
+            .collect();
+        assert_eq!(need, ["new"]);
+        // A fresh table: every listed shard gets a lease.
+        let need = shards_needing_leases(&shards, &HashMap::new());
+        assert_eq!(need.len(), 4);
+    }
+
+    #[test]
+    fn parents_are_deleted_only_after_every_child_made_progress() {
+        let mut leases = HashMap::from([
+            with_parents("p", Checkpoint::ShardEnd, &[], &["c1", "c2"]),
+            with_parents("c1", Checkpoint::Sequence(seq("3")), &["p"], &[]),
+            with_parents("c2", Checkpoint::TrimHorizon, &["p"], &[]),
+            with_parents("q", Checkpoint::ShardEnd, &[], &[]),
+        ]);
+        assert!(
+            finished_parents(&leases).is_empty(),
+            "c2 has not started; q's children are unknown"
+        );
+        leases.insert(
+            "c2".into(),
+            with_parents("c2", Checkpoint::ShardEnd, &["p"], &[]).1,
+        );
+        assert_eq!(finished_parents(&leases), ["p"]);
+        leases.remove("c1");
+        assert!(
+            finished_parents(&leases).is_empty(),
+            "a child without a lease is not known to have progressed"
+        );
     }
 
     #[test]

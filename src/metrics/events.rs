@@ -205,3 +205,18 @@ pub fn lease_lost(connector: &str, shard: &str) {
     tracing::warn!(connector, shard, "lease lost to another worker");
     counter!("shardbridge_leases_lost_total", "connector" => connector.to_string()).increment(1);
 }
+
+pub fn shards_waiting_on_parents(connector: &str, n: usize) {
+    gauge!("shardbridge_shards_waiting_on_parents", "connector" => connector.to_string())
+        .set(n as f64);
+}
+
+pub fn child_start_delay(connector: &str, shard: &str, delay: Duration) {
+    tracing::info!(
+        connector,
+        shard,
+        delay_ms = delay.as_millis() as u64,
+        "child shard read after its parent ended"
+    );
+    histogram!("shardbridge_lineage_child_start_delay_seconds", "connector" => connector.to_string()).record(delay.as_secs_f64());
+}

@@ -6,6 +6,8 @@ use std::future::Future;
 use std::sync::Arc;
 use std::time::Duration;
 
+use tokio::time::Instant;
+
 use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 
@@ -13,7 +15,7 @@ use super::shard_worker::{self, ShardContext, ShardError, ShardOutcome};
 use crate::config::{ConnectorConfig, StartingPosition};
 use crate::lease::held::HeldLease;
 use crate::lease::lineage;
-use crate::lease::model::Lease;
+use crate::lease::model::{Checkpoint, Lease};
 use crate::lease::planning::{self, Observations, WorkerView};
 use crate::lease::table::{LeaseError, LeaseStore, LeaseTable};
 use crate::metrics::events;
@@ -21,7 +23,7 @@ use crate::metrics::health::{ConnectorState, Health};
 use crate::retry::Backoff;
 use crate::sink::Sink;
 use crate::source::dynamodb_streams::DynamoDbStreamsSource;
-use crate::source::{ShardSource, SourceError};
+use crate::source::{Shard, ShardSource, SourceError};
 
 #[derive(Debug, thiserror::Error)]
 pub enum ConnectorError {
@@ -159,11 +161,15 @@ impl Connector {
     ) -> Result<(), ConnectorError> {
         let name = self.cfg.name.clone();
         self.health.set(&name, ConnectorState::Running);
-        let workers_stop = CancellationToken::new();
-        let mut held: HashMap<String, Arc<HeldLease>> = HashMap::new();
-        let mut tasks: JoinSet<(String, Result<ShardOutcome, ShardError>)> = JoinSet::new();
-        let mut observed = Observations::default();
-        let mut first_sync = true;
+        let mut st = SyncState {
+            workers_stop: CancellationToken::new(),
+            held: HashMap::new(),
+            tasks: JoinSet::new(),
+            observed: Observations::default(),
+            shards: Vec::new(),
+            ended_at: HashMap::new(),
+            first_sync: true,
+        };
         let mut sync = tokio::time::interval(Duration::from_millis(
             self.cfg.leases.shard_sync_interval_ms,
         ));
@@ -171,18 +177,19 @@ impl Connector {
             tokio::time::interval(Duration::from_millis(self.cfg.leases.renew_interval_ms));
         renew.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         let mut sync_failures = 0u32;
-        let mut retry_sync_at: Option<tokio::time::Instant> = None;
+        let mut retry_sync_at: Option<Instant> = None;
         let backoff = source_backoff(&self.cfg);
 
         let result: Result<(), ConnectorError> = loop {
-            let mut sync_now = false;
+            // None: no sync; Some(true): with a full shard listing; Some(false): leases only.
+            let mut sync_now: Option<bool> = None;
             tokio::select! {
                 _ = stop.cancelled() => break Ok(()),
-                _ = sync.tick() => sync_now = true,
-                _ = async { tokio::time::sleep_until(retry_sync_at.unwrap_or_else(tokio::time::Instant::now)).await },
-                    if retry_sync_at.is_some() => sync_now = true,
+                _ = sync.tick() => sync_now = Some(true),
+                _ = async { tokio::time::sleep_until(retry_sync_at.unwrap_or_else(Instant::now)).await },
+                    if retry_sync_at.is_some() => sync_now = Some(true),
                 _ = renew.tick() => {
-                    for lease in held.values() {
+                    for lease in st.held.values() {
                         match lease.renew().await {
                             Ok(()) => {}
                             Err(LeaseError::Lost(k)) => events::lease_lost(&name, &k),
@@ -190,38 +197,36 @@ impl Connector {
                         }
                     }
                 }
-                Some(done) = tasks.join_next() => {
+                Some(done) = st.tasks.join_next() => {
                     let (shard, outcome) = match done {
                         Ok(v) => v,
                         Err(e) => break Err(ConnectorError::Shard(ShardError::Source(format!("shard task failed: {e}")))),
                     };
-                    held.remove(&shard);
-                    events::shards_owned(&name, held.len());
+                    st.held.remove(&shard);
+                    events::shards_owned(&name, st.held.len());
                     match outcome {
-                        // A closed shard's children may be ready now: look at once, not at the
+                        // Create the children's leases and look for work at once, not at the
                         // next periodic sync.
-                        Ok(ShardOutcome::ShardEnd) => sync_now = true,
+                        Ok(ShardOutcome::ShardEnd(children)) => {
+                            match self.adopt_children(&mut st, &shard, children).await {
+                                Ok(listed) => sync_now = Some(!listed),
+                                Err(e) if e.is_transient() => sync_now = Some(true),
+                                Err(e) => break Err(e),
+                            }
+                        }
                         Ok(ShardOutcome::LeaseLost) | Ok(ShardOutcome::Stopped) => {}
                         Err(e) => break Err(e.into()),
                     }
                 }
             }
-            if !sync_now {
+            let Some(full) = sync_now else {
                 continue;
-            }
+            };
             retry_sync_at = None;
-            match self
-                .sync(
-                    &mut held,
-                    &mut tasks,
-                    &mut observed,
-                    first_sync,
-                    &workers_stop,
-                )
-                .await
-            {
+            let full = full || st.first_sync;
+            match self.sync(&mut st, full).await {
                 Ok(()) => {
-                    first_sync = false;
+                    st.first_sync = false;
                     sync_failures = 0;
                 }
                 Err(e) if e.is_transient() => {
@@ -231,14 +236,15 @@ impl Connector {
                     };
                     tracing::warn!(connector = %name, %e, attempt = sync_failures, "shard sync failed; retrying");
                     events::retry_wait(&name, "shard_sync", wait);
-                    retry_sync_at = Some(tokio::time::Instant::now() + wait);
+                    retry_sync_at = Some(Instant::now() + wait);
                 }
                 Err(e) => break Err(e),
             }
         };
 
         // Stop: workers finish or abandon their batch in flight, then leases are released.
-        workers_stop.cancel();
+        st.workers_stop.cancel();
+        let tasks = &mut st.tasks;
         let drained = tokio::time::timeout(shutdown_timeout, async {
             while let Some(done) = tasks.join_next().await {
                 if let Ok((shard, Err(e))) = done {
@@ -249,9 +255,9 @@ impl Connector {
         .await;
         if drained.is_err() {
             tracing::warn!(connector = %name, "shutdown timeout: abandoning batches in flight (they are re-read, not lost)");
-            tasks.abort_all();
+            st.tasks.abort_all();
         }
-        for lease in held.values() {
+        for lease in st.held.values() {
             match lease.release().await {
                 Ok(()) => events::lease_released(&name, lease.shard_id()),
                 Err(e) => {
@@ -270,44 +276,90 @@ impl Connector {
         result
     }
 
-    /// Lists shards and leases, creates leases for new shards, takes the leases this worker
-    /// should hold, and starts a worker for each.
-    async fn sync(
+    /// After a shard's SHARD_END: creates its children's leases at once and remembers them for
+    /// the lineage gate. False when the children were unknown (a full listing must find them).
+    async fn adopt_children(
         &self,
-        held: &mut HashMap<String, Arc<HeldLease>>,
-        tasks: &mut JoinSet<(String, Result<ShardOutcome, ShardError>)>,
-        observed: &mut Observations,
-        first_sync: bool,
-        workers_stop: &CancellationToken,
-    ) -> Result<(), ConnectorError> {
-        let shards = self.source.list_shards().await?;
+        st: &mut SyncState,
+        parent: &str,
+        children: Vec<Shard>,
+    ) -> Result<bool, ConnectorError> {
+        st.ended_at.insert(parent.to_string(), Instant::now());
+        if children.is_empty() {
+            return Ok(false);
+        }
+        for child in children {
+            let parents: BTreeSet<String> = child.parents().map(str::to_string).collect();
+            let lease = Lease::new(&child.shard_id, Checkpoint::TrimHorizon, parents);
+            self.table.create_if_absent(&lease).await?;
+            if !st.shards.iter().any(|s| s.shard_id == child.shard_id) {
+                st.shards.push(child);
+            }
+        }
+        Ok(true)
+    }
+
+    /// Lists shards (when `full`) and leases, creates leases for new shards, deletes finished
+    /// parents, takes the leases this worker should hold, and starts a worker for each.
+    async fn sync(&self, st: &mut SyncState, full: bool) -> Result<(), ConnectorError> {
+        if full {
+            st.shards = self.source.list_shards().await?;
+        }
         let mut leases = self.table.list().await?;
-        let first_start = first_sync && leases.is_empty();
+        let first_start = st.first_sync && leases.is_empty();
         let latest = self.cfg.source.starting_position == StartingPosition::Latest;
-        let known: HashSet<String> = leases.iter().map(|l| l.lease_key.clone()).collect();
-        let mut created = false;
-        for shard in shards.iter().filter(|s| !known.contains(&s.shard_id)) {
+        let mut by_key: HashMap<String, Lease> = leases
+            .iter()
+            .map(|l| (l.lease_key.clone(), l.clone()))
+            .collect();
+        let mut changed = false;
+        for shard in lineage::shards_needing_leases(&st.shards, &by_key) {
             let parents: BTreeSet<String> = shard.parents().map(str::to_string).collect();
             let lease = Lease::new(
                 &shard.shard_id,
                 lineage::initial_checkpoint(shard, first_start, latest),
                 parents,
             );
-            created |= self.table.create_if_absent(&lease).await?;
+            changed |= self.table.create_if_absent(&lease).await?;
         }
-        if created {
+        for parent in lineage::finished_parents(&by_key) {
+            match self.table.delete_finished(parent).await {
+                Ok(()) => {
+                    tracing::info!(connector = %self.cfg.name, shard = parent, "deleted the finished parent's lease");
+                    changed = true;
+                }
+                Err(LeaseError::Lost(_)) => {}
+                Err(e) => return Err(e.into()),
+            }
+        }
+        if changed {
             leases = self.table.list().await?;
+            by_key = leases
+                .iter()
+                .map(|l| (l.lease_key.clone(), l.clone()))
+                .collect();
         }
-        let now = tokio::time::Instant::now();
-        observed.update(&leases, now);
-        let by_key: HashMap<String, Lease> = leases
+        let now = Instant::now();
+        st.observed.update(&leases, now);
+        let listed: HashSet<&str> = st.shards.iter().map(|s| s.shard_id.as_str()).collect();
+        let shard_by_id: HashMap<&str, &Shard> =
+            st.shards.iter().map(|s| (s.shard_id.as_str(), s)).collect();
+        let ready = |l: &Lease| {
+            // A lease whose shard is no longer listed was trimmed: nothing left to read.
+            shard_by_id
+                .get(l.lease_key.as_str())
+                .is_some_and(|s| lineage::is_ready(s, &by_key, &listed))
+        };
+        let waiting = leases
             .iter()
-            .map(|l| (l.lease_key.clone(), l.clone()))
-            .collect();
-        let listed: HashSet<&str> = shards.iter().map(|s| s.shard_id.as_str()).collect();
-        let shard_by_id: HashMap<&str, &crate::source::Shard> =
-            shards.iter().map(|s| (s.shard_id.as_str(), s)).collect();
-        let running: HashSet<String> = held.keys().cloned().collect();
+            .filter(|l| {
+                l.checkpoint != Checkpoint::ShardEnd
+                    && listed.contains(l.lease_key.as_str())
+                    && !ready(l)
+            })
+            .count();
+        events::shards_waiting_on_parents(&self.cfg.name, waiting);
+        let running: HashSet<String> = st.held.keys().cloned().collect();
         let failover = Duration::from_millis(self.cfg.leases.failover_ms);
         let view = WorkerView {
             me: &self.worker_id,
@@ -315,12 +367,7 @@ impl Connector {
             failover,
             max_leases: self.cfg.leases.max_leases_per_worker,
         };
-        let plan = planning::plan(&leases, &view, observed, now, |l| {
-            // A lease whose shard is no longer listed was trimmed: nothing left to read.
-            shard_by_id
-                .get(l.lease_key.as_str())
-                .is_some_and(|s| lineage::is_ready(s, &by_key, &listed))
-        });
+        let plan = planning::plan(&leases, &view, &st.observed, now, ready);
         let stolen: HashSet<&str> = plan.steal.iter().map(|l| l.lease_key.as_str()).collect();
         for lease in plan.all() {
             let how = match lease.lease_owner.as_deref() {
@@ -341,37 +388,62 @@ impl Connector {
                 how,
                 &taken.checkpoint.as_string(),
             );
-            let held_lease = Arc::new(HeldLease::new(
-                self.table.clone(),
-                &taken,
-                &self.worker_id,
-                failover,
-                Duration::from_millis(self.cfg.leases.safety_margin_ms),
-            ));
-            held.insert(taken.lease_key.clone(), held_lease.clone());
-            let ctx = ShardContext {
-                connector: self.cfg.name.clone(),
-                source: self.source.clone(),
-                sink: self.sink.clone(),
-                format: self.cfg.format,
-                lease: held_lease,
-                start: taken.checkpoint.clone(),
-                skip_before_millis: match self.cfg.source.starting_position {
-                    StartingPosition::AtTimestamp(ms) => Some(ms),
-                    _ => None,
-                },
-                poll_idle: Duration::from_millis(self.cfg.source.poll_idle_ms),
-                max_records: self.cfg.source.max_records,
-                source_backoff: source_backoff(&self.cfg),
-                sink_backoff: Backoff::new(200, 10_000, 6),
-                checkpoint_backoff: Backoff::new(100, 5_000, 8),
-                health: self.health.clone(),
-                stop: workers_stop.child_token(),
-            };
-            let shard_id = taken.lease_key.clone();
-            tasks.spawn(async move { (shard_id, shard_worker::run(ctx).await) });
+            let parent_ended_at = lease
+                .parent_shard_ids
+                .iter()
+                .filter_map(|p| st.ended_at.get(p))
+                .max()
+                .copied();
+            self.start_worker(st, &taken, parent_ended_at);
         }
-        events::shards_owned(&self.cfg.name, held.len());
+        events::shards_owned(&self.cfg.name, st.held.len());
         Ok(())
     }
+
+    fn start_worker(&self, st: &mut SyncState, taken: &Lease, parent_ended_at: Option<Instant>) {
+        let held_lease = Arc::new(HeldLease::new(
+            self.table.clone(),
+            taken,
+            &self.worker_id,
+            Duration::from_millis(self.cfg.leases.failover_ms),
+            Duration::from_millis(self.cfg.leases.safety_margin_ms),
+        ));
+        st.held.insert(taken.lease_key.clone(), held_lease.clone());
+        let ctx = ShardContext {
+            connector: self.cfg.name.clone(),
+            source: self.source.clone(),
+            sink: self.sink.clone(),
+            format: self.cfg.format,
+            lease: held_lease,
+            start: taken.checkpoint.clone(),
+            skip_before_millis: match self.cfg.source.starting_position {
+                StartingPosition::AtTimestamp(ms) => Some(ms),
+                _ => None,
+            },
+            poll_idle: Duration::from_millis(self.cfg.source.poll_idle_ms),
+            max_records: self.cfg.source.max_records,
+            source_backoff: source_backoff(&self.cfg),
+            sink_backoff: Backoff::new(200, 10_000, 6),
+            checkpoint_backoff: Backoff::new(100, 5_000, 8),
+            health: self.health.clone(),
+            stop: st.workers_stop.child_token(),
+            parent_ended_at,
+        };
+        let shard_id = taken.lease_key.clone();
+        st.tasks
+            .spawn(async move { (shard_id, shard_worker::run(ctx).await) });
+    }
+}
+
+/// What a connector's control loop keeps between syncs.
+struct SyncState {
+    workers_stop: CancellationToken,
+    held: HashMap<String, Arc<HeldLease>>,
+    tasks: JoinSet<(String, Result<ShardOutcome, ShardError>)>,
+    observed: Observations,
+    /// The last shard listing, plus children learned of at SHARD_END since.
+    shards: Vec<Shard>,
+    /// When this worker saw each parent end (for the child start delay metric).
+    ended_at: HashMap<String, Instant>,
+    first_sync: bool,
 }

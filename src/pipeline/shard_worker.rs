@@ -1,6 +1,7 @@
 //! One task per owned shard: poll, format, write a batch, checkpoint — in that order, so the
 //! checkpoint never passes a record the sink has not made durable.
 
+use std::collections::BTreeSet;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -16,7 +17,7 @@ use crate::retry::Backoff;
 use crate::sink::{Batch, OutputRecord, Sink, SinkError};
 use crate::source::poll::{after_error, after_page, ErrorAction, PollAction};
 use crate::source::record::SourceRecord;
-use crate::source::{IteratorPosition, ShardIterator, ShardSource, SourceError};
+use crate::source::{IteratorPosition, Shard, ShardIterator, ShardSource, SourceError};
 
 pub struct ShardContext {
     pub connector: String,
@@ -35,12 +36,14 @@ pub struct ShardContext {
     pub checkpoint_backoff: Backoff,
     pub health: Arc<Health>,
     pub stop: CancellationToken,
+    /// When this worker saw the shard's (last) parent end, for the child start delay metric.
+    pub parent_ended_at: Option<tokio::time::Instant>,
 }
 
 #[derive(Debug, PartialEq, Eq)]
 pub enum ShardOutcome {
-    /// Closed, fully delivered and checkpointed at SHARD_END.
-    ShardEnd,
+    /// Closed, fully delivered and checkpointed at SHARD_END; its children as far as known.
+    ShardEnd(Vec<Shard>),
     /// Asked to stop; the last delivered batch is checkpointed.
     Stopped,
     /// Another worker holds the lease now.
@@ -106,13 +109,14 @@ pub fn encode_batch(
 pub async fn run(ctx: ShardContext) -> Result<ShardOutcome, ShardError> {
     let shard = ctx.lease.shard_id().to_string();
     let mut position = match &ctx.start {
-        Checkpoint::ShardEnd => return Ok(ShardOutcome::ShardEnd),
+        Checkpoint::ShardEnd => return Ok(ShardOutcome::ShardEnd(Vec::new())),
         Checkpoint::Sequence(s) => IteratorPosition::AfterSequenceNumber(s.clone()),
         Checkpoint::Latest => IteratorPosition::Latest,
         Checkpoint::TrimHorizon | Checkpoint::AtTimestamp => IteratorPosition::TrimHorizon,
     };
     let mut iterator: Option<ShardIterator> = None;
     let mut failures = 0u32;
+    let mut parent_ended_at = ctx.parent_ended_at;
     tracing::info!(connector = %ctx.connector, %shard, ?position, "reading shard");
 
     loop {
@@ -143,6 +147,9 @@ pub async fn run(ctx: ShardContext) -> Result<ShardOutcome, ShardError> {
             }
         };
         failures = 0;
+        if let Some(ended) = parent_ended_at.take() {
+            events::child_start_delay(&ctx.connector, &shard, ended.elapsed());
+        }
         let bytes: u64 = page.records.iter().map(SourceRecord::size_bytes).sum();
         events::records_read(&ctx.connector, page.records.len(), bytes);
 
@@ -166,7 +173,7 @@ pub async fn run(ctx: ShardContext) -> Result<ShardOutcome, ShardError> {
                 });
             }
             if let Some(outcome) =
-                write_checkpoint(&ctx, &Checkpoint::Sequence(last_seq.clone())).await?
+                write_checkpoint(&ctx, &Checkpoint::Sequence(last_seq.clone()), None).await?
             {
                 return Ok(outcome);
             }
@@ -185,10 +192,35 @@ pub async fn run(ctx: ShardContext) -> Result<ShardOutcome, ShardError> {
                 }
             }
             PollAction::ShardEnd => {
-                tracing::info!(connector = %ctx.connector, %shard, "shard closed and fully read");
-                return Ok(write_checkpoint(&ctx, &Checkpoint::ShardEnd)
+                let children = find_children(&ctx, &shard).await;
+                let ids: BTreeSet<String> = children.iter().map(|c| c.shard_id.clone()).collect();
+                tracing::info!(connector = %ctx.connector, %shard, ?ids, "shard closed and fully read");
+                return Ok(write_checkpoint(&ctx, &Checkpoint::ShardEnd, Some(&ids))
                     .await?
-                    .unwrap_or(ShardOutcome::ShardEnd));
+                    .unwrap_or(ShardOutcome::ShardEnd(children)));
+            }
+        }
+    }
+}
+
+/// The children of a shard that just ended, for recording in its lease and creating their
+/// leases at once. Failing that (after bounded retries) the periodic shard sync finds them.
+async fn find_children(ctx: &ShardContext, shard: &str) -> Vec<Shard> {
+    let mut attempt = 0u32;
+    loop {
+        match ctx.source.child_shards(shard).await {
+            Ok(children) => return children,
+            Err(e) => {
+                attempt += 1;
+                events::source_error(&ctx.connector, shard, e.class(), &e);
+                let Some(wait) = ctx.source_backoff.delay_random(attempt) else {
+                    tracing::warn!(connector = %ctx.connector, shard, %e, "children not found; the shard sync will find them");
+                    return Vec::new();
+                };
+                events::retry_wait(&ctx.connector, "child_shards", wait);
+                if !pause(&ctx.stop, wait).await {
+                    return Vec::new();
+                }
             }
         }
     }
@@ -290,10 +322,11 @@ async fn deliver(ctx: &ShardContext, batch: &Batch) -> Result<bool, ShardError> 
 async fn write_checkpoint(
     ctx: &ShardContext,
     checkpoint: &Checkpoint,
+    children: Option<&BTreeSet<String>>,
 ) -> Result<Option<ShardOutcome>, ShardError> {
     let mut attempt = 0u32;
     loop {
-        match ctx.lease.checkpoint(checkpoint, None).await {
+        match ctx.lease.checkpoint(checkpoint, children).await {
             Ok(()) => return Ok(None),
             Err(LeaseError::Lost(_)) => {
                 tracing::warn!(connector = %ctx.connector, shard = ctx.lease.shard_id(), "lease lost at checkpoint");

@@ -6,7 +6,9 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use aws_sdk_dynamodbstreams::error::{ProvideErrorMetadata, SdkError};
-use aws_sdk_dynamodbstreams::types::{self as sdk, ShardIteratorType, StreamStatus};
+use aws_sdk_dynamodbstreams::types::{
+    self as sdk, ShardFilter, ShardFilterType, ShardIteratorType, StreamStatus,
+};
 use aws_smithy_types::DateTime;
 use tokio::sync::Mutex;
 use tokio::time::Instant;
@@ -131,6 +133,36 @@ impl ShardSource for DynamoDbStreamsSource {
             }
         }
         Ok(shards)
+    }
+
+    /// DescribeStream with the CHILD_SHARDS filter: one call instead of a full listing.
+    /// (Filtered again here: some emulators ignore the filter.)
+    async fn child_shards(&self, parent: &str) -> Result<Vec<Shard>, SourceError> {
+        self.pace_describe().await;
+        let filter = ShardFilter::builder()
+            .r#type(ShardFilterType::ChildShards)
+            .shard_id(parent)
+            .build();
+        let out = self
+            .client
+            .describe_stream()
+            .stream_arn(&self.stream_arn)
+            .shard_filter(filter)
+            .send()
+            .await
+            .map_err(|e| classify("DescribeStream", e))?;
+        let shards = out
+            .stream_description()
+            .map(|d| d.shards())
+            .unwrap_or_default();
+        let mut children = Vec::new();
+        for s in shards {
+            let shard = convert_shard(s)?;
+            if shard.parents().any(|p| p == parent) {
+                children.push(shard);
+            }
+        }
+        Ok(children)
     }
 
     async fn open_iterator(

@@ -97,6 +97,15 @@ pub trait ShardSource: Send + Sync {
     fn stream_arn(&self) -> &str;
     /// Every shard of the stream, open and closed (paginated as the API requires).
     async fn list_shards(&self) -> Result<Vec<Shard>, SourceError>;
+    /// The children of a shard that has just ended. Sources with a cheaper call than a full
+    /// listing (DynamoDB Streams' CHILD_SHARDS filter) override this.
+    async fn child_shards(&self, parent: &str) -> Result<Vec<Shard>, SourceError> {
+        let shards = self.list_shards().await?;
+        Ok(shards
+            .into_iter()
+            .filter(|s| s.parents().any(|p| p == parent))
+            .collect())
+    }
     async fn open_iterator(
         &self,
         shard_id: &str,
