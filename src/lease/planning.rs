@@ -37,6 +37,18 @@ impl Observations {
         }
     }
 
+    /// When the earliest lease held by another worker will expire if its counter stays still:
+    /// a scan then takes it without waiting for the next periodic one.
+    pub fn next_expiry(&self, leases: &[Lease], me: &str, failover: Duration) -> Option<Instant> {
+        leases
+            .iter()
+            .filter(|l| l.checkpoint != Checkpoint::ShardEnd)
+            .filter(|l| l.lease_owner.as_deref().is_some_and(|o| o != me))
+            .filter_map(|l| self.seen.get(&l.lease_key))
+            .map(|(_, since)| *since + failover)
+            .min()
+    }
+
     /// True when the lease's counter has been still for at least `failover`.
     pub fn is_expired(&self, lease: &Lease, now: Instant, failover: Duration) -> bool {
         match self.seen.get(&lease.lease_key) {
@@ -254,9 +266,22 @@ mod tests {
         obs.update(std::slice::from_ref(&lease), t0);
         assert!(!obs.is_expired(&lease, t0 + f - Duration::from_millis(1), f));
         assert!(obs.is_expired(&lease, t0 + f, f));
+        assert_eq!(
+            obs.next_expiry(std::slice::from_ref(&lease), "me", f),
+            Some(t0 + f)
+        );
+        assert_eq!(
+            obs.next_expiry(std::slice::from_ref(&lease), "other", f),
+            None,
+            "own leases do not expire for us"
+        );
         // A renewal restarts the clock.
         lease.lease_counter += 1;
         obs.update(std::slice::from_ref(&lease), t0 + f);
+        assert_eq!(
+            obs.next_expiry(std::slice::from_ref(&lease), "me", f),
+            Some(t0 + f * 2)
+        );
         assert!(!obs.is_expired(&lease, t0 + f + f / 2, f));
         assert!(obs.is_expired(&lease, t0 + f * 2, f));
     }

@@ -169,13 +169,19 @@ impl Connector {
             shards: Vec::new(),
             ended_at: HashMap::new(),
             first_sync: true,
+            next_expiry: None,
         };
         let mut sync = tokio::time::interval(Duration::from_millis(
             self.cfg.leases.shard_sync_interval_ms,
         ));
-        let mut renew =
-            tokio::time::interval(Duration::from_millis(self.cfg.leases.renew_interval_ms));
+        let renew_interval = Duration::from_millis(self.cfg.leases.renew_interval_ms);
+        let mut renew = tokio::time::interval(renew_interval);
         renew.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        // Looking for free, expired and stealable leases is one Scan: done every renew interval,
+        // so a dead worker's leases move within failover + one renew interval. Listing shards
+        // (rate-limited, paginated) has its own, longer interval.
+        let mut take = tokio::time::interval(renew_interval);
+        take.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         let mut sync_failures = 0u32;
         let mut retry_sync_at: Option<Instant> = None;
         let backoff = source_backoff(&self.cfg);
@@ -186,6 +192,9 @@ impl Connector {
             tokio::select! {
                 _ = stop.cancelled() => break Ok(()),
                 _ = sync.tick() => sync_now = Some(true),
+                _ = take.tick() => sync_now = Some(false),
+                _ = async { tokio::time::sleep_until(st.next_expiry.unwrap_or_else(Instant::now)).await },
+                    if st.next_expiry.is_some() => sync_now = Some(false),
                 _ = async { tokio::time::sleep_until(retry_sync_at.unwrap_or_else(Instant::now)).await },
                     if retry_sync_at.is_some() => sync_now = Some(true),
                 _ = renew.tick() => {
@@ -341,6 +350,12 @@ impl Connector {
         }
         let now = Instant::now();
         st.observed.update(&leases, now);
+        let failover = Duration::from_millis(self.cfg.leases.failover_ms);
+        st.next_expiry = st
+            .observed
+            .next_expiry(&leases, &self.worker_id, failover)
+            // Past expiries stay expired: the periodic scan handles what we did not take.
+            .filter(|at| *at > now);
         let listed: HashSet<&str> = st.shards.iter().map(|s| s.shard_id.as_str()).collect();
         let shard_by_id: HashMap<&str, &Shard> =
             st.shards.iter().map(|s| (s.shard_id.as_str(), s)).collect();
@@ -360,7 +375,6 @@ impl Connector {
             .count();
         events::shards_waiting_on_parents(&self.cfg.name, waiting);
         let running: HashSet<String> = st.held.keys().cloned().collect();
-        let failover = Duration::from_millis(self.cfg.leases.failover_ms);
         let view = WorkerView {
             me: &self.worker_id,
             running: &running,
@@ -446,4 +460,6 @@ struct SyncState {
     /// When this worker saw each parent end (for the child start delay metric).
     ended_at: HashMap<String, Instant>,
     first_sync: bool,
+    /// When the next lease held by another worker expires if it is not renewed.
+    next_expiry: Option<Instant>,
 }
