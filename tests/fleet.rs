@@ -128,8 +128,8 @@ async fn leases_move_on_kill_and_on_stop_and_nothing_is_lost() {
     let (second, took) = wait_owner(&ddb, &leases, Duration::from_secs(30), |o| o != first).await;
     eprintln!("after SIGKILL of {first}: {second} took the lease in {took:?} (failover {FAILOVER_MS} ms + renew {RENEW_MS} ms)");
     assert!(
-        took <= Duration::from_millis(FAILOVER_MS + RENEW_MS + 1000),
-        "took {took:?}, want ≤ failover + one renew interval (+1 s for polling and scheduling)"
+        took <= Duration::from_millis(FAILOVER_MS + RENEW_MS + 1500),
+        "took {took:?}, want ≤ failover + one renew interval (+1.5 s for polling and scheduling)"
     );
     workload::apply(&ddb, &table, &workload::plan(50, 300)[..25]).await;
 
@@ -143,8 +143,8 @@ async fn leases_move_on_kill_and_on_stop_and_nothing_is_lost() {
     );
     assert!(third != first && third != second);
     assert!(
-        moved <= Duration::from_millis(RENEW_MS + 1000),
-        "moved in {moved:?}, want ≤ one renew interval (+1 s)"
+        moved <= Duration::from_millis(RENEW_MS + 1500),
+        "moved in {moved:?}, want ≤ one renew interval (+1.5 s for polling and scheduling)"
     );
 
     // Nothing lost: every change written so far is in some worker's file.
