@@ -84,7 +84,13 @@ where
             | "ValidationException"
             | "InvalidSignatureException"
             | "MissingAuthenticationToken"
-            | "InvalidArgumentException" => Fatal,
+            | "InvalidArgumentException"
+            // A broken KMS key is not fixed by retrying.
+            | "KMSAccessDeniedException"
+            | "KMSDisabledException"
+            | "KMSInvalidStateException"
+            | "KMSNotFoundException"
+            | "KMSOptInRequired" => Fatal,
             _ => Transient,
         },
         SdkError::DispatchFailure(d) if d.is_user() => Fatal,

@@ -130,3 +130,47 @@ fn help_documents_every_flag_and_version_prints_the_version() {
     let o = run(&["frobnicate"], &[]);
     assert_eq!(o.status.code(), Some(2));
 }
+
+#[test]
+fn kinesis_sources_take_stream_or_arn_and_only_formats_that_fit() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("k.toml");
+    let write = |source: &str, format: &str| {
+        std::fs::write(
+            &path,
+            format!(
+                "[[connectors]]\nname = \"k\"\n[connectors.source]\ntype = \"kinesis\"\n{source}\n\
+                 [connectors.format]\ntype = \"{format}\"\n[connectors.sink]\ntype = \"stdout\"\n"
+            ),
+        )
+        .unwrap();
+    };
+    let validate = || run(&["validate", "--config", path.to_str().unwrap()], &[]);
+    write("stream = \"orders\"", "raw");
+    assert_eq!(validate().status.code(), Some(0), "{}", stderr(&validate()));
+    write(
+        "stream_arn = \"arn:aws:kinesis:eu-west-1:123456789012:stream/orders\"",
+        "lambda",
+    );
+    assert_eq!(validate().status.code(), Some(0), "{}", stderr(&validate()));
+    write("stream = \"orders\"", "plain");
+    let o = validate();
+    assert_eq!(o.status.code(), Some(2));
+    assert!(
+        stderr(&o).contains("connectors[0].format.type: \"plain\" cannot encode Kinesis records"),
+        "{}",
+        stderr(&o)
+    );
+    write("table = \"orders\"", "raw");
+    let o = validate();
+    assert_eq!(o.status.code(), Some(2));
+    let err = stderr(&o);
+    assert!(
+        err.contains("connectors[0].source.stream: missing"),
+        "{err}"
+    );
+    assert!(
+        err.contains("connectors[0].source.table: unknown key"),
+        "{err}"
+    );
+}

@@ -138,15 +138,16 @@ type = "stdout"
     std::fs::write(&path, config).unwrap();
     let mut run = Running::start(&path, &dir.path().join("log"));
     let body = wait_for(
-        "the broken connector to fail",
+        "the broken connector to fail while the other runs",
         Duration::from_secs(30),
         || {
             http_get(port, "/readyz")
-                .filter(|(s, b)| *s == 503 && b.contains("broken: failed"))
+                .filter(|(s, b)| {
+                    *s == 503 && b.contains("broken: failed") && b.contains("healthy: running")
+                })
                 .map(|(_, b)| b)
         },
     );
-    assert!(body.contains("healthy: running"), "{body}");
     assert!(
         body.contains("ResourceNotFound") || body.contains("not found"),
         "says why: {body}"

@@ -52,11 +52,23 @@ pub struct ConnectorConfig {
     pub sink: SinkConfig,
 }
 
+/// The stream a connector reads.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum StreamRef {
-    /// Resolved to the table's latest stream ARN at start.
+    /// DynamoDB Streams: the table's latest stream, resolved at start.
     Table(String),
+    /// DynamoDB Streams: a stream ARN.
     StreamArn(String),
+    /// Kinesis Data Streams, by name.
+    KinesisName(String),
+    /// Kinesis Data Streams, by ARN.
+    KinesisArn(String),
+}
+
+impl StreamRef {
+    pub fn is_kinesis(&self) -> bool {
+        matches!(self, StreamRef::KinesisName(_) | StreamRef::KinesisArn(_))
+    }
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]

@@ -162,6 +162,7 @@ fn connector(mut t: TableReader, global_aws: &AwsSettings) -> Option<ConnectorCo
                 ("lambda", FormatKind::Lambda),
                 ("kinesis-ddb", FormatKind::KinesisDdb),
                 ("plain", FormatKind::Plain),
+                ("raw", FormatKind::Raw),
             ];
             let r = if f.has("type") {
                 f.choice("type", &choices)
@@ -185,6 +186,23 @@ fn connector(mut t: TableReader, global_aws: &AwsSettings) -> Option<ConnectorCo
             None
         }
     };
+    if let (Some(s), Some(f)) = (&source, format) {
+        let kinesis = s.stream.is_kinesis();
+        if !f.accepts(kinesis) {
+            let (what, fits) = if kinesis {
+                ("Kinesis", "\"lambda\" or \"raw\"")
+            } else {
+                (
+                    "DynamoDB Streams",
+                    "\"lambda\", \"kinesis-ddb\" or \"plain\"",
+                )
+            };
+            t.problem(
+                "format.type",
+                format!("{:?} cannot encode {what} records (use {fits})", f.as_str()),
+            );
+        }
+    }
     t.finish();
     Some(ConnectorConfig {
         name: name?,
@@ -196,35 +214,27 @@ fn connector(mut t: TableReader, global_aws: &AwsSettings) -> Option<ConnectorCo
 }
 
 fn source(t: &mut TableReader, global_aws: &AwsSettings) -> Option<SourceConfig> {
+    #[derive(Clone, Copy)]
+    enum Kind {
+        DynamoDbStreams,
+        Kinesis,
+    }
     let kind = if t.has("type") {
-        t.choice("type", &[("dynamodb-streams", ())])
+        t.choice(
+            "type",
+            &[
+                ("dynamodb-streams", Kind::DynamoDbStreams),
+                ("kinesis", Kind::Kinesis),
+            ],
+        )
     } else {
         t.problem("type", "missing");
         None
     };
-    let table = t.opt_string("table");
-    let arn = t.opt_string("stream_arn");
-    let stream = match (table, arn) {
-        (Some(table), None) => Some(StreamRef::Table(table)),
-        (None, Some(arn)) => {
-            if arn.starts_with("arn:") && arn.contains(":table/") && arn.contains("/stream/") {
-                Some(StreamRef::StreamArn(arn))
-            } else {
-                t.problem(
-                    "stream_arn",
-                    format!("{arn:?} is not a DynamoDB stream ARN"),
-                );
-                None
-            }
-        }
-        (Some(_), Some(_)) => {
-            t.problem("stream_arn", "give either table or stream_arn, not both");
-            None
-        }
-        (None, None) => {
-            t.problem("table", "missing (or give stream_arn)");
-            None
-        }
+    let stream = match kind {
+        Some(Kind::DynamoDbStreams) => dynamodb_stream(t),
+        Some(Kind::Kinesis) => kinesis_stream(t),
+        None => None,
     };
     let starting_position = match t.opt_string("starting_position") {
         None => Some(StartingPosition::TrimHorizon),
@@ -247,7 +257,6 @@ fn source(t: &mut TableReader, global_aws: &AwsSettings) -> Option<SourceConfig>
     let max_records = t.opt_u64("max_records", 1, 1000).unwrap_or(1000) as u32;
     let max_retries = t.opt_u64("max_retries", 0, 1000).unwrap_or(10) as u32;
     let aws = aws_settings(t, "aws").or(global_aws);
-    kind?;
     Some(SourceConfig {
         stream: stream?,
         starting_position: starting_position?,
@@ -256,6 +265,57 @@ fn source(t: &mut TableReader, global_aws: &AwsSettings) -> Option<SourceConfig>
         max_retries,
         aws,
     })
+}
+
+fn dynamodb_stream(t: &mut TableReader) -> Option<StreamRef> {
+    let table = t.opt_string("table");
+    let arn = t.opt_string("stream_arn");
+    match (table, arn) {
+        (Some(table), None) => Some(StreamRef::Table(table)),
+        (None, Some(arn)) => {
+            if arn.starts_with("arn:") && arn.contains(":table/") && arn.contains("/stream/") {
+                Some(StreamRef::StreamArn(arn))
+            } else {
+                t.problem(
+                    "stream_arn",
+                    format!("{arn:?} is not a DynamoDB stream ARN"),
+                );
+                None
+            }
+        }
+        (Some(_), Some(_)) => {
+            t.problem("stream_arn", "give either table or stream_arn, not both");
+            None
+        }
+        (None, None) => {
+            t.problem("table", "missing (or give stream_arn)");
+            None
+        }
+    }
+}
+
+fn kinesis_stream(t: &mut TableReader) -> Option<StreamRef> {
+    let name = t.opt_string("stream");
+    let arn = t.opt_string("stream_arn");
+    match (name, arn) {
+        (Some(name), None) => Some(StreamRef::KinesisName(name)),
+        (None, Some(arn)) => {
+            if arn.starts_with("arn:") && arn.contains(":kinesis:") && arn.contains(":stream/") {
+                Some(StreamRef::KinesisArn(arn))
+            } else {
+                t.problem("stream_arn", format!("{arn:?} is not a Kinesis stream ARN"));
+                None
+            }
+        }
+        (Some(_), Some(_)) => {
+            t.problem("stream_arn", "give either stream or stream_arn, not both");
+            None
+        }
+        (None, None) => {
+            t.problem("stream", "missing (or give stream_arn)");
+            None
+        }
+    }
 }
 
 fn default_leases(table: String, global_aws: &AwsSettings) -> LeaseConfig {

@@ -6,11 +6,13 @@
 use std::collections::BTreeSet;
 use std::path::PathBuf;
 
+use base64::engine::general_purpose::STANDARD;
+use base64::Engine as _;
 use serde_json::Value;
 
 use super::test_support::*;
-use super::{encode_change, FormatKind};
-use crate::source::record::{ChangeRecord, StreamViewType};
+use super::{encode, encode_change, FormatKind};
+use crate::source::record::{ChangeRecord, KinesisRecord, SourceRecord, StreamViewType};
 
 fn golden_dir() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/golden")
@@ -27,11 +29,21 @@ fn encoded(kind: FormatKind, record: &ChangeRecord) -> String {
     String::from_utf8(out).expect("output is UTF-8")
 }
 
+fn encoded_kinesis(kind: FormatKind, record: &KinesisRecord) -> String {
+    let mut out = Vec::new();
+    encode(kind, &SourceRecord::Kinesis(record.clone()), &mut out)
+        .unwrap_or_else(|e| panic!("{e}"));
+    String::from_utf8(out).expect("output is UTF-8")
+}
+
 /// Output equals the fixture as a JSON value and, whitespace aside, byte for byte.
 fn assert_golden(name: &str, kind: FormatKind, record: &ChangeRecord) {
+    assert_golden_text(name, encoded(kind, record));
+}
+
+fn assert_golden_text(name: &str, actual_text: String) {
     let text = fixture(name);
     let expected: Value = serde_json::from_str(&text).unwrap_or_else(|e| panic!("{name}: {e}"));
-    let actual_text = encoded(kind, record);
     let actual: Value = serde_json::from_str(&actual_text)
         .unwrap_or_else(|e| panic!("{name}: output is not JSON ({e}): {actual_text}"));
     assert_eq!(
@@ -73,12 +85,77 @@ fn goldens() -> Vec<(&'static str, FormatKind, ChangeRecord)> {
     ]
 }
 
+/// (fixture, format, record) for every byte-exact golden of a Kinesis record.
+fn kinesis_goldens() -> Vec<(&'static str, FormatKind, KinesisRecord)> {
+    use FormatKind::*;
+    vec![
+        ("lambda_kinesis_binary.json", Lambda, kinesis_binary()),
+        ("raw_kinesis_aws_doc.json", Raw, aws_doc_kinesis()),
+        ("raw_kinesis_binary.json", Raw, kinesis_binary()),
+        ("raw_kinesis_no_arrival.json", Raw, kinesis_no_arrival()),
+    ]
+}
+
 const AWS_DOC_INSERT: &str = "lambda_aws_doc_insert.json";
+const AWS_DOC_KINESIS: &str = "lambda_kinesis_aws_doc.json";
 
 #[test]
 fn outputs_match_golden_files() {
     for (name, kind, record) in goldens() {
         assert_golden(name, kind, &record);
+    }
+    for (name, kind, record) in kinesis_goldens() {
+        assert_golden_text(name, encoded_kinesis(kind, &record));
+    }
+}
+
+/// The fixture is the first record of the example event in AWS's Lambda documentation for
+/// Kinesis ("Using AWS Lambda with Amazon Kinesis"), copied unchanged. The output is that record
+/// without `invokeIdentityArn` (the function's execution role, which only real Lambda has), as a
+/// JSON value and in the same field order.
+#[test]
+fn lambda_matches_the_aws_documented_kinesis_record() {
+    let mut expected: Value = serde_json::from_str(&fixture(AWS_DOC_KINESIS)).unwrap();
+    let role = expected
+        .as_object_mut()
+        .unwrap()
+        .shift_remove("invokeIdentityArn");
+    assert_eq!(
+        role,
+        Some(Value::String(
+            "arn:aws:iam::123456789012:role/lambda-role".into()
+        ))
+    );
+    let text = encoded_kinesis(FormatKind::Lambda, &aws_doc_kinesis());
+    let actual: Value = serde_json::from_str(&text).unwrap();
+    assert_eq!(actual, expected, "output:\n{text}");
+    assert_eq!(keys(&actual), keys(&expected));
+    assert_eq!(keys(&actual["kinesis"]), keys(&expected["kinesis"]));
+    // Byte for byte too, once the documented record's role is left out.
+    assert_eq!(text, serde_json::to_string(&expected).unwrap());
+}
+
+/// The fixtures' `data` decodes to the records' bytes, so the fixtures themselves are checked
+/// against the inputs and not only against the encoder.
+#[test]
+fn golden_kinesis_data_decodes_to_the_inputs() {
+    let mut checked = kinesis_goldens();
+    checked.push((AWS_DOC_KINESIS, FormatKind::Lambda, aws_doc_kinesis()));
+    for (name, kind, record) in checked {
+        let golden: Value = serde_json::from_str(&fixture(name)).unwrap();
+        let (data, key) = match kind {
+            FormatKind::Lambda => (
+                &golden["kinesis"]["data"],
+                &golden["kinesis"]["partitionKey"],
+            ),
+            _ => (&golden["data"], &golden["partitionKey"]),
+        };
+        assert_eq!(
+            STANDARD.decode(data.as_str().unwrap()).unwrap(),
+            record.data,
+            "{name}"
+        );
+        assert_eq!(key.as_str(), Some(record.partition_key.as_str()), "{name}");
     }
 }
 
@@ -148,7 +225,12 @@ fn every_golden_file_is_checked() {
     let used: BTreeSet<String> = goldens()
         .into_iter()
         .map(|(name, _, _)| name.to_string())
-        .chain([AWS_DOC_INSERT.to_string()])
+        .chain(
+            kinesis_goldens()
+                .into_iter()
+                .map(|(name, _, _)| name.to_string()),
+        )
+        .chain([AWS_DOC_INSERT.to_string(), AWS_DOC_KINESIS.to_string()])
         .collect();
     assert_eq!(on_disk, used);
 }

@@ -62,7 +62,7 @@ pub(super) fn write_user_identity(out: &mut Vec<u8>, identity: &UserIdentity) {
 
 /// Epoch seconds as Lambda shows them: an integer for a whole second, else a decimal with the
 /// milliseconds and no trailing zeros (`1479499740.12`). Exact decimal arithmetic, no float.
-fn write_epoch_seconds(out: &mut Vec<u8>, millis: i64) {
+pub(super) fn write_epoch_seconds(out: &mut Vec<u8>, millis: i64) {
     if millis < 0 {
         out.push(b'-');
     }

@@ -8,7 +8,8 @@ use proptest::prelude::*;
 use serde_json::Value;
 
 use crate::source::record::{
-    AttributeValue, ChangeRecord, Item, OperationType, SourceIdentity, StreamViewType, UserIdentity,
+    AttributeValue, ChangeRecord, Item, KinesisRecord, OperationType, SourceIdentity,
+    StreamViewType, UserIdentity,
 };
 use crate::source::sequence::SequenceNumber;
 
@@ -194,6 +195,61 @@ pub fn aws_doc_insert() -> ChangeRecord {
         size_bytes: 26,
         view_type: StreamViewType::NewAndOldImages,
         user_identity: None,
+    }
+}
+
+/// The first record of the example event in AWS's Lambda documentation for Kinesis ("Using
+/// AWS Lambda with Amazon Kinesis"; see tests/golden/lambda_kinesis_aws_doc.json). Its data is
+/// "Hello, this is a test.".
+pub fn aws_doc_kinesis() -> KinesisRecord {
+    KinesisRecord {
+        source: SourceIdentity {
+            stream_arn: "arn:aws:kinesis:us-east-2:123456789012:stream/lambda-stream".into(),
+            shard_id: "shardId-000000000006".into(),
+            sequence_number: SequenceNumber::parse(
+                "49590338271490256608559692538361571095921575989136588898",
+            )
+            .unwrap(),
+        },
+        partition_key: "1".into(),
+        data: b"Hello, this is a test.".to_vec(),
+        approximate_arrival_millis: Some(1_545_084_650_987),
+        aws_region: "us-east-2".into(),
+    }
+}
+
+/// A Kinesis record whose data is not text (base64 needs '+', '/' and padding) and whose
+/// partition key needs JSON escapes, arriving on a whole second.
+pub fn kinesis_binary() -> KinesisRecord {
+    KinesisRecord {
+        source: SourceIdentity {
+            stream_arn: "arn:aws:kinesis:eu-west-1:123456789012:stream/orders.v2".into(),
+            shard_id: "shardId-000000000004".into(),
+            sequence_number: SequenceNumber::parse(
+                "49659215328429367618227474103318046548385356283264450626",
+            )
+            .unwrap(),
+        },
+        partition_key: "user#42 \"ü\"\n✓".into(),
+        data: vec![0x00, 0x01, 0xfb, 0xff, 0xfe, b'{', b'"', 0x0a],
+        // 2026-11-24T03:24:30Z
+        approximate_arrival_millis: Some(1_795_490_670_000),
+        aws_region: "eu-west-1".into(),
+    }
+}
+
+/// A Kinesis record without an arrival time (only test sources make one) and with empty data.
+pub fn kinesis_no_arrival() -> KinesisRecord {
+    KinesisRecord {
+        source: SourceIdentity {
+            stream_arn: "arn:aws:kinesis:us-east-1:123456789012:stream/empty".into(),
+            shard_id: "shardId-000000000000".into(),
+            sequence_number: SequenceNumber::parse("7").unwrap(),
+        },
+        partition_key: "k".into(),
+        data: Vec::new(),
+        approximate_arrival_millis: None,
+        aws_region: "us-east-1".into(),
     }
 }
 

@@ -6,17 +6,35 @@ use std::collections::{HashMap, HashSet};
 use super::model::{Checkpoint, Lease};
 use crate::source::Shard;
 
-/// A shard is ready when each parent is checkpointed at SHARD_END, or has no lease and is gone
-/// from the stream (trimmed past retention). A shard that has made progress (a sequence-number
-/// checkpoint) was ready before and stays so, whatever became of its parents' leases since.
-pub fn is_ready(shard: &Shard, leases: &HashMap<String, Lease>, listed: &HashSet<&str>) -> bool {
+/// A shard is ready when each parent is checkpointed at SHARD_END, or is gone from a complete
+/// listing of the stream (trimmed past retention: nothing is left to wait for, whether or not
+/// its lease remains). With only a partial view (`listing_complete` false: the last listing
+/// plus children learned of since) a parent missing from it may be new, so it blocks. A shard
+/// that has made progress (a sequence-number checkpoint) was ready before and stays so,
+/// whatever became of its parents' leases since.
+pub fn is_ready(
+    shard: &Shard,
+    leases: &HashMap<String, Lease>,
+    listed: &HashSet<&str>,
+    listing_complete: bool,
+) -> bool {
     if let Some(Checkpoint::Sequence(_)) = leases.get(&shard.shard_id).map(|l| &l.checkpoint) {
         return true;
     }
     shard.parents().all(|parent| match leases.get(parent) {
-        Some(lease) => lease.checkpoint == Checkpoint::ShardEnd,
-        None => !listed.contains(parent),
+        Some(lease) if lease.checkpoint == Checkpoint::ShardEnd => true,
+        _ => listing_complete && !listed.contains(parent),
     })
+}
+
+/// Leases of shards that are gone from a complete listing before they were finished: their
+/// unread records were trimmed away (data loss, to be reported).
+pub fn trimmed_unfinished<'a>(leases: &'a [Lease], listed: &HashSet<&str>) -> Vec<&'a str> {
+    leases
+        .iter()
+        .filter(|l| l.checkpoint != Checkpoint::ShardEnd && !listed.contains(l.lease_key.as_str()))
+        .map(|l| l.lease_key.as_str())
+        .collect()
 }
 
 /// Listed shards that need a lease: those without one, unless a descendant has one — then the
@@ -116,24 +134,35 @@ mod tests {
             lease("p1", Checkpoint::ShardEnd),
             lease("p2", Checkpoint::TrimHorizon),
         ]);
-        assert!(!is_ready(&child, &leases, &listed));
+        assert!(!is_ready(&child, &leases, &listed, true));
         leases.insert(
             "p2".into(),
             Lease::new("p2", Checkpoint::ShardEnd, BTreeSet::new()),
         );
-        assert!(is_ready(&child, &leases, &listed));
+        assert!(is_ready(&child, &leases, &listed, true));
+        assert!(is_ready(&child, &leases, &listed, false));
     }
 
     #[test]
     fn a_trimmed_parent_does_not_block() {
         let child = shard("c", Some("gone"), None);
-        assert!(is_ready(&child, &HashMap::new(), &HashSet::from(["c"])));
+        let only_child = HashSet::from(["c"]);
+        assert!(is_ready(&child, &HashMap::new(), &only_child, true));
         // Listed but not yet leased: wait for its lease.
         assert!(!is_ready(
             &child,
             &HashMap::new(),
-            &HashSet::from(["c", "gone"])
+            &HashSet::from(["c", "gone"]),
+            true
         ));
+        // Trimmed before it was finished: its lease remains, but nothing is left to read.
+        let leases = HashMap::from([lease("gone", Checkpoint::TrimHorizon)]);
+        assert!(is_ready(&child, &leases, &only_child, true));
+        let rows = [leases["gone"].clone()];
+        assert_eq!(trimmed_unfinished(&rows, &only_child), ["gone"]);
+        // Missing from a partial view only: it may be new; wait for a complete listing.
+        assert!(!is_ready(&child, &leases, &only_child, false));
+        assert!(!is_ready(&child, &HashMap::new(), &only_child, false));
     }
 
     #[test]
@@ -142,11 +171,11 @@ mod tests {
         let listed = HashSet::from(["p", "c"]);
         let leases = HashMap::from([lease("c", Checkpoint::Sequence(seq("5")))]);
         assert!(
-            is_ready(&child, &leases, &listed),
+            is_ready(&child, &leases, &listed, true),
             "parent lease deleted, child in progress"
         );
         let leases = HashMap::from([lease("c", Checkpoint::TrimHorizon)]);
-        assert!(!is_ready(&child, &leases, &listed));
+        assert!(!is_ready(&child, &leases, &listed, true));
     }
 
     fn seq(s: &str) -> crate::source::sequence::SequenceNumber {
@@ -218,7 +247,8 @@ mod tests {
         assert!(is_ready(
             &shard("r", None, None),
             &HashMap::new(),
-            &HashSet::new()
+            &HashSet::new(),
+            false
         ));
     }
 

@@ -12,7 +12,7 @@ use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 
 use super::shard_worker::{self, ShardContext, ShardError, ShardOutcome};
-use crate::config::{ConnectorConfig, StartingPosition};
+use crate::config::{ConnectorConfig, StartingPosition, StreamRef};
 use crate::lease::held::HeldLease;
 use crate::lease::lineage;
 use crate::lease::model::{Checkpoint, Lease};
@@ -23,6 +23,7 @@ use crate::metrics::health::{ConnectorState, Health};
 use crate::retry::Backoff;
 use crate::sink::Sink;
 use crate::source::dynamodb_streams::DynamoDbStreamsSource;
+use crate::source::kinesis::{KinesisSource, KinesisStreamRef};
 use crate::source::{Shard, ShardSource, SourceError};
 
 #[derive(Debug, thiserror::Error)]
@@ -87,6 +88,23 @@ impl ConnectorError {
     }
 }
 
+async fn connect_source(
+    sdk: &aws_config::SdkConfig,
+    stream: &StreamRef,
+) -> Result<Arc<dyn ShardSource>, SourceError> {
+    Ok(match stream {
+        StreamRef::Table(_) | StreamRef::StreamArn(_) => {
+            Arc::new(DynamoDbStreamsSource::connect(sdk, stream).await?)
+        }
+        StreamRef::KinesisName(name) => {
+            Arc::new(KinesisSource::connect(sdk, &KinesisStreamRef::Name(name.clone())).await?)
+        }
+        StreamRef::KinesisArn(arn) => {
+            Arc::new(KinesisSource::connect(sdk, &KinesisStreamRef::Arn(arn.clone())).await?)
+        }
+    })
+}
+
 fn source_backoff(cfg: &ConnectorConfig) -> Backoff {
     Backoff::new(100, 5_000, cfg.source.max_retries)
 }
@@ -102,12 +120,12 @@ impl Connector {
         health.set(&name, ConnectorState::Starting);
         let backoff = source_backoff(&cfg);
         let source_sdk = crate::aws::sdk_config(&cfg.source.aws).await;
-        let source = with_retries(
+        let source: Arc<dyn ShardSource> = with_retries(
             &name,
             "connect_source",
             &backoff,
             |e: &SourceError| matches!(e, SourceError::Transient(_) | SourceError::Throttled(_)),
-            || DynamoDbStreamsSource::connect(&source_sdk, &cfg.source.stream),
+            || connect_source(&source_sdk, &cfg.source.stream),
         )
         .await?;
         let lease_sdk = crate::aws::sdk_config(&cfg.leases.aws).await;
@@ -123,14 +141,7 @@ impl Connector {
         let sink: Arc<dyn Sink> = Arc::from(crate::sink::build(&cfg.sink).await?);
         tracing::info!(connector = %name, stream = source.stream_arn(), lease_table = %cfg.leases.table,
             commit_protocol = ?sink.commit_protocol(), "connector started");
-        Ok(Connector::new(
-            cfg,
-            worker_id,
-            health,
-            Arc::new(source),
-            table,
-            sink,
-        ))
+        Ok(Connector::new(cfg, worker_id, health, source, table, sink))
     }
 
     /// A connector over given parts: the in-process stream model and lease store use this.
@@ -170,6 +181,8 @@ impl Connector {
             ended_at: HashMap::new(),
             first_sync: true,
             next_expiry: None,
+            adopted: HashSet::new(),
+            trimmed_reported: HashSet::new(),
         };
         let mut sync = tokio::time::interval(Duration::from_millis(
             self.cfg.leases.shard_sync_interval_ms,
@@ -297,7 +310,14 @@ impl Connector {
         if children.is_empty() {
             return Ok(false);
         }
+        // A parent missing from our view (a merge's other parent, new since the last listing)
+        // needs a complete listing before the lineage gate can judge it.
+        let known: HashSet<String> = st.shards.iter().map(|s| s.shard_id.clone()).collect();
+        let complete = children
+            .iter()
+            .all(|c| c.parents().all(|p| known.contains(p)));
         for child in children {
+            st.adopted.insert(child.shard_id.clone());
             let parents: BTreeSet<String> = child.parents().map(str::to_string).collect();
             let lease = Lease::new(&child.shard_id, Checkpoint::TrimHorizon, parents);
             self.table.create_if_absent(&lease).await?;
@@ -305,7 +325,7 @@ impl Connector {
                 st.shards.push(child);
             }
         }
-        Ok(true)
+        Ok(complete)
     }
 
     /// Lists shards (when `full`) and leases, creates leases for new shards, deletes finished
@@ -357,13 +377,24 @@ impl Connector {
             // Past expiries stay expired: the periodic scan handles what we did not take.
             .filter(|at| *at > now);
         let listed: HashSet<&str> = st.shards.iter().map(|s| s.shard_id.as_str()).collect();
+        if full {
+            for gone in lineage::trimmed_unfinished(&leases, &listed) {
+                if st.trimmed_reported.insert(gone.to_string()) {
+                    events::data_loss(
+                        &self.cfg.name,
+                        gone,
+                        &"the shard was trimmed past retention before it was fully read",
+                    );
+                }
+            }
+        }
         let shard_by_id: HashMap<&str, &Shard> =
             st.shards.iter().map(|s| (s.shard_id.as_str(), s)).collect();
         let ready = |l: &Lease| {
             // A lease whose shard is no longer listed was trimmed: nothing left to read.
             shard_by_id
                 .get(l.lease_key.as_str())
-                .is_some_and(|s| lineage::is_ready(s, &by_key, &listed))
+                .is_some_and(|s| lineage::is_ready(s, &by_key, &listed, full))
         };
         let waiting = leases
             .iter()
@@ -381,7 +412,19 @@ impl Connector {
             failover,
             max_leases: self.cfg.leases.max_leases_per_worker,
         };
-        let plan = planning::plan(&leases, &view, &st.observed, now, ready);
+        let mut plan = planning::plan(&leases, &view, &st.observed, now, ready);
+        // The worker that finished a parent reads its free children at once, even above its
+        // share: waiting for another worker's next scan would delay them by up to a renew
+        // interval, and balancing moves them later if it must.
+        let adopted = std::mem::take(&mut st.adopted);
+        let planned: HashSet<String> = plan.all().map(|l| l.lease_key.clone()).collect();
+        plan.take.extend(leases.iter().filter(|l| {
+            adopted.contains(&l.lease_key)
+                && l.lease_owner.is_none()
+                && !planned.contains(&l.lease_key)
+                && !running.contains(&l.lease_key)
+                && ready(l)
+        }));
         let stolen: HashSet<&str> = plan.steal.iter().map(|l| l.lease_key.as_str()).collect();
         for lease in plan.all() {
             let how = match lease.lease_owner.as_deref() {
@@ -462,4 +505,8 @@ struct SyncState {
     first_sync: bool,
     /// When the next lease held by another worker expires if it is not renewed.
     next_expiry: Option<Instant>,
+    /// Children of shards this worker just finished: it takes them first.
+    adopted: HashSet<String>,
+    /// Unfinished shards found trimmed away, already reported as data loss.
+    trimmed_reported: HashSet<String>,
 }

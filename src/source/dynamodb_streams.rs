@@ -39,6 +39,11 @@ impl DynamoDbStreamsSource {
         stream: &crate::config::StreamRef,
     ) -> Result<Self, SourceError> {
         let stream_arn = match stream {
+            crate::config::StreamRef::KinesisName(_) | crate::config::StreamRef::KinesisArn(_) => {
+                return Err(SourceError::Fatal(
+                    "a Kinesis stream is not a DynamoDB stream".into(),
+                ))
+            }
             crate::config::StreamRef::StreamArn(arn) => arn.clone(),
             crate::config::StreamRef::Table(table) => {
                 let ddb = aws_sdk_dynamodb::Client::new(sdk_config);

@@ -2,6 +2,7 @@
 //! that the pipeline, the lease coordinator and the tests' deterministic stream model share it.
 
 pub mod dynamodb_streams;
+pub mod kinesis;
 pub mod poll;
 pub mod record;
 pub mod sequence;

@@ -9,6 +9,7 @@ use std::process::{Child, Command, Stdio};
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::{Duration, Instant};
 
+pub mod harness;
 pub mod scripted_source;
 pub mod workload;
 
@@ -202,4 +203,25 @@ pub fn line_count(path: &Path) -> usize {
     std::fs::read_to_string(path)
         .map(|t| t.lines().count())
         .unwrap_or(0)
+}
+
+/// The kinesalite server. A test that cannot reach it fails.
+pub fn kinesis_endpoint() -> String {
+    let url = std::env::var("SHARDBRIDGE_TEST_KINESIS_ENDPOINT")
+        .unwrap_or_else(|_| "http://127.0.0.1:4567".to_string());
+    let hostport = url
+        .trim_start_matches("http://")
+        .trim_end_matches('/')
+        .to_string();
+    let reachable = hostport
+        .to_socket_addrs()
+        .ok()
+        .and_then(|mut a| a.next())
+        .is_some_and(|a| TcpStream::connect_timeout(&a, Duration::from_secs(2)).is_ok());
+    assert!(
+        reachable,
+        "cannot reach kinesalite at {url}: start the local servers with \
+         `scripts/dev-servers.sh start` and `eval \"$(scripts/dev-servers.sh env)\"`"
+    );
+    url
 }

@@ -1,0 +1,288 @@
+//! The crash harness: a fleet of shardbridge processes against the local servers, a workload of
+//! versioned writes per key, resharding and SIGKILLs while it runs, and a verifier that reports
+//! lost, duplicated and out-of-order records per key. Sink issues reuse it with their sinks.
+
+use std::collections::{BTreeMap, HashMap};
+use std::fmt;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use aws_sdk_kinesis::primitives::Blob;
+use aws_sdk_kinesis::types::{PutRecordsRequestEntry, Shard, StreamStatus};
+use base64::Engine;
+
+use super::Running;
+
+/// One delivered record: its key and version, in delivery order.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Delivery {
+    pub key: String,
+    pub version: u64,
+}
+
+/// What the verifier found. `expected` is the last version written per key (versions 1..=n).
+#[derive(Debug, Default, PartialEq, Eq)]
+pub struct Verdict {
+    pub delivered: usize,
+    pub lost: usize,
+    pub duplicated: usize,
+    pub out_of_order: usize,
+    /// A few examples per problem, for the failure message.
+    pub examples: Vec<String>,
+}
+
+impl fmt::Display for Verdict {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "{} delivered: {} lost, {} duplicated, {} out of order",
+            self.delivered, self.lost, self.duplicated, self.out_of_order
+        )?;
+        for e in &self.examples {
+            write!(f, "\n  {e}")?;
+        }
+        Ok(())
+    }
+}
+
+/// Checks deliveries (in delivery order) against the versions written per key.
+pub fn verify(expected: &BTreeMap<String, u64>, deliveries: &[Delivery]) -> Verdict {
+    let mut v = Verdict {
+        delivered: deliveries.len(),
+        ..Verdict::default()
+    };
+    let mut first_seen: HashMap<&str, Vec<u64>> = HashMap::new();
+    let mut count: HashMap<(&str, u64), usize> = HashMap::new();
+    for d in deliveries {
+        let n = count.entry((&d.key, d.version)).or_default();
+        *n += 1;
+        if *n == 1 {
+            first_seen.entry(&d.key).or_default().push(d.version);
+        } else {
+            v.duplicated += 1;
+        }
+    }
+    for (key, last) in expected {
+        let seen = first_seen.get(key.as_str()).cloned().unwrap_or_default();
+        let missing = (1..=*last)
+            .filter(|ver| !count.contains_key(&(key.as_str(), *ver)))
+            .count();
+        if missing > 0 {
+            v.lost += missing;
+            if v.examples.len() < 10 {
+                v.examples
+                    .push(format!("{key}: {missing} of {last} versions lost"));
+            }
+        }
+        for w in seen.windows(2) {
+            if w[1] < w[0] {
+                v.out_of_order += 1;
+                if v.examples.len() < 10 {
+                    v.examples
+                        .push(format!("{key}: version {} delivered before {}", w[0], w[1]));
+                }
+            }
+        }
+    }
+    v
+}
+
+/// Deliveries in a file of the `raw` format whose data is `{"key":…,"version":…}`.
+pub fn read_raw(path: &Path) -> Vec<Delivery> {
+    super::read_lines(path)
+        .iter()
+        .map(|l| {
+            let data = base64::engine::general_purpose::STANDARD
+                .decode(l["data"].as_str().expect("data"))
+                .expect("base64");
+            let v: serde_json::Value = serde_json::from_slice(&data).expect("JSON data");
+            Delivery {
+                key: v["key"].as_str().unwrap().to_string(),
+                version: v["version"].as_u64().unwrap(),
+            }
+        })
+        .collect()
+}
+
+pub async fn kinesis_client(endpoint: &str) -> aws_sdk_kinesis::Client {
+    aws_sdk_kinesis::Client::new(&super::sdk_config(endpoint).await)
+}
+
+pub async fn wait_active(k: &aws_sdk_kinesis::Client, stream: &str) {
+    for _ in 0..200 {
+        let d = k
+            .describe_stream_summary()
+            .stream_name(stream)
+            .send()
+            .await
+            .unwrap();
+        if d.stream_description_summary().unwrap().stream_status() == &StreamStatus::Active {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    panic!("stream {stream} did not become ACTIVE");
+}
+
+pub async fn create_stream(k: &aws_sdk_kinesis::Client, stream: &str, shards: i32) {
+    k.create_stream()
+        .stream_name(stream)
+        .shard_count(shards)
+        .send()
+        .await
+        .unwrap();
+    wait_active(k, stream).await;
+}
+
+async fn open_shards(k: &aws_sdk_kinesis::Client, stream: &str) -> Vec<Shard> {
+    let out = k.list_shards().stream_name(stream).send().await.unwrap();
+    let mut open: Vec<Shard> = out
+        .shards()
+        .iter()
+        .filter(|s| {
+            s.sequence_number_range()
+                .and_then(|r| r.ending_sequence_number())
+                .is_none()
+        })
+        .cloned()
+        .collect();
+    open.sort_by_key(|s| hash(s.hash_key_range().unwrap().starting_hash_key()));
+    open
+}
+
+fn hash(s: &str) -> u128 {
+    s.parse().unwrap()
+}
+
+/// Splits the widest open shard at the middle of its hash range.
+pub async fn split(k: &aws_sdk_kinesis::Client, stream: &str) -> String {
+    let shards = open_shards(k, stream).await;
+    let widest = shards
+        .iter()
+        .max_by_key(|s| {
+            let r = s.hash_key_range().unwrap();
+            hash(r.ending_hash_key()) - hash(r.starting_hash_key())
+        })
+        .unwrap();
+    let r = widest.hash_key_range().unwrap();
+    let (lo, hi) = (hash(r.starting_hash_key()), hash(r.ending_hash_key()));
+    let mid = lo + (hi - lo) / 2 + 1;
+    k.split_shard()
+        .stream_name(stream)
+        .shard_to_split(widest.shard_id())
+        .new_starting_hash_key(mid.to_string())
+        .send()
+        .await
+        .unwrap();
+    wait_active(k, stream).await;
+    widest.shard_id().to_string()
+}
+
+/// Merges the first two adjacent open shards.
+pub async fn merge(k: &aws_sdk_kinesis::Client, stream: &str) -> (String, String) {
+    let shards = open_shards(k, stream).await;
+    let pair = shards
+        .windows(2)
+        .find(|w| {
+            hash(w[0].hash_key_range().unwrap().ending_hash_key()) + 1
+                == hash(w[1].hash_key_range().unwrap().starting_hash_key())
+        })
+        .expect("two adjacent open shards");
+    k.merge_shards()
+        .stream_name(stream)
+        .shard_to_merge(pair[0].shard_id())
+        .adjacent_shard_to_merge(pair[1].shard_id())
+        .send()
+        .await
+        .unwrap();
+    wait_active(k, stream).await;
+    (
+        pair[0].shard_id().to_string(),
+        pair[1].shard_id().to_string(),
+    )
+}
+
+/// Writes `version` of every key (partition key = the key), 500 records per PutRecords call,
+/// retrying what failed.
+pub async fn put_version(k: &aws_sdk_kinesis::Client, stream: &str, keys: &[String], version: u64) {
+    for chunk in keys.chunks(500) {
+        let mut entries: Vec<PutRecordsRequestEntry> = chunk
+            .iter()
+            .map(|key| {
+                let data = serde_json::json!({"key": key, "version": version}).to_string();
+                PutRecordsRequestEntry::builder()
+                    .partition_key(key)
+                    .data(Blob::new(data))
+                    .build()
+                    .unwrap()
+            })
+            .collect();
+        for _ in 0..20 {
+            let out = k
+                .put_records()
+                .stream_name(stream)
+                .set_records(Some(entries.clone()))
+                .send()
+                .await
+                .unwrap();
+            if out.failed_record_count().unwrap_or(0) == 0 {
+                entries.clear();
+                break;
+            }
+            entries = entries
+                .into_iter()
+                .zip(out.records())
+                .filter(|(_, r)| r.error_code().is_some())
+                .map(|(e, _)| e)
+                .collect();
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        assert!(entries.is_empty(), "PutRecords kept failing");
+    }
+}
+
+/// A fleet of worker processes sharing one connector configuration (one file per worker id).
+pub struct Fleet {
+    pub dir: PathBuf,
+    pub config: Box<dyn Fn(&str) -> String + Send>,
+    pub workers: BTreeMap<String, Running>,
+    pub restarts: usize,
+}
+
+impl Fleet {
+    pub fn new(dir: &Path, config: impl Fn(&str) -> String + Send + 'static) -> Self {
+        Fleet {
+            dir: dir.to_path_buf(),
+            config: Box::new(config),
+            workers: BTreeMap::new(),
+            restarts: 0,
+        }
+    }
+
+    pub fn start(&mut self, id: &str) {
+        let cfg = self.dir.join(format!("{id}.toml"));
+        std::fs::write(&cfg, (self.config)(id)).unwrap();
+        let log = self.dir.join(format!("{id}.{}.log", self.restarts));
+        self.restarts += 1;
+        self.workers
+            .insert(id.to_string(), Running::start(&cfg, &log));
+    }
+
+    pub fn kill(&mut self, id: &str) {
+        if let Some(mut w) = self.workers.remove(id) {
+            w.signal("KILL");
+            w.wait(Duration::from_secs(10));
+        }
+    }
+
+    /// SIGTERM to every worker; panics unless each exits 0.
+    pub fn stop_all(&mut self) {
+        for w in self.workers.values() {
+            w.signal("TERM");
+        }
+        for (id, mut w) in std::mem::take(&mut self.workers) {
+            let code = w.wait(Duration::from_secs(60));
+            assert_eq!(code, 0, "worker {id} exit status; log:\n{}", w.log_text());
+        }
+    }
+}
