@@ -102,6 +102,7 @@ impl Harness {
             health: Arc::new(Health::default()),
             stop: CancellationToken::new(),
             parent_ended_at: None,
+            lag: Default::default(),
         })
         .await
     }

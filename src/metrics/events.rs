@@ -41,7 +41,7 @@ pub fn describe() {
     describe_gauge!(
         "shardbridge_source_iterator_age_milliseconds",
         Unit::Milliseconds,
-        "Age of the newest record read, per connector (0 when caught up)."
+        "Milliseconds behind the newest record, per connector: the largest over its shards (Kinesis MillisBehindLatest, else the age of the newest record read; 0 when caught up)."
     );
     describe_counter!(
         "shardbridge_sink_records_written_total",

@@ -11,6 +11,7 @@ use tokio::time::Instant;
 use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 
+use super::lag::ConnectorLag;
 use super::shard_worker::{self, ShardContext, ShardError, ShardOutcome};
 use crate::config::{ConnectorConfig, StartingPosition, StreamRef};
 use crate::lease::held::HeldLease;
@@ -76,6 +77,7 @@ pub struct Connector {
     source: Arc<dyn ShardSource>,
     sink: Arc<dyn Sink>,
     table: Arc<dyn LeaseStore>,
+    lag: Arc<ConnectorLag>,
 }
 
 impl ConnectorError {
@@ -160,6 +162,7 @@ impl Connector {
             source,
             sink,
             table,
+            lag: Arc::new(ConnectorLag::default()),
         }
     }
 
@@ -485,6 +488,7 @@ impl Connector {
             health: self.health.clone(),
             stop: st.workers_stop.child_token(),
             parent_ended_at,
+            lag: self.lag.clone(),
         };
         let shard_id = taken.lease_key.clone();
         st.tasks

@@ -1,6 +1,7 @@
 //! The pipeline: every connector of the configuration, each with a worker per owned shard.
 
 pub mod connector;
+pub mod lag;
 pub mod shard_worker;
 
 use std::sync::Arc;

@@ -13,6 +13,7 @@ use crate::lease::model::Checkpoint;
 use crate::lease::table::LeaseError;
 use crate::metrics::events;
 use crate::metrics::health::{ConnectorState, Health};
+use crate::pipeline::lag::ConnectorLag;
 use crate::retry::Backoff;
 use crate::sink::{Batch, OutputRecord, Sink, SinkError};
 use crate::source::poll::{after_error, after_page, ErrorAction, PollAction};
@@ -38,6 +39,8 @@ pub struct ShardContext {
     pub stop: CancellationToken,
     /// When this worker saw the shard's (last) parent end, for the child start delay metric.
     pub parent_ended_at: Option<tokio::time::Instant>,
+    /// The connector's lag, shared by its shard workers.
+    pub lag: Arc<ConnectorLag>,
 }
 
 #[derive(Debug, PartialEq, Eq)]
@@ -107,6 +110,17 @@ pub fn encode_batch(
 }
 
 pub async fn run(ctx: ShardContext) -> Result<ShardOutcome, ShardError> {
+    let (connector, lag, shard) = (
+        ctx.connector.clone(),
+        ctx.lag.clone(),
+        ctx.lease.shard_id().to_string(),
+    );
+    let outcome = read_shard(ctx).await;
+    events::iterator_age(&connector, lag.remove(&shard));
+    outcome
+}
+
+async fn read_shard(ctx: ShardContext) -> Result<ShardOutcome, ShardError> {
     let shard = ctx.lease.shard_id().to_string();
     let mut position = match &ctx.start {
         Checkpoint::ShardEnd => return Ok(ShardOutcome::ShardEnd(Vec::new())),
@@ -155,8 +169,11 @@ pub async fn run(ctx: ShardContext) -> Result<ShardOutcome, ShardError> {
 
         if let Some(last) = page.records.last() {
             let last_seq = last.sequence_number().clone();
-            if let Some(ts) = last.created_millis() {
-                events::iterator_age(&ctx.connector, now_millis() - ts);
+            let behind = page
+                .millis_behind_latest
+                .or_else(|| last.created_millis().map(|ts| now_millis() - ts));
+            if let Some(ms) = behind {
+                events::iterator_age(&ctx.connector, ctx.lag.update(&shard, ms));
             }
             let (batch, skipped) =
                 encode_batch(&shard, &page.records, ctx.format, ctx.skip_before_millis)?;
@@ -179,7 +196,9 @@ pub async fn run(ctx: ShardContext) -> Result<ShardOutcome, ShardError> {
             }
             position = IteratorPosition::AfterSequenceNumber(last_seq);
         } else if page.next_iterator.is_some() {
-            events::iterator_age(&ctx.connector, 0);
+            // Caught up (Kinesis says by how much; an empty page elsewhere means none).
+            let ms = page.millis_behind_latest.unwrap_or(0);
+            events::iterator_age(&ctx.connector, ctx.lag.update(&shard, ms));
         }
 
         let has_next = page.next_iterator.is_some();
