@@ -83,6 +83,8 @@ struct Run {
     kills: usize,
     /// From a parent's SHARD_END to its child's first GetRecords, as the workers logged it.
     child_start_delays_ms: Vec<u64>,
+    /// Leases of closed shards still in the table at the end.
+    parent_leases_left: Vec<String>,
 }
 
 fn child_start_delays(dir: &std::path::Path) -> Vec<u64> {
@@ -137,6 +139,7 @@ async fn reshard_under_load(kill_every: Option<Duration>) -> (harness::Verdict, 
     let mut run = Run {
         kills: 0,
         child_start_delays_ms: Vec::new(),
+        parent_leases_left: Vec::new(),
     };
     let mut last_kill = Instant::now();
     let mut rng = 0x9e3779b97f4a7c15u64;
@@ -175,6 +178,30 @@ async fn reshard_under_load(kill_every: Option<Duration>) -> (harness::Verdict, 
         }
         tokio::time::sleep(Duration::from_millis(250)).await;
     };
+    // The closed parents' leases are deleted once their children have made progress.
+    let ddb = aws_sdk_dynamodb::Client::new(&sdk_config(&aws).await);
+    let closed = harness::closed_shards(&k, &stream).await;
+    assert_eq!(closed.len(), 4, "two splits and a merge close four shards");
+    let started = Instant::now();
+    run.parent_leases_left = loop {
+        let rows = ddb
+            .scan()
+            .table_name(&leases)
+            .consistent_read(true)
+            .send()
+            .await
+            .unwrap();
+        let left: Vec<String> = rows
+            .items()
+            .iter()
+            .filter_map(|i| i["leaseKey"].as_s().ok().cloned())
+            .filter(|key| closed.contains(key))
+            .collect();
+        if left.is_empty() || started.elapsed() > Duration::from_secs(15) {
+            break left;
+        }
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    };
     fleet.stop_all();
     run.child_start_delays_ms = child_start_delays(dir.path());
     let final_verdict = harness::verify(&expected, &harness::read_raw(&out));
@@ -187,6 +214,11 @@ async fn split_twice_and_merge_once_under_three_workers_keeps_every_key_in_order
     let (v, run) = reshard_under_load(None).await;
     eprintln!("verifier: {v}");
     assert_eq!((v.lost, v.out_of_order), (0, 0), "{v}");
+    assert!(
+        run.parent_leases_left.is_empty(),
+        "finished parents' leases not deleted: {:?}",
+        run.parent_leases_left
+    );
     // Two splits and a merge close 4 parents; children are read at once, not at the next sync.
     let d = &run.child_start_delays_ms;
     eprintln!("child start delays (ms, same worker): {d:?}");

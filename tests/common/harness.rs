@@ -154,6 +154,20 @@ fn hash(s: &str) -> u128 {
     s.parse().unwrap()
 }
 
+/// Ids of the stream's closed shards.
+pub async fn closed_shards(k: &aws_sdk_kinesis::Client, stream: &str) -> Vec<String> {
+    let out = k.list_shards().stream_name(stream).send().await.unwrap();
+    out.shards()
+        .iter()
+        .filter(|s| {
+            s.sequence_number_range()
+                .and_then(|r| r.ending_sequence_number())
+                .is_some()
+        })
+        .map(|s| s.shard_id().to_string())
+        .collect()
+}
+
 /// Splits the widest open shard at the middle of its hash range.
 pub async fn split(k: &aws_sdk_kinesis::Client, stream: &str) -> String {
     let shards = open_shards(k, stream).await;
