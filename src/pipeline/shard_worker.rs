@@ -97,11 +97,16 @@ pub fn encode_batch(
         })?;
         out.push(OutputRecord {
             sequence_number: r.sequence_number().clone(),
+            created_millis: r.created_millis(),
             payload,
         });
     }
     Ok((
         Batch {
+            stream_arn: records
+                .first()
+                .map(|r| r.identity().stream_arn.clone())
+                .unwrap_or_default(),
             shard_id: shard_id.to_string(),
             records: out,
         },

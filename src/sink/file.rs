@@ -83,11 +83,13 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("sub/out.jsonl");
         let batch = |seqs: &[&str]| Batch {
+            stream_arn: "arn".into(),
             shard_id: "s".into(),
             records: seqs
                 .iter()
                 .map(|s| OutputRecord {
                     sequence_number: SequenceNumber::parse(s).unwrap(),
+                    created_millis: None,
                     payload: format!("{{\"seq\":\"{s}\"}}").into_bytes(),
                 })
                 .collect(),

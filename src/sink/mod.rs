@@ -33,12 +33,16 @@ impl CommitProtocol {
 #[derive(Clone, Debug)]
 pub struct OutputRecord {
     pub sequence_number: SequenceNumber,
+    /// When the record entered the stream (ms since the epoch), if known.
+    pub created_millis: Option<i64>,
     pub payload: Vec<u8>,
 }
 
 /// The records of one shard between two checkpoints, in sequence order.
 #[derive(Clone, Debug)]
 pub struct Batch {
+    /// The source stream's ARN (a DynamoDB stream or a Kinesis stream).
+    pub stream_arn: String,
     pub shard_id: String,
     pub records: Vec<OutputRecord>,
 }
@@ -47,6 +51,32 @@ impl Batch {
     pub fn bytes(&self) -> usize {
         self.records.iter().map(|r| r.payload.len()).sum()
     }
+
+    pub fn first(&self) -> Option<&OutputRecord> {
+        self.records.first()
+    }
+
+    pub fn last(&self) -> Option<&OutputRecord> {
+        self.records.last()
+    }
+}
+
+/// When a shard worker hands its accumulated records to the sink: whichever limit comes first.
+/// Sinks that write each page as it comes keep the default.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct BatchLimits {
+    pub max_records: usize,
+    pub max_bytes: usize,
+    pub max_interval: std::time::Duration,
+}
+
+impl BatchLimits {
+    /// Every GetRecords page is its own batch.
+    pub const PER_PAGE: BatchLimits = BatchLimits {
+        max_records: 1,
+        max_bytes: 1,
+        max_interval: std::time::Duration::ZERO,
+    };
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -61,7 +91,13 @@ pub enum SinkError {
 #[async_trait]
 pub trait Sink: Send + Sync {
     fn commit_protocol(&self) -> CommitProtocol;
-    /// Returns once every record of `batch` is durable at the destination.
+    /// How much to accumulate before `write_batch`.
+    fn batch_limits(&self) -> BatchLimits {
+        BatchLimits::PER_PAGE
+    }
+    /// Returns once every record of `batch` is durable at the destination. For the idempotent
+    /// protocol the output must be a pure function of the batch (and the configuration): a
+    /// recovering worker writes the same range again and must produce the same bytes.
     async fn write_batch(&self, batch: &Batch) -> Result<(), SinkError>;
 }
 
