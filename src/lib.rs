@@ -8,6 +8,7 @@
 
 pub mod aws;
 pub mod config;
+pub mod fault;
 pub mod format;
 pub mod lease;
 pub mod metrics;

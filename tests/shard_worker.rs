@@ -103,6 +103,7 @@ impl Harness {
             stop: CancellationToken::new(),
             parent_ended_at: None,
             lag: Default::default(),
+            pending_intent: None,
         })
         .await
     }

@@ -115,6 +115,22 @@ impl HeldLease {
         res
     }
 
+    /// Writes the intent of the batch in flight, conditional on owning the lease.
+    pub async fn write_intent(&self, intent: &str) -> Result<(), LeaseError> {
+        let mut s = self.state.lock().await;
+        if s.lost {
+            return Err(LeaseError::Lost(self.shard_id.clone()));
+        }
+        let res = self
+            .table
+            .write_intent(&self.shard_id, &self.owner, s.counter, intent)
+            .await;
+        if matches!(res, Err(LeaseError::Lost(_))) {
+            s.lost = true;
+        }
+        res
+    }
+
     /// Gives the lease back (graceful stop); a lease already lost needs nothing.
     pub async fn release(&self) -> Result<(), LeaseError> {
         let mut s = self.state.lock().await;

@@ -113,6 +113,19 @@ impl LeaseStore for MemoryLeaseStore {
         })
     }
 
+    async fn write_intent(
+        &self,
+        key: &str,
+        owner: &str,
+        counter: u64,
+        intent: &str,
+    ) -> Result<(), LeaseError> {
+        self.count("UpdateItem");
+        self.update(key, owner, counter, |l| {
+            l.pending_checkpoint = Some(intent.to_string());
+        })
+    }
+
     async fn release(&self, key: &str, owner: &str, counter: u64) -> Result<(), LeaseError> {
         self.count("UpdateItem");
         self.update(key, owner, counter, |l| {
@@ -154,6 +167,15 @@ mod tests {
         let c = store.renew("s", "a", 1).await.unwrap();
         assert!(store.renew("s", "a", 1).await.is_err(), "stale counter");
         assert!(store.renew("s", "b", c).await.is_err(), "wrong owner");
+        store.write_intent("s", "a", c, "1..9").await.unwrap();
+        assert!(
+            store.write_intent("s", "b", c, "1..9").await.is_err(),
+            "wrong owner"
+        );
+        assert_eq!(
+            store.list().await.unwrap()[0].pending_checkpoint.as_deref(),
+            Some("1..9")
+        );
         let cp = Checkpoint::ShardEnd;
         assert!(store.checkpoint("s", "b", c, &cp, None).await.is_err());
         assert!(

@@ -50,6 +50,15 @@ pub trait LeaseStore: Send + Sync {
         checkpoint: &Checkpoint,
         children: Option<&BTreeSet<String>>,
     ) -> Result<(), LeaseError>;
+    /// Writes the intent of the batch in flight (`pendingCheckpoint`), conditional on owner and
+    /// counter: the write-ahead step of the idempotent and reconciling commit protocols.
+    async fn write_intent(
+        &self,
+        key: &str,
+        owner: &str,
+        counter: u64,
+        intent: &str,
+    ) -> Result<(), LeaseError>;
     /// Gives the lease up (owner removed, counter bumped), conditional on owner and counter.
     async fn release(&self, key: &str, owner: &str, counter: u64) -> Result<(), LeaseError>;
     /// Deletes a finished lease, conditional on it being at SHARD_END.
@@ -335,6 +344,32 @@ impl LeaseStore for LeaseTable {
             .expression_attribute_values(":o", AttributeValue::S(owner.to_string()))
             .expression_attribute_values(":c", n(counter))
             .expression_attribute_values(":next", n(counter + 1))
+            .send()
+            .await
+            .map_err(|e| lease_error("UpdateItem", &self.connector, key, e))?;
+        self.ok("UpdateItem");
+        Ok(())
+    }
+
+    async fn write_intent(
+        &self,
+        key: &str,
+        owner: &str,
+        counter: u64,
+        intent: &str,
+    ) -> Result<(), LeaseError> {
+        self.client
+            .update_item()
+            .table_name(&self.name)
+            .key(LEASE_KEY, AttributeValue::S(key.to_string()))
+            .update_expression("SET #p = :p")
+            .condition_expression("#o = :o AND #c = :c")
+            .expression_attribute_names("#o", LEASE_OWNER)
+            .expression_attribute_names("#c", LEASE_COUNTER)
+            .expression_attribute_names("#p", PENDING_CHECKPOINT)
+            .expression_attribute_values(":o", AttributeValue::S(owner.to_string()))
+            .expression_attribute_values(":c", n(counter))
+            .expression_attribute_values(":p", AttributeValue::S(intent.to_string()))
             .send()
             .await
             .map_err(|e| lease_error("UpdateItem", &self.connector, key, e))?;

@@ -220,3 +220,13 @@ pub fn child_start_delay(connector: &str, shard: &str, delay: Duration) {
     );
     histogram!("shardbridge_lineage_child_start_delay_seconds", "connector" => connector.to_string()).record(delay.as_secs_f64());
 }
+
+pub fn intent_replayed(connector: &str, shard: &str) {
+    tracing::info!(
+        connector,
+        shard,
+        "wrote the batch of a pending intent again"
+    );
+    counter!("shardbridge_intents_replayed_total", "connector" => connector.to_string())
+        .increment(1);
+}

@@ -489,6 +489,7 @@ impl Connector {
             stop: st.workers_stop.child_token(),
             parent_ended_at,
             lag: self.lag.clone(),
+            pending_intent: taken.pending_checkpoint.clone(),
         };
         let shard_id = taken.lease_key.clone();
         st.tasks

@@ -1,5 +1,6 @@
 //! The pipeline: every connector of the configuration, each with a worker per owned shard.
 
+pub mod batch;
 pub mod connector;
 pub mod lag;
 pub mod shard_worker;

@@ -3,7 +3,9 @@
 
 use std::collections::BTreeSet;
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
+
+use tokio::time::Instant;
 
 use tokio_util::sync::CancellationToken;
 
@@ -13,9 +15,10 @@ use crate::lease::model::Checkpoint;
 use crate::lease::table::LeaseError;
 use crate::metrics::events;
 use crate::metrics::health::{ConnectorState, Health};
+use crate::pipeline::batch::{self, PendingBatch};
 use crate::pipeline::lag::ConnectorLag;
 use crate::retry::Backoff;
-use crate::sink::{Batch, OutputRecord, Sink, SinkError};
+use crate::sink::{Batch, CommitProtocol, OutputRecord, Sink, SinkError};
 use crate::source::poll::{after_error, after_page, ErrorAction, PollAction};
 use crate::source::record::SourceRecord;
 use crate::source::{IteratorPosition, Shard, ShardIterator, ShardSource, SourceError};
@@ -41,6 +44,8 @@ pub struct ShardContext {
     pub parent_ended_at: Option<tokio::time::Instant>,
     /// The connector's lag, shared by its shard workers.
     pub lag: Arc<ConnectorLag>,
+    /// The lease's `pendingCheckpoint` when it was taken: a batch to write again first.
+    pub pending_intent: Option<String>,
 }
 
 #[derive(Debug, PartialEq, Eq)]
@@ -133,6 +138,20 @@ async fn read_shard(ctx: ShardContext) -> Result<ShardOutcome, ShardError> {
         Checkpoint::Latest => IteratorPosition::Latest,
         Checkpoint::TrimHorizon | Checkpoint::AtTimestamp => IteratorPosition::TrimHorizon,
     };
+    let limits = ctx.sink.batch_limits();
+    let protocol = ctx.sink.commit_protocol();
+    // A batch whose intent was written but not checkpointed: read exactly its range again and
+    // write it again (same range, same output), before anything newer.
+    let mut replay_until = match protocol {
+        CommitProtocol::Idempotent | CommitProtocol::Reconciling => {
+            ctx.pending_intent.as_deref().and_then(batch::intent_last)
+        }
+        _ => None,
+    };
+    if let Some(last) = &replay_until {
+        tracing::info!(connector = %ctx.connector, %shard, %last, "replaying the batch of a pending intent");
+    }
+    let mut pending = PendingBatch::default();
     let mut iterator: Option<ShardIterator> = None;
     let mut failures = 0u32;
     let mut parent_ended_at = ctx.parent_ended_at;
@@ -140,10 +159,22 @@ async fn read_shard(ctx: ShardContext) -> Result<ShardOutcome, ShardError> {
 
     loop {
         if ctx.stop.is_cancelled() {
+            // Finish the batch in flight (or abandon it if the sink stays down): never lost,
+            // since it is not checkpointed unless written.
+            if replay_until.is_none() {
+                if let Some(outcome) = commit(&ctx, &mut pending).await? {
+                    return Ok(outcome);
+                }
+            }
             return Ok(ShardOutcome::Stopped);
         }
         if ctx.lease.is_lost().await {
             return Ok(ShardOutcome::LeaseLost);
+        }
+        if replay_until.is_none() && batch::should_flush(&limits, &pending, Instant::now()) {
+            if let Some(outcome) = commit(&ctx, &mut pending).await? {
+                return Ok(outcome);
+            }
         }
         let result = match &iterator {
             None => ctx.source.open_iterator(&shard, &position).await.map(|it| {
@@ -151,7 +182,7 @@ async fn read_shard(ctx: ShardContext) -> Result<ShardOutcome, ShardError> {
                 None
             }),
             Some(it) => tokio::select! {
-                _ = ctx.stop.cancelled() => return Ok(ShardOutcome::Stopped),
+                _ = ctx.stop.cancelled() => continue,
                 r = ctx.source.get_records(it, ctx.max_records) => r.map(Some),
             },
         };
@@ -171,57 +202,145 @@ async fn read_shard(ctx: ShardContext) -> Result<ShardOutcome, ShardError> {
         }
         let bytes: u64 = page.records.iter().map(SourceRecord::size_bytes).sum();
         events::records_read(&ctx.connector, page.records.len(), bytes);
+        let page_len = page.records.len();
+        let has_next = page.next_iterator.is_some();
 
         if let Some(last) = page.records.last() {
-            let last_seq = last.sequence_number().clone();
             let behind = page
                 .millis_behind_latest
                 .or_else(|| last.created_millis().map(|ts| now_millis() - ts));
             if let Some(ms) = behind {
                 events::iterator_age(&ctx.connector, ctx.lag.update(&shard, ms));
             }
-            let (batch, skipped) =
-                encode_batch(&shard, &page.records, ctx.format, ctx.skip_before_millis)?;
-            if skipped > 0 {
-                events::records_skipped(&ctx.connector, "before_starting_position", skipped);
+            position = IteratorPosition::AfterSequenceNumber(last.sequence_number().clone());
+            let (mut records, mut rest) = (page.records, Vec::new());
+            if let Some(until) = &replay_until {
+                (records, rest) = batch::split_at(records, until);
             }
-            if !batch.records.is_empty() && !deliver(&ctx, &batch).await? {
-                // Not delivered (stopped, or the lease is gone): no checkpoint, so the batch is
-                // read again by whoever holds the lease next.
-                return Ok(if ctx.lease.is_lost().await {
-                    ShardOutcome::LeaseLost
-                } else {
-                    ShardOutcome::Stopped
-                });
+            add_to_batch(&ctx, &shard, &mut pending, &records)?;
+            if let Some(until) = replay_until.clone() {
+                if pending.last_read.as_ref() >= Some(&until) || !rest.is_empty() {
+                    events::intent_replayed(&ctx.connector, &shard);
+                    replay_until = None;
+                    if let Some(outcome) = commit(&ctx, &mut pending).await? {
+                        return Ok(outcome);
+                    }
+                    add_to_batch(&ctx, &shard, &mut pending, &rest)?;
+                }
             }
-            if let Some(outcome) =
-                write_checkpoint(&ctx, &Checkpoint::Sequence(last_seq.clone()), None).await?
-            {
-                return Ok(outcome);
-            }
-            position = IteratorPosition::AfterSequenceNumber(last_seq);
-        } else if page.next_iterator.is_some() {
+        } else if has_next {
             // Caught up (Kinesis says by how much; an empty page elsewhere means none).
             let ms = page.millis_behind_latest.unwrap_or(0);
             events::iterator_age(&ctx.connector, ctx.lag.update(&shard, ms));
         }
 
-        let has_next = page.next_iterator.is_some();
         iterator = page.next_iterator;
-        match after_page(page.records.len(), has_next, ctx.poll_idle) {
+        match after_page(page_len, has_next, ctx.poll_idle) {
             PollAction::PollNow => {}
-            PollAction::PollAfter(d) => {
-                if !pause(&ctx.stop, d).await {
-                    return Ok(ShardOutcome::Stopped);
-                }
+            PollAction::PollAfter(idle) => {
+                let wait = batch::idle_wait(idle, pending.due_at(&limits), Instant::now());
+                // A stop request is handled at the top of the loop.
+                pause(&ctx.stop, wait).await;
             }
             PollAction::ShardEnd => {
+                // A replay that never reached its end (trimmed records) commits what there is.
+                if let Some(outcome) = commit(&ctx, &mut pending).await? {
+                    return Ok(outcome);
+                }
                 let children = find_children(&ctx, &shard).await;
                 let ids: BTreeSet<String> = children.iter().map(|c| c.shard_id.clone()).collect();
                 tracing::info!(connector = %ctx.connector, %shard, ?ids, "shard closed and fully read");
                 return Ok(write_checkpoint(&ctx, &Checkpoint::ShardEnd, Some(&ids))
                     .await?
                     .unwrap_or(ShardOutcome::ShardEnd(children)));
+            }
+        }
+    }
+}
+
+/// Encodes records into the pending batch.
+fn add_to_batch(
+    ctx: &ShardContext,
+    shard: &str,
+    pending: &mut PendingBatch,
+    records: &[SourceRecord],
+) -> Result<(), ShardError> {
+    let Some(last) = records.last() else {
+        return Ok(());
+    };
+    let (batch, skipped) = encode_batch(shard, records, ctx.format, ctx.skip_before_millis)?;
+    if skipped > 0 {
+        events::records_skipped(&ctx.connector, "before_starting_position", skipped);
+    }
+    pending.push(
+        batch.records,
+        last.sequence_number().clone(),
+        Instant::now(),
+    );
+    Ok(())
+}
+
+/// Commits the pending batch by the sink's protocol: intent (for the idempotent and reconciling
+/// protocols), write, checkpoint. Some(outcome) when the shard must stop.
+async fn commit(
+    ctx: &ShardContext,
+    pending: &mut PendingBatch,
+) -> Result<Option<ShardOutcome>, ShardError> {
+    let Some((records, last_read)) = pending.take() else {
+        return Ok(None);
+    };
+    let shard = ctx.lease.shard_id();
+    if let Some(first) = records.first() {
+        let batch = Batch {
+            stream_arn: ctx.source.stream_arn().to_string(),
+            shard_id: shard.to_string(),
+            records: records.clone(),
+        };
+        if matches!(
+            ctx.sink.commit_protocol(),
+            CommitProtocol::Idempotent | CommitProtocol::Reconciling
+        ) {
+            let intent = batch::format_intent(&first.sequence_number, &last_read);
+            if let Some(outcome) = write_intent(ctx, &intent).await? {
+                return Ok(Some(outcome));
+            }
+            crate::fault::crash_point("after_intent");
+        }
+        crate::fault::crash_soon("during_upload");
+        if !deliver(ctx, &batch).await? {
+            // Not delivered (stopped, or the lease is gone): no checkpoint, so the batch is
+            // read again by whoever holds the lease next.
+            return Ok(Some(if ctx.lease.is_lost().await {
+                ShardOutcome::LeaseLost
+            } else {
+                ShardOutcome::Stopped
+            }));
+        }
+        crate::fault::crash_point("after_upload");
+    }
+    write_checkpoint(ctx, &Checkpoint::Sequence(last_read), None).await
+}
+
+/// Some(outcome) when the shard must stop (lease lost).
+async fn write_intent(
+    ctx: &ShardContext,
+    intent: &str,
+) -> Result<Option<ShardOutcome>, ShardError> {
+    let mut attempt = 0u32;
+    loop {
+        match ctx.lease.write_intent(intent).await {
+            Ok(()) => return Ok(None),
+            Err(LeaseError::Lost(_)) => return Ok(Some(ShardOutcome::LeaseLost)),
+            Err(LeaseError::Fatal(m)) => return Err(ShardError::Lease(m)),
+            Err(LeaseError::Transient(m)) => {
+                attempt += 1;
+                let Some(wait) = ctx.checkpoint_backoff.delay_random(attempt) else {
+                    return Err(ShardError::Lease(format!(
+                        "intent write failed {attempt} times in a row: {m}"
+                    )));
+                };
+                events::retry_wait(&ctx.connector, "intent", wait);
+                tokio::time::sleep(wait).await;
             }
         }
     }
