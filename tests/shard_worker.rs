@@ -19,7 +19,7 @@ use shardbridge::lease::table::{LeaseStore, LeaseTable};
 use shardbridge::metrics::health::Health;
 use shardbridge::pipeline::shard_worker::{self, ShardContext, ShardError, ShardOutcome};
 use shardbridge::retry::Backoff;
-use shardbridge::sink::{Batch, CommitProtocol, Sink, SinkError};
+use shardbridge::sink::{Batch, BatchLimits, CommitProtocol, Sink, SinkError};
 use shardbridge::source::IteratorPosition;
 use tokio_util::sync::CancellationToken;
 
@@ -34,20 +34,41 @@ fn prometheus() -> &'static PrometheusHandle {
 struct RecordingSink {
     written: Mutex<Vec<String>>,
     fail_next: AtomicUsize,
+    /// Idempotent with these limits, else flush-then-checkpoint per page.
+    idempotent: Option<BatchLimits>,
+    /// Each batch's sequence numbers, and the lease row's intent when it was written.
+    batches: Mutex<Vec<(Vec<String>, Option<String>)>>,
+    store: Mutex<Option<Arc<dyn LeaseStore>>>,
 }
 
 #[async_trait]
 impl Sink for RecordingSink {
     fn commit_protocol(&self) -> CommitProtocol {
-        CommitProtocol::FlushThenCheckpoint
+        match self.idempotent {
+            Some(_) => CommitProtocol::Idempotent,
+            None => CommitProtocol::FlushThenCheckpoint,
+        }
+    }
+    fn batch_limits(&self) -> BatchLimits {
+        self.idempotent.unwrap_or(BatchLimits::PER_PAGE)
     }
     async fn write_batch(&self, batch: &Batch) -> Result<(), SinkError> {
         if self.fail_next.load(Ordering::SeqCst) > 0 {
             self.fail_next.fetch_sub(1, Ordering::SeqCst);
             return Err(SinkError::Transient("sink down".into()));
         }
-        let mut w = self.written.lock().unwrap();
-        w.extend(batch.records.iter().map(|r| r.sequence_number.to_string()));
+        let store = self.store.lock().unwrap().clone();
+        let intent = match store {
+            Some(store) => store.list().await.unwrap()[0].pending_checkpoint.clone(),
+            None => None,
+        };
+        let seqs: Vec<String> = batch
+            .records
+            .iter()
+            .map(|r| r.sequence_number.to_string())
+            .collect();
+        self.written.lock().unwrap().extend(seqs.iter().cloned());
+        self.batches.lock().unwrap().push((seqs, intent));
         Ok(())
     }
 }
@@ -76,7 +97,17 @@ impl Harness {
     }
 
     async fn run(&self, start: Checkpoint, max_retries: u32) -> Result<ShardOutcome, ShardError> {
-        let lease = Lease::new(SHARD, start.clone(), BTreeSet::new());
+        self.run_with_intent(start, max_retries, None).await
+    }
+
+    async fn run_with_intent(
+        &self,
+        start: Checkpoint,
+        max_retries: u32,
+        intent: Option<&str>,
+    ) -> Result<ShardOutcome, ShardError> {
+        let mut lease = Lease::new(SHARD, start.clone(), BTreeSet::new());
+        lease.pending_checkpoint = intent.map(str::to_string);
         self.table.create_if_absent(&lease).await.unwrap();
         let taken = self.table.take(&lease, "me").await.unwrap();
         let held = Arc::new(HeldLease::new(
@@ -103,7 +134,7 @@ impl Harness {
             stop: CancellationToken::new(),
             parent_ended_at: None,
             lag: Default::default(),
-            pending_intent: None,
+            pending_intent: taken.pending_checkpoint.clone(),
         })
         .await
     }
@@ -241,4 +272,74 @@ async fn retries_are_bounded() {
     );
     assert!(h.written().is_empty());
     assert_eq!(h.checkpoint().await, Checkpoint::TrimHorizon);
+}
+
+fn idempotent_harness_sink(h: &mut Harness, max_records: usize) {
+    let sink = RecordingSink {
+        idempotent: Some(BatchLimits {
+            max_records,
+            max_bytes: usize::MAX,
+            max_interval: Duration::from_secs(3600),
+        }),
+        ..RecordingSink::default()
+    };
+    *sink.store.lock().unwrap() = Some(h.table.clone());
+    h.sink = Arc::new(sink);
+}
+
+fn seq_range(range: std::ops::RangeInclusive<usize>) -> Vec<String> {
+    seqs(range.into_iter())
+}
+
+#[tokio::test]
+async fn idempotent_batches_follow_the_limits_with_the_intent_written_first() {
+    let mut h = Harness::new(shard(100, &[])).await;
+    idempotent_harness_sink(&mut h, 25);
+    assert_eq!(
+        h.run(Checkpoint::TrimHorizon, 3).await.unwrap(),
+        ShardOutcome::ShardEnd(vec![])
+    );
+    let batches = h.sink.batches.lock().unwrap().clone();
+    // Pages of 10 accumulate until 25 records are pending: 30, 30, 30, then the rest at the end.
+    let sizes: Vec<usize> = batches.iter().map(|(b, _)| b.len()).collect();
+    assert_eq!(sizes, [30, 30, 30, 10]);
+    for (seqs, intent) in &batches {
+        let want = format!("{}..{}", seqs.first().unwrap(), seqs.last().unwrap());
+        assert_eq!(
+            intent.as_deref(),
+            Some(want.as_str()),
+            "the intent names the batch being written"
+        );
+    }
+    assert_eq!(h.written(), seqs(0..100));
+    let row = &h.table.list().await.unwrap()[0];
+    assert_eq!(
+        (row.checkpoint.clone(), row.pending_checkpoint.clone()),
+        (Checkpoint::ShardEnd, None)
+    );
+}
+
+#[tokio::test]
+async fn a_new_owner_writes_the_pending_intent_exactly_again_before_anything_newer() {
+    let mut h = Harness::new(shard(100, &[])).await;
+    idempotent_harness_sink(&mut h, 1000);
+    // A worker checkpointed record 19, wrote the intent for 20..=34 and died.
+    let intent = format!("{}..{}", seq_of(20), seq_of(34));
+    let outcome = h
+        .run_with_intent(Checkpoint::Sequence(seq_of(19)), 3, Some(&intent))
+        .await;
+    assert_eq!(outcome.unwrap(), ShardOutcome::ShardEnd(vec![]));
+    let batches = h.sink.batches.lock().unwrap().clone();
+    assert_eq!(
+        batches[0].0,
+        seq_range(20..=34),
+        "the same range, as one batch, first"
+    );
+    assert_eq!(batches[1].0, seq_range(35..=99));
+    assert_eq!(
+        h.written(),
+        seqs(20..100),
+        "nothing before the checkpoint, nothing twice"
+    );
+    assert_eq!(h.counter("shardbridge_intents_replayed_total", ""), 1.0);
 }
