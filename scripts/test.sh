@@ -5,4 +5,5 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 scripts/dev-servers.sh start >/dev/null
 eval "$(scripts/dev-servers.sh env)"
-cargo nextest run --lib --bins --tests --no-fail-fast "$@"
+# fault-injection: the crash harness aborts workers at each step of the commit protocols.
+cargo nextest run --features fault-injection --lib --bins --tests --no-fail-fast "$@"

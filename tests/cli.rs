@@ -174,3 +174,35 @@ fn kinesis_sources_take_stream_or_arn_and_only_formats_that_fit() {
         "{err}"
     );
 }
+
+#[test]
+fn s3_sinks_are_checked_key_by_key() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("s3.toml");
+    let write = |sink: &str| {
+        std::fs::write(
+            &path,
+            format!(
+                "[[connectors]]\nname = \"s\"\n[connectors.source]\ntype = \"dynamodb-streams\"\n\
+                 table = \"orders\"\n[connectors.sink]\ntype = \"s3\"\n{sink}\n"
+            ),
+        )
+        .unwrap();
+    };
+    let validate = || run(&["validate", "--config", path.to_str().unwrap()], &[]);
+    write("bucket = \"analytics-lake\"\nprefix = \"cdc/\"\ncompression = \"zstd\"\nmax_records = 5000\nmax_interval_ms = 30000\n[connectors.sink.aws]\nregion = \"eu-west-1\"");
+    assert_eq!(validate().status.code(), Some(0), "{}", stderr(&validate()));
+    write("compression = \"lz4\"\nmax_bytes = 0");
+    let o = validate();
+    assert_eq!(o.status.code(), Some(2));
+    let err = stderr(&o);
+    assert!(err.contains("connectors[0].sink.bucket: missing"), "{err}");
+    assert!(
+        err.contains("connectors[0].sink.compression: unknown value \"lz4\""),
+        "{err}"
+    );
+    assert!(
+        err.contains("connectors[0].sink.max_bytes: 0 is out of range"),
+        "{err}"
+    );
+}

@@ -109,5 +109,12 @@ pub struct LeaseConfig {
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum SinkConfig {
     Stdout,
-    File { path: PathBuf, fsync: bool },
+    File {
+        path: PathBuf,
+        fsync: bool,
+    },
+    S3 {
+        s3: crate::sink::s3::S3SinkConfig,
+        aws: AwsSettings,
+    },
 }

@@ -177,7 +177,7 @@ fn connector(mut t: TableReader, global_aws: &AwsSettings) -> Option<ConnectorCo
     };
     let sink = match t.opt_table("sink") {
         Some(mut s) => {
-            let r = sink(&mut s);
+            let r = sink(&mut s, global_aws);
             s.finish();
             r
         }
@@ -380,17 +380,23 @@ fn leases(
     Some(l)
 }
 
-fn sink(t: &mut TableReader) -> Option<SinkConfig> {
+fn sink(t: &mut TableReader, global_aws: &AwsSettings) -> Option<SinkConfig> {
     #[derive(Clone, Copy)]
     enum Kind {
         Stdout,
         File,
+        S3,
     }
     if !t.has("type") {
         t.problem("type", "missing");
         return None;
     }
-    match t.choice("type", &[("stdout", Kind::Stdout), ("file", Kind::File)])? {
+    let kinds = [
+        ("stdout", Kind::Stdout),
+        ("file", Kind::File),
+        ("s3", Kind::S3),
+    ];
+    match t.choice("type", &kinds)? {
         Kind::Stdout => Some(SinkConfig::Stdout),
         Kind::File => {
             let path = t.string("path");
@@ -400,5 +406,60 @@ fn sink(t: &mut TableReader) -> Option<SinkConfig> {
                 fsync,
             })
         }
+        Kind::S3 => s3_sink(t, global_aws),
     }
+}
+
+/// Defaults sized for analytics: large objects (not one per record), bounded memory per shard.
+pub const S3_DEFAULT_MAX_RECORDS: u64 = 100_000;
+pub const S3_DEFAULT_MAX_BYTES: u64 = 8 * 1024 * 1024;
+pub const S3_DEFAULT_MAX_INTERVAL_MS: u64 = 60_000;
+
+fn s3_sink(t: &mut TableReader, global_aws: &AwsSettings) -> Option<SinkConfig> {
+    use crate::sink::s3::{Compression, S3SinkConfig};
+    let bucket = t.string("bucket");
+    if let Some(b) = &bucket {
+        let ok = (3..=63).contains(&b.len())
+            && b.chars()
+                .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-' || c == '.');
+        if !ok {
+            t.problem("bucket", format!("{b:?} is not a valid S3 bucket name"));
+        }
+    }
+    let prefix = t.opt_string("prefix").unwrap_or_default();
+    let compression = if t.has("compression") {
+        t.choice(
+            "compression",
+            &[
+                ("gzip", Compression::Gzip),
+                ("zstd", Compression::Zstd),
+                ("none", Compression::None),
+            ],
+        )
+    } else {
+        Some(Compression::Gzip)
+    };
+    let max_records = t
+        .opt_u64("max_records", 1, 10_000_000)
+        .unwrap_or(S3_DEFAULT_MAX_RECORDS);
+    let max_bytes = t
+        .opt_u64("max_bytes", 1, 5 * 1024 * 1024 * 1024)
+        .unwrap_or(S3_DEFAULT_MAX_BYTES);
+    let max_interval_ms = t
+        .opt_u64("max_interval_ms", 100, 3_600_000)
+        .unwrap_or(S3_DEFAULT_MAX_INTERVAL_MS);
+    let force_path_style = t.opt_bool("force_path_style").unwrap_or(false);
+    let aws = aws_settings(t, "aws").or(global_aws);
+    Some(SinkConfig::S3 {
+        s3: S3SinkConfig {
+            bucket: bucket?,
+            prefix,
+            compression: compression?,
+            max_records: max_records as usize,
+            max_bytes: max_bytes as usize,
+            max_interval_ms,
+            force_path_style,
+        },
+        aws,
+    })
 }

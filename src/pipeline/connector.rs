@@ -140,7 +140,7 @@ impl Connector {
             || table.ensure_exists(),
         )
         .await?;
-        let sink: Arc<dyn Sink> = Arc::from(crate::sink::build(&cfg.sink).await?);
+        let sink: Arc<dyn Sink> = Arc::from(crate::sink::build(&cfg.sink, &name).await?);
         tracing::info!(connector = %name, stream = source.stream_arn(), lease_table = %cfg.leases.table,
             commit_protocol = ?sink.commit_protocol(), "connector started");
         Ok(Connector::new(cfg, worker_id, health, source, table, sink))

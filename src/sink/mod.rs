@@ -2,6 +2,7 @@
 //! advances a checkpoint only after `write_batch` returned, i.e. after the batch is durable.
 
 pub mod file;
+pub mod s3;
 pub mod stdout;
 
 use async_trait::async_trait;
@@ -101,9 +102,13 @@ pub trait Sink: Send + Sync {
     async fn write_batch(&self, batch: &Batch) -> Result<(), SinkError>;
 }
 
-pub async fn build(config: &SinkConfig) -> Result<Box<dyn Sink>, SinkError> {
+pub async fn build(config: &SinkConfig, connector: &str) -> Result<Box<dyn Sink>, SinkError> {
     Ok(match config {
         SinkConfig::Stdout => Box::new(stdout::StdoutSink),
         SinkConfig::File { path, fsync } => Box::new(file::FileSink::open(path, *fsync)?),
+        SinkConfig::S3 { s3, aws } => {
+            let sdk = crate::aws::sdk_config(aws).await;
+            Box::new(s3::S3Sink::new(&sdk, s3.clone(), connector))
+        }
     })
 }

@@ -274,12 +274,24 @@ impl Fleet {
     }
 
     pub fn start(&mut self, id: &str) {
+        self.start_with_env(id, &[]);
+    }
+
+    pub fn start_with_env(&mut self, id: &str, env: &[(&str, &str)]) {
         let cfg = self.dir.join(format!("{id}.toml"));
         std::fs::write(&cfg, (self.config)(id)).unwrap();
         let log = self.dir.join(format!("{id}.{}.log", self.restarts));
         self.restarts += 1;
         self.workers
-            .insert(id.to_string(), Running::start(&cfg, &log));
+            .insert(id.to_string(), Running::start_with_env(&cfg, &log, env));
+    }
+
+    /// The exit status of a worker that has ended by itself, if it has.
+    pub fn exited(&mut self, id: &str) -> Option<i32> {
+        let w = self.workers.get_mut(id)?;
+        let status = w.child.try_wait().ok()??;
+        self.workers.remove(id);
+        Some(status.code().unwrap_or(-1))
     }
 
     pub fn kill(&mut self, id: &str) {

@@ -89,8 +89,13 @@ pub struct Running {
 
 impl Running {
     pub fn start(config: &Path, log: &Path) -> Running {
+        Running::start_with_env(config, log, &[])
+    }
+
+    pub fn start_with_env(config: &Path, log: &Path, env: &[(&str, &str)]) -> Running {
         let err = std::fs::File::create(log).unwrap();
         let child = shardbridge()
+            .envs(env.iter().copied())
             .arg("run")
             .arg("--config")
             .arg(config)
