@@ -74,9 +74,15 @@ pub fn shards_needing_leases<'a>(
         .collect()
 }
 
-/// Finished leases that can be deleted: at SHARD_END, with children recorded, and every child's
-/// lease has made progress (so no reader needs the parent's checkpoint any more).
-pub fn finished_parents(leases: &HashMap<String, Lease>) -> Vec<&str> {
+/// Finished leases that can be deleted: at SHARD_END, with children recorded, every child's
+/// lease has made progress (so no reader needs the parent's checkpoint any more), and the shard
+/// is gone from a complete listing. While the stream still lists a shard its finished lease
+/// stays: it is what says the shard is done, even when the shards between it and the leased
+/// descendants have left the listing and the table.
+pub fn finished_parents<'a>(
+    leases: &'a HashMap<String, Lease>,
+    listed: &HashSet<&str>,
+) -> Vec<&'a str> {
     let progressed = |key: &String| {
         leases
             .get(key)
@@ -84,7 +90,7 @@ pub fn finished_parents(leases: &HashMap<String, Lease>) -> Vec<&str> {
     };
     let mut out: Vec<&str> = leases
         .values()
-        .filter(|l| l.checkpoint == Checkpoint::ShardEnd)
+        .filter(|l| l.checkpoint == Checkpoint::ShardEnd && !listed.contains(l.lease_key.as_str()))
         .filter(|l| !l.child_shard_ids.is_empty() && l.child_shard_ids.iter().all(progressed))
         .map(|l| l.lease_key.as_str())
         .collect();
@@ -227,17 +233,21 @@ mod tests {
             with_parents("q", Checkpoint::ShardEnd, &[], &[]),
         ]);
         assert!(
-            finished_parents(&leases).is_empty(),
+            finished_parents(&leases, &HashSet::new()).is_empty(),
             "c2 has not started; q's children are unknown"
         );
         leases.insert(
             "c2".into(),
             with_parents("c2", Checkpoint::ShardEnd, &["p"], &[]).1,
         );
-        assert_eq!(finished_parents(&leases), ["p"]);
+        assert_eq!(finished_parents(&leases, &HashSet::new()), ["p"]);
+        assert!(
+            finished_parents(&leases, &HashSet::from(["p"])).is_empty(),
+            "still listed: kept"
+        );
         leases.remove("c1");
         assert!(
-            finished_parents(&leases).is_empty(),
+            finished_parents(&leases, &HashSet::new()).is_empty(),
             "a child without a lease is not known to have progressed"
         );
     }

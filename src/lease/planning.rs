@@ -100,8 +100,19 @@ pub fn plan<'a>(
     let mut free: Vec<&Lease> = Vec::new();
     let mut by_worker: BTreeMap<&str, Vec<&Lease>> = BTreeMap::new();
     for l in &active {
+        if view.running.contains(&l.lease_key) {
+            // Never a second task for a shard running here. If the table names someone else
+            // (or nobody, after a thief released it), our task finds out at its next write.
+            match l.lease_owner.as_deref() {
+                Some(o) if o == view.me => mine += 1,
+                Some(o) if !observed.is_expired(l, now, view.failover) => {
+                    by_worker.entry(o).or_default().push(l)
+                }
+                _ => {}
+            }
+            continue;
+        }
         match l.lease_owner.as_deref() {
-            Some(o) if o == view.me && view.running.contains(&l.lease_key) => mine += 1,
             // Ours from an earlier run (we are not running it), unowned, or expired.
             Some(o) if o == view.me => free.push(l),
             None => free.push(l),

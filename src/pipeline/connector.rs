@@ -345,7 +345,10 @@ impl Connector {
             .map(|l| (l.lease_key.clone(), l.clone()))
             .collect();
         let mut changed = false;
-        for shard in lineage::shards_needing_leases(&st.shards, &by_key) {
+        // New leases only from a complete listing: with a partial view, a finished ancestor
+        // whose lease was deleted could look new and be read again from the start.
+        let listing: &[Shard] = if full { &st.shards } else { &[] };
+        for shard in lineage::shards_needing_leases(listing, &by_key) {
             let parents: BTreeSet<String> = shard.parents().map(str::to_string).collect();
             let lease = Lease::new(
                 &shard.shard_id,
@@ -354,7 +357,13 @@ impl Connector {
             );
             changed |= self.table.create_if_absent(&lease).await?;
         }
-        for parent in lineage::finished_parents(&by_key) {
+        let listed_now: HashSet<&str> = st.shards.iter().map(|s| s.shard_id.as_str()).collect();
+        let finished = if full {
+            lineage::finished_parents(&by_key, &listed_now)
+        } else {
+            Vec::new()
+        };
+        for parent in finished {
             match self.table.delete_finished(parent).await {
                 Ok(()) => {
                     tracing::info!(connector = %self.cfg.name, shard = parent, "deleted the finished parent's lease");

@@ -68,6 +68,9 @@ pub enum ShardError {
     Lease(String),
 }
 
+/// How long a sink write may take before /readyz reports the connector degraded.
+const SLOW_SINK: Duration = Duration::from_secs(5);
+
 /// Sleeps unless asked to stop first; false when stopped.
 async fn pause(stop: &CancellationToken, d: Duration) -> bool {
     tokio::select! {
@@ -189,6 +192,18 @@ async fn read_shard(ctx: ShardContext) -> Result<ShardOutcome, ShardError> {
         let page = match result {
             Ok(None) => continue,
             Ok(Some(page)) => page,
+            Err(SourceError::StreamNotFound(m)) if shard_is_gone(&ctx, &shard).await => {
+                // The shard was trimmed away under us (the stream itself is there): nothing is
+                // left to read. Deliver what was read, then finish the shard so that its
+                // children are not held back.
+                events::data_loss(&ctx.connector, &shard, &format!("the shard is gone: {m}"));
+                if let Some(outcome) = commit(&ctx, &mut pending).await? {
+                    return Ok(outcome);
+                }
+                return Ok(write_checkpoint(&ctx, &Checkpoint::ShardEnd, None)
+                    .await?
+                    .unwrap_or(ShardOutcome::ShardEnd(Vec::new())));
+            }
             Err(e) => {
                 failures += 1;
                 handle_source_error(&ctx, &shard, e, failures, &mut position, &mut iterator)
@@ -255,6 +270,14 @@ async fn read_shard(ctx: ShardContext) -> Result<ShardOutcome, ShardError> {
                     .unwrap_or(ShardOutcome::ShardEnd(children)));
             }
         }
+    }
+}
+
+/// True when the stream answers a listing that no longer has this shard.
+async fn shard_is_gone(ctx: &ShardContext, shard: &str) -> bool {
+    match ctx.source.list_shards().await {
+        Ok(shards) => !shards.iter().any(|s| s.shard_id == shard),
+        Err(_) => false,
     }
 }
 
@@ -423,7 +446,23 @@ async fn deliver(ctx: &ShardContext, batch: &Batch) -> Result<bool, ShardError> 
             }
         }
         let started = Instant::now();
-        match ctx.sink.write_batch(batch).await {
+        // A sink that does not answer for a while is reported before the SDK gives up on it.
+        let write = ctx.sink.write_batch(batch);
+        tokio::pin!(write);
+        let slow = tokio::time::sleep(SLOW_SINK);
+        tokio::pin!(slow);
+        let mut reported_slow = false;
+        let result = loop {
+            tokio::select! {
+                r = &mut write => break r,
+                _ = &mut slow, if !reported_slow => {
+                    reported_slow = true;
+                    let why = format!("sink: no answer for {} s", SLOW_SINK.as_secs());
+                    ctx.health.set(&ctx.connector, ConnectorState::Degraded(why));
+                }
+            }
+        };
+        match result {
             Ok(()) => {
                 events::batch_written(
                     &ctx.connector,
@@ -431,7 +470,7 @@ async fn deliver(ctx: &ShardContext, batch: &Batch) -> Result<bool, ShardError> 
                     batch.bytes(),
                     started.elapsed(),
                 );
-                if attempt > 0 {
+                if attempt > 0 || reported_slow {
                     ctx.health.set(&ctx.connector, ConnectorState::Running);
                 }
                 return Ok(true);

@@ -11,6 +11,7 @@ use std::time::{Duration, Instant};
 
 pub mod harness;
 pub mod scripted_source;
+pub mod stream_model;
 pub mod workload;
 
 /// The moto server (DynamoDB, DynamoDB Streams, S3). A test that cannot reach it fails: nothing
