@@ -5,7 +5,6 @@
 mod common;
 
 use std::collections::{BTreeMap, BTreeSet};
-use std::net::{TcpStream, ToSocketAddrs};
 use std::time::{Duration, Instant};
 
 use aws_sdk_kinesis::primitives::Blob;
@@ -15,35 +14,13 @@ use shardbridge::source::record::{KinesisRecord, SourceRecord};
 use shardbridge::source::sequence::SequenceNumber;
 use shardbridge::source::{IteratorPosition, Shard, ShardSource, SourceError};
 
-/// The kinesalite server. A test that cannot reach it fails: nothing passes by skipping.
-fn kinesis_endpoint() -> String {
-    let url = std::env::var("SHARDBRIDGE_TEST_KINESIS_ENDPOINT")
-        .unwrap_or_else(|_| "http://127.0.0.1:4567".to_string());
-    let hostport = url
-        .trim_start_matches("http://")
-        .trim_end_matches('/')
-        .to_string();
-    let addr = hostport
-        .to_socket_addrs()
-        .ok()
-        .and_then(|mut a| a.next())
-        .unwrap_or_else(|| panic!("bad SHARDBRIDGE_TEST_KINESIS_ENDPOINT {url}"));
-    if TcpStream::connect_timeout(&addr, Duration::from_secs(2)).is_err() {
-        panic!(
-            "cannot reach the kinesalite server at {url}: start the local servers with \
-             `scripts/dev-servers.sh start` and `eval \"$(scripts/dev-servers.sh env)\"`"
-        );
-    }
-    url
-}
-
 struct Kinesis {
     sdk_config: aws_config::SdkConfig,
     client: aws_sdk_kinesis::Client,
 }
 
 async fn kinesis() -> Kinesis {
-    let sdk_config = common::sdk_config(&kinesis_endpoint()).await;
+    let sdk_config = common::sdk_config(&common::kinesis_endpoint()).await;
     let client = aws_sdk_kinesis::Client::new(&sdk_config);
     Kinesis { sdk_config, client }
 }

@@ -6,10 +6,9 @@
 mod common;
 
 use std::collections::BTreeMap;
-use std::io::Read;
 use std::time::{Duration, Instant};
 
-use common::harness::{self, Delivery, Fleet};
+use common::harness::{self, Fleet};
 use common::*;
 
 fn config(kinesis: &str, aws: &str, stream: &str, leases: &str, bucket: &str, id: &str) -> String {
@@ -49,63 +48,6 @@ force_path_style = true
     )
 }
 
-pub async fn s3_client(endpoint: &str) -> aws_sdk_s3::Client {
-    let sdk = sdk_config(endpoint).await;
-    aws_sdk_s3::Client::from_conf(
-        aws_sdk_s3::config::Builder::from(&sdk)
-            .force_path_style(true)
-            .build(),
-    )
-}
-
-/// Every object's records, objects in sequence order (their keys end in `first-last`, padded).
-async fn read_objects(s3: &aws_sdk_s3::Client, bucket: &str) -> (Vec<Delivery>, usize) {
-    let mut keys = Vec::new();
-    let mut token = None;
-    loop {
-        let out = s3
-            .list_objects_v2()
-            .bucket(bucket)
-            .set_continuation_token(token.take())
-            .send()
-            .await
-            .unwrap();
-        keys.extend(
-            out.contents()
-                .iter()
-                .filter_map(|o| o.key().map(str::to_string)),
-        );
-        match out.next_continuation_token() {
-            Some(t) => token = Some(t.to_string()),
-            None => break,
-        }
-    }
-    keys.sort_by_key(|k| k.rsplit('/').next().unwrap_or_default().to_string());
-    let mut deliveries = Vec::new();
-    for key in &keys {
-        let body = s3
-            .get_object()
-            .bucket(bucket)
-            .key(key)
-            .send()
-            .await
-            .unwrap()
-            .body
-            .collect()
-            .await
-            .unwrap();
-        let mut text = String::new();
-        flate2::read::GzDecoder::new(&body.into_bytes()[..])
-            .read_to_string(&mut text)
-            .unwrap();
-        let path = std::env::temp_dir().join(unique("s3obj"));
-        std::fs::write(&path, &text).unwrap();
-        deliveries.extend(harness::read_raw(&path));
-        let _ = std::fs::remove_file(&path);
-    }
-    (deliveries, keys.len())
-}
-
 fn logs_containing(dir: &std::path::Path, needle: &str) -> usize {
     std::fs::read_dir(dir)
         .unwrap()
@@ -125,7 +67,7 @@ async fn crash_harness_with_the_s3_sink_is_exactly_once() {
     let aws = aws_endpoint();
     let kinesis = kinesis_endpoint();
     let k = harness::kinesis_client(&kinesis).await;
-    let s3 = s3_client(&aws).await;
+    let s3 = harness::s3_client(&aws).await;
     let stream = unique("s3eo");
     let bucket = unique("s3eo").to_lowercase();
     s3.create_bucket().bucket(&bucket).send().await.unwrap();
@@ -180,7 +122,7 @@ async fn crash_harness_with_the_s3_sink_is_exactly_once() {
                 fleet.start(id);
             }
         }
-        let (deliveries, _) = read_objects(&s3, &bucket).await;
+        let (deliveries, _) = harness::read_s3_objects(&s3, &bucket).await;
         let aborted = faults
             .iter()
             .filter(|p| {
@@ -201,7 +143,7 @@ async fn crash_harness_with_the_s3_sink_is_exactly_once() {
         tokio::time::sleep(Duration::from_millis(500)).await;
     }
     fleet.stop_all();
-    let (deliveries, objects) = read_objects(&s3, &bucket).await;
+    let (deliveries, objects) = harness::read_s3_objects(&s3, &bucket).await;
     let v = harness::verify(&expected, &deliveries);
     let replayed = logs_containing(dir.path(), "wrote the batch of a pending intent again");
     eprintln!("verifier over {objects} objects: {v}; {replayed} intents replayed");

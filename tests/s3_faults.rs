@@ -5,11 +5,10 @@
 mod common;
 
 use std::collections::BTreeMap;
-use std::io::Read;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use common::harness::{self, Delivery, Fleet};
+use common::harness::{self, Fleet};
 use common::*;
 
 #[allow(clippy::too_many_arguments)]
@@ -58,58 +57,6 @@ endpoint_url = "{s3}"
     )
 }
 
-async fn s3_client(endpoint: &str) -> aws_sdk_s3::Client {
-    let sdk = sdk_config(endpoint).await;
-    aws_sdk_s3::Client::from_conf(
-        aws_sdk_s3::config::Builder::from(&sdk)
-            .force_path_style(true)
-            .build(),
-    )
-}
-
-async fn read_objects(s3: &aws_sdk_s3::Client, bucket: &str) -> Vec<Delivery> {
-    let out = s3
-        .list_objects_v2()
-        .bucket(bucket)
-        .max_keys(1000)
-        .send()
-        .await
-        .unwrap();
-    assert!(
-        out.next_continuation_token().is_none(),
-        "more objects than one page"
-    );
-    let mut keys: Vec<String> = out
-        .contents()
-        .iter()
-        .filter_map(|o| o.key().map(str::to_string))
-        .collect();
-    keys.sort_by_key(|k| k.rsplit('/').next().unwrap_or_default().to_string());
-    let mut deliveries = Vec::new();
-    for key in keys {
-        let body = s3
-            .get_object()
-            .bucket(bucket)
-            .key(&key)
-            .send()
-            .await
-            .unwrap()
-            .body
-            .collect()
-            .await
-            .unwrap();
-        let mut text = String::new();
-        flate2::read::GzDecoder::new(&body.into_bytes()[..])
-            .read_to_string(&mut text)
-            .unwrap();
-        let path = std::env::temp_dir().join(unique("s3obj"));
-        std::fs::write(&path, &text).unwrap();
-        deliveries.extend(harness::read_raw(&path));
-        let _ = std::fs::remove_file(&path);
-    }
-    deliveries
-}
-
 async fn owner(ddb: &aws_sdk_dynamodb::Client, leases: &str) -> Option<String> {
     let out = ddb
         .scan()
@@ -143,7 +90,7 @@ fn rss_kib(pid: u32) -> u64 {
 async fn a_paused_worker_resumed_after_losing_its_lease_writes_no_duplicate() {
     let (aws, kinesis) = (aws_endpoint(), kinesis_endpoint());
     let k = harness::kinesis_client(&kinesis).await;
-    let s3 = s3_client(&aws).await;
+    let s3 = harness::s3_client(&aws).await;
     let ddb = aws_sdk_dynamodb::Client::new(&sdk_config(&aws).await);
     let (stream, leases, bucket) = (
         unique("pause"),
@@ -190,7 +137,7 @@ async fn a_paused_worker_resumed_after_losing_its_lease_writes_no_duplicate() {
     }
     let expected: BTreeMap<String, u64> = keys.iter().map(|k| (k.clone(), versions)).collect();
     let started = Instant::now();
-    while harness::verify(&expected, &read_objects(&s3, &bucket).await).lost > 0 {
+    while harness::verify(&expected, &harness::read_s3_objects(&s3, &bucket).await.0).lost > 0 {
         assert!(
             started.elapsed() < Duration::from_secs(60),
             "not all delivered"
@@ -200,7 +147,7 @@ async fn a_paused_worker_resumed_after_losing_its_lease_writes_no_duplicate() {
     // Give the resumed worker time to do whatever it would still do.
     tokio::time::sleep(Duration::from_secs(3)).await;
     fleet.stop_all();
-    let v = harness::verify(&expected, &read_objects(&s3, &bucket).await);
+    let v = harness::verify(&expected, &harness::read_s3_objects(&s3, &bucket).await.0);
     eprintln!("after SIGSTOP/SIGCONT: {v}");
     assert_eq!((v.lost, v.duplicated, v.out_of_order), (0, 0, 0), "{v}");
 }
@@ -245,7 +192,7 @@ async fn s3_unreachable_for_60_seconds_loses_nothing_and_keeps_memory_bounded() 
     let (aws, kinesis) = (aws_endpoint(), kinesis_endpoint());
     let moto = PrivateMoto::start();
     let k = harness::kinesis_client(&kinesis).await;
-    let s3 = s3_client(&moto.url).await;
+    let s3 = harness::s3_client(&moto.url).await;
     let (stream, leases, bucket) = (
         unique("outage"),
         unique("outage-leases"),
@@ -301,7 +248,7 @@ async fn s3_unreachable_for_60_seconds_loses_nothing_and_keeps_memory_bounded() 
 
     let expected: BTreeMap<String, u64> = keys.iter().map(|k| (k.clone(), v)).collect();
     let started = Instant::now();
-    while harness::verify(&expected, &read_objects(&s3, &bucket).await).lost > 0 {
+    while harness::verify(&expected, &harness::read_s3_objects(&s3, &bucket).await.0).lost > 0 {
         assert!(
             started.elapsed() < Duration::from_secs(120),
             "not all delivered after the outage"
@@ -314,7 +261,7 @@ async fn s3_unreachable_for_60_seconds_loses_nothing_and_keeps_memory_bounded() 
         "{}",
         worker.log_text()
     );
-    let verdict = harness::verify(&expected, &read_objects(&s3, &bucket).await);
+    let verdict = harness::verify(&expected, &harness::read_s3_objects(&s3, &bucket).await.0);
     eprintln!("after the outage: {verdict}");
     assert_eq!(
         (verdict.lost, verdict.duplicated, verdict.out_of_order),

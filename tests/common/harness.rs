@@ -312,3 +312,59 @@ impl Fleet {
         }
     }
 }
+
+pub async fn s3_client(endpoint: &str) -> aws_sdk_s3::Client {
+    let sdk = super::sdk_config(endpoint).await;
+    aws_sdk_s3::Client::from_conf(
+        aws_sdk_s3::config::Builder::from(&sdk)
+            .force_path_style(true)
+            .build(),
+    )
+}
+
+/// Every record of every (gzip) object of `raw` lines in the bucket, objects in sequence order
+/// (their keys end in `first-last`, zero-padded), and the number of objects.
+pub async fn read_s3_objects(s3: &aws_sdk_s3::Client, bucket: &str) -> (Vec<Delivery>, usize) {
+    use std::io::Read;
+    let mut keys = Vec::new();
+    let mut token = None;
+    loop {
+        let out = s3
+            .list_objects_v2()
+            .bucket(bucket)
+            .set_continuation_token(token.take())
+            .send()
+            .await
+            .unwrap();
+        keys.extend(
+            out.contents()
+                .iter()
+                .filter_map(|o| o.key().map(str::to_string)),
+        );
+        match out.next_continuation_token() {
+            Some(t) => token = Some(t.to_string()),
+            None => break,
+        }
+    }
+    keys.sort_by_key(|k| k.rsplit('/').next().unwrap_or_default().to_string());
+    let mut deliveries = Vec::new();
+    for key in &keys {
+        let body = s3
+            .get_object()
+            .bucket(bucket)
+            .key(key)
+            .send()
+            .await
+            .unwrap();
+        let bytes = body.body.collect().await.unwrap().into_bytes();
+        let mut text = String::new();
+        flate2::read::GzDecoder::new(&bytes[..])
+            .read_to_string(&mut text)
+            .unwrap();
+        let path = std::env::temp_dir().join(super::unique("s3obj"));
+        std::fs::write(&path, &text).unwrap();
+        deliveries.extend(read_raw(&path));
+        let _ = std::fs::remove_file(&path);
+    }
+    (deliveries, keys.len())
+}
