@@ -6,6 +6,7 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use aws_sdk_dynamodb::error::SdkError;
+use aws_sdk_dynamodb::operation::update_item::builders::UpdateItemFluentBuilder;
 use aws_sdk_dynamodb::types::{
     AttributeDefinition, AttributeValue, BillingMode, KeySchemaElement, KeyType,
     ScalarAttributeType, TableStatus,
@@ -106,6 +107,28 @@ impl LeaseTable {
 
     fn ok(&self, op: &'static str) {
         events::lease_table_call(&self.connector, op, true);
+    }
+
+    /// An UpdateItem on `key` that only succeeds while `owner` holds it at `counter` (the
+    /// fencing condition of every write but take); `#o`, `#c`, `:o`, `:c` are bound.
+    fn fenced_update(&self, key: &str, owner: &str, counter: u64) -> UpdateItemFluentBuilder {
+        self.client
+            .update_item()
+            .table_name(&self.name)
+            .key(LEASE_KEY, AttributeValue::S(key.to_string()))
+            .condition_expression("#o = :o AND #c = :c")
+            .expression_attribute_names("#o", LEASE_OWNER)
+            .expression_attribute_names("#c", LEASE_COUNTER)
+            .expression_attribute_values(":o", AttributeValue::S(owner.to_string()))
+            .expression_attribute_values(":c", n(counter))
+    }
+
+    async fn send_fenced(&self, key: &str, req: UpdateItemFluentBuilder) -> Result<(), LeaseError> {
+        req.send()
+            .await
+            .map_err(|e| lease_error("UpdateItem", &self.connector, key, e))?;
+        self.ok("UpdateItem");
+        Ok(())
     }
 }
 
@@ -269,21 +292,11 @@ impl LeaseStore for LeaseTable {
 
     /// Bumps the counter, conditional on owner and counter. Returns the new counter.
     async fn renew(&self, key: &str, owner: &str, counter: u64) -> Result<u64, LeaseError> {
-        self.client
-            .update_item()
-            .table_name(&self.name)
-            .key(LEASE_KEY, AttributeValue::S(key.to_string()))
+        let req = self
+            .fenced_update(key, owner, counter)
             .update_expression("SET #c = :next")
-            .condition_expression("#o = :o AND #c = :c")
-            .expression_attribute_names("#o", LEASE_OWNER)
-            .expression_attribute_names("#c", LEASE_COUNTER)
-            .expression_attribute_values(":o", AttributeValue::S(owner.to_string()))
-            .expression_attribute_values(":c", n(counter))
-            .expression_attribute_values(":next", n(counter + 1))
-            .send()
-            .await
-            .map_err(|e| lease_error("UpdateItem", &self.connector, key, e))?;
-        self.ok("UpdateItem");
+            .expression_attribute_values(":next", n(counter + 1));
+        self.send_fenced(key, req).await?;
         Ok(counter + 1)
     }
 
@@ -298,18 +311,10 @@ impl LeaseStore for LeaseTable {
         children: Option<&BTreeSet<String>>,
     ) -> Result<(), LeaseError> {
         let mut req = self
-            .client
-            .update_item()
-            .table_name(&self.name)
-            .key(LEASE_KEY, AttributeValue::S(key.to_string()))
-            .condition_expression("#o = :o AND #c = :c")
-            .expression_attribute_names("#o", LEASE_OWNER)
-            .expression_attribute_names("#c", LEASE_COUNTER)
+            .fenced_update(key, owner, counter)
             .expression_attribute_names("#cp", CHECKPOINT)
             .expression_attribute_names("#s", OWNER_SWITCHES_SINCE_CHECKPOINT)
             .expression_attribute_names("#p", PENDING_CHECKPOINT)
-            .expression_attribute_values(":o", AttributeValue::S(owner.to_string()))
-            .expression_attribute_values(":c", n(counter))
             .expression_attribute_values(":cp", AttributeValue::S(checkpoint.as_string()))
             .expression_attribute_values(":zero", n(0));
         let mut set = "SET #cp = :cp, #s = :zero".to_string();
@@ -322,33 +327,19 @@ impl LeaseStore for LeaseTable {
                     AttributeValue::Ss(children.iter().cloned().collect()),
                 );
         }
-        req.update_expression(format!("{set} REMOVE #p"))
-            .send()
-            .await
-            .map_err(|e| lease_error("UpdateItem", &self.connector, key, e))?;
-        self.ok("UpdateItem");
+        let req = req.update_expression(format!("{set} REMOVE #p"));
+        self.send_fenced(key, req).await?;
         events::checkpoint_written(&self.connector);
         Ok(())
     }
 
     /// Gives the lease up so that another worker can take it at once.
     async fn release(&self, key: &str, owner: &str, counter: u64) -> Result<(), LeaseError> {
-        self.client
-            .update_item()
-            .table_name(&self.name)
-            .key(LEASE_KEY, AttributeValue::S(key.to_string()))
+        let req = self
+            .fenced_update(key, owner, counter)
             .update_expression("REMOVE #o SET #c = :next")
-            .condition_expression("#o = :o AND #c = :c")
-            .expression_attribute_names("#o", LEASE_OWNER)
-            .expression_attribute_names("#c", LEASE_COUNTER)
-            .expression_attribute_values(":o", AttributeValue::S(owner.to_string()))
-            .expression_attribute_values(":c", n(counter))
-            .expression_attribute_values(":next", n(counter + 1))
-            .send()
-            .await
-            .map_err(|e| lease_error("UpdateItem", &self.connector, key, e))?;
-        self.ok("UpdateItem");
-        Ok(())
+            .expression_attribute_values(":next", n(counter + 1));
+        self.send_fenced(key, req).await
     }
 
     async fn write_intent(
@@ -358,23 +349,12 @@ impl LeaseStore for LeaseTable {
         counter: u64,
         intent: &str,
     ) -> Result<(), LeaseError> {
-        self.client
-            .update_item()
-            .table_name(&self.name)
-            .key(LEASE_KEY, AttributeValue::S(key.to_string()))
+        let req = self
+            .fenced_update(key, owner, counter)
             .update_expression("SET #p = :p")
-            .condition_expression("#o = :o AND #c = :c")
-            .expression_attribute_names("#o", LEASE_OWNER)
-            .expression_attribute_names("#c", LEASE_COUNTER)
             .expression_attribute_names("#p", PENDING_CHECKPOINT)
-            .expression_attribute_values(":o", AttributeValue::S(owner.to_string()))
-            .expression_attribute_values(":c", n(counter))
-            .expression_attribute_values(":p", AttributeValue::S(intent.to_string()))
-            .send()
-            .await
-            .map_err(|e| lease_error("UpdateItem", &self.connector, key, e))?;
-        self.ok("UpdateItem");
-        Ok(())
+            .expression_attribute_values(":p", AttributeValue::S(intent.to_string()));
+        self.send_fenced(key, req).await
     }
 
     async fn delete_finished(&self, key: &str) -> Result<(), LeaseError> {
