@@ -403,12 +403,14 @@ async fn read_shard(
                 records.push(OutputRecord {
                     sequence_number: r.sequence_number().clone(),
                     created_millis: r.created_millis(),
+                    partition_key: None,
                     payload,
                 });
             }
             let batch = Batch {
                 stream_arn: source.stream_arn().to_string(),
                 shard_id: shard.to_string(),
+                recovery: None,
                 records,
             };
             let key = object_key(sink, &batch);
@@ -628,6 +630,7 @@ async fn probe(cli: &Cli, stream: &str, bucket: &str, calls: usize) -> Result<()
         records.push(OutputRecord {
             sequence_number: r.sequence_number().clone(),
             created_millis: r.created_millis(),
+            partition_key: None,
             payload,
         });
     }
@@ -636,6 +639,7 @@ async fn probe(cli: &Cli, stream: &str, bucket: &str, calls: usize) -> Result<()
         &json_lines(&Batch {
             stream_arn: source.stream_arn().to_string(),
             shard_id: shards[0].shard_id.clone(),
+            recovery: None,
             records,
         }),
     );

@@ -117,4 +117,8 @@ pub enum SinkConfig {
         s3: crate::sink::s3::S3SinkConfig,
         aws: AwsSettings,
     },
+    Kinesis {
+        kinesis: crate::sink::kinesis::KinesisSinkConfig,
+        aws: AwsSettings,
+    },
 }

@@ -203,6 +203,19 @@ fn connector(mut t: TableReader, global_aws: &AwsSettings) -> Option<ConnectorCo
             );
         }
     }
+    if let (Some(s), Some(SinkConfig::Kinesis { kinesis, .. })) = (&source, &sink) {
+        if s.stream.is_kinesis()
+            && matches!(
+                kinesis.partition_key,
+                crate::sink::partition_key::PartitionKeyRule::Attribute(_)
+            )
+        {
+            t.problem(
+                "sink.partition_key",
+                "\"attribute:NAME\" needs a DynamoDB source (Kinesis records have no attributes; use \"item-key\" to keep their partition keys)",
+            );
+        }
+    }
     t.finish();
     Some(ConnectorConfig {
         name: name?,
@@ -386,6 +399,7 @@ fn sink(t: &mut TableReader, global_aws: &AwsSettings) -> Option<SinkConfig> {
         Stdout,
         File,
         S3,
+        Kinesis,
     }
     if !t.has("type") {
         t.problem("type", "missing");
@@ -395,6 +409,7 @@ fn sink(t: &mut TableReader, global_aws: &AwsSettings) -> Option<SinkConfig> {
         ("stdout", Kind::Stdout),
         ("file", Kind::File),
         ("s3", Kind::S3),
+        ("kinesis", Kind::Kinesis),
     ];
     match t.choice("type", &kinds)? {
         Kind::Stdout => Some(SinkConfig::Stdout),
@@ -407,7 +422,71 @@ fn sink(t: &mut TableReader, global_aws: &AwsSettings) -> Option<SinkConfig> {
             })
         }
         Kind::S3 => s3_sink(t, global_aws),
+        Kind::Kinesis => kinesis_sink(t, global_aws),
     }
+}
+
+fn kinesis_sink(t: &mut TableReader, global_aws: &AwsSettings) -> Option<SinkConfig> {
+    use crate::sink::kinesis::*;
+    use crate::sink::partition_key::PartitionKeyRule;
+    use crate::source::kinesis::KinesisStreamRef;
+    let stream = kinesis_stream(t).map(|s| match s {
+        StreamRef::KinesisArn(arn) => KinesisStreamRef::Arn(arn),
+        StreamRef::KinesisName(name) => KinesisStreamRef::Name(name),
+        _ => unreachable!("kinesis_stream returns Kinesis references"),
+    });
+    let partition_key = match t.opt_string("partition_key") {
+        None => Some(PartitionKeyRule::ItemKey),
+        Some(s) => {
+            let rule = PartitionKeyRule::parse(&s);
+            if rule.is_none() {
+                t.problem(
+                    "partition_key",
+                    format!(
+                        "{s:?} is not one of \"item-key\", \"shard\", \"attribute:NAME\", \"random\""
+                    ),
+                );
+            }
+            rule
+        }
+    };
+    let on_oversize = if t.has("on_oversize") {
+        t.choice(
+            "on_oversize",
+            &[("fail", OnOversize::Fail), ("skip", OnOversize::Skip)],
+        )
+    } else {
+        Some(OnOversize::Fail)
+    };
+    let max_in_flight = t
+        .opt_u64("max_in_flight", 1, 64)
+        .unwrap_or(DEFAULT_MAX_IN_FLIGHT as u64);
+    let max_records = t
+        .opt_u64("max_records", 1, 1_000_000)
+        .unwrap_or(DEFAULT_MAX_RECORDS as u64);
+    let max_bytes = t
+        .opt_u64("max_bytes", 1, 1024 * 1024 * 1024)
+        .unwrap_or(DEFAULT_MAX_BYTES as u64);
+    let max_interval_ms = t
+        .opt_u64("max_interval_ms", 0, 3_600_000)
+        .unwrap_or(DEFAULT_MAX_INTERVAL_MS);
+    let reconcile_margin_ms = t
+        .opt_u64("reconcile_margin_ms", 0, 3_600_000)
+        .unwrap_or(DEFAULT_RECONCILE_MARGIN_MS);
+    let aws = aws_settings(t, "aws").or(global_aws);
+    Some(SinkConfig::Kinesis {
+        kinesis: KinesisSinkConfig {
+            stream: stream?,
+            partition_key: partition_key?,
+            on_oversize: on_oversize?,
+            max_in_flight: max_in_flight as usize,
+            max_records: max_records as usize,
+            max_bytes: max_bytes as usize,
+            max_interval_ms,
+            reconcile_margin_ms,
+        },
+        aws,
+    })
 }
 
 /// Defaults sized for analytics: large objects (not one per record), bounded memory per shard.

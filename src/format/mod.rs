@@ -31,7 +31,7 @@ mod raw;
 #[cfg(test)]
 mod golden_tests;
 #[cfg(test)]
-mod test_support;
+pub(crate) mod test_support;
 
 use crate::source::record::{ChangeRecord, SourceRecord};
 

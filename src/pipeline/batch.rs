@@ -57,15 +57,40 @@ pub fn should_flush(limits: &BatchLimits, pending: &PendingBatch, now: Instant) 
         || now.saturating_duration_since(since) >= limits.max_interval
 }
 
-/// A write-ahead intent as stored in the lease row: `first..last`.
-pub fn format_intent(first: &SequenceNumber, last: &SequenceNumber) -> String {
-    format!("{first}..{last}")
+/// A write-ahead intent as stored in the lease row (`pendingCheckpoint`):
+/// `first..last@millis`, the range of the batch being written and when its writing began
+/// (ms since the epoch, the writer's clock). The time tells a reconciling sink how far back
+/// to read its target; an intent without it (`first..last`) is read back from the start.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Intent {
+    pub first: SequenceNumber,
+    pub last: SequenceNumber,
+    pub written_millis: Option<i64>,
 }
 
-/// The last sequence number of an intent, or None when it is not one of ours.
-pub fn intent_last(intent: &str) -> Option<SequenceNumber> {
-    let (_, last) = intent.split_once("..")?;
-    SequenceNumber::parse(last).ok()
+impl Intent {
+    pub fn parse(s: &str) -> Option<Intent> {
+        let (range, written_millis) = match s.split_once('@') {
+            Some((range, millis)) => (range, Some(millis.parse().ok()?)),
+            None => (s, None),
+        };
+        let (first, last) = range.split_once("..")?;
+        Some(Intent {
+            first: SequenceNumber::parse(first).ok()?,
+            last: SequenceNumber::parse(last).ok()?,
+            written_millis,
+        })
+    }
+}
+
+impl std::fmt::Display for Intent {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}..{}", self.first, self.last)?;
+        if let Some(millis) = self.written_millis {
+            write!(f, "@{millis}")?;
+        }
+        Ok(())
+    }
 }
 
 /// Splits a page at the intent's end: the records up to and including `last`, and the rest.
@@ -95,6 +120,7 @@ mod tests {
         OutputRecord {
             sequence_number: SequenceNumber::parse(seq).unwrap(),
             created_millis: None,
+            partition_key: None,
             payload: vec![b'x'; bytes],
         }
     }
@@ -154,10 +180,19 @@ mod tests {
 
     #[test]
     fn intents_round_trip() {
-        assert_eq!(format_intent(&seq("10"), &seq("20")), "10..20");
-        assert_eq!(intent_last("10..20"), Some(seq("20")));
-        assert_eq!(intent_last("garbage"), None);
-        assert_eq!(intent_last("10..x"), None);
+        let intent = Intent {
+            first: seq("10"),
+            last: seq("20"),
+            written_millis: Some(1_700_000_000_123),
+        };
+        assert_eq!(intent.to_string(), "10..20@1700000000123");
+        assert_eq!(Intent::parse("10..20@1700000000123"), Some(intent));
+        let old = Intent::parse("10..20").unwrap();
+        assert_eq!((&old.last, old.written_millis), (&seq("20"), None));
+        assert_eq!(old.to_string(), "10..20");
+        for bad in ["garbage", "10..x", "10..20@", "10..20@soon", "..20"] {
+            assert_eq!(Intent::parse(bad), None, "{bad}");
+        }
     }
 
     #[test]

@@ -15,10 +15,10 @@ use crate::lease::model::Checkpoint;
 use crate::lease::table::LeaseError;
 use crate::metrics::events;
 use crate::metrics::health::{ConnectorState, Health};
-use crate::pipeline::batch::{self, PendingBatch};
+use crate::pipeline::batch::{self, Intent, PendingBatch};
 use crate::pipeline::lag::ConnectorLag;
 use crate::retry::Backoff;
-use crate::sink::{Batch, CommitProtocol, OutputRecord, Sink, SinkError};
+use crate::sink::{Batch, CommitProtocol, OutputRecord, Recovery, Sink, SinkError};
 use crate::source::poll::{after_error, after_page, ErrorAction, PollAction};
 use crate::source::record::SourceRecord;
 use crate::source::{IteratorPosition, Shard, ShardIterator, ShardSource, SourceError};
@@ -84,6 +84,7 @@ pub fn encode_batch(
     records: &[SourceRecord],
     kind: FormatKind,
     skip_before_millis: Option<i64>,
+    sink: &dyn Sink,
 ) -> Result<(Batch, usize), ShardError> {
     let mut skipped = 0;
     let mut out = Vec::with_capacity(records.len());
@@ -94,18 +95,28 @@ pub fn encode_batch(
                 continue;
             }
         }
-        let mut payload = Vec::with_capacity(512);
-        // Config validation pairs formats with sources; a mismatch here is a bug, reported
-        // with the record's identity rather than skipped.
-        format::encode(kind, r, &mut payload).map_err(|e| {
-            ShardError::Source(format!(
-                "record {} of shard {shard_id}: {e}",
-                r.sequence_number()
-            ))
-        })?;
+        let payload = match r {
+            // Stream to stream, `raw` is the record's own bytes (its key goes along).
+            SourceRecord::Kinesis(k) if kind == FormatKind::Raw && sink.takes_raw_bytes() => {
+                k.data.clone()
+            }
+            _ => {
+                let mut payload = Vec::with_capacity(512);
+                // Config validation pairs formats with sources; a mismatch here is a bug,
+                // reported with the record's identity rather than skipped.
+                format::encode(kind, r, &mut payload).map_err(|e| {
+                    ShardError::Source(format!(
+                        "record {} of shard {shard_id}: {e}",
+                        r.sequence_number()
+                    ))
+                })?;
+                payload
+            }
+        };
         out.push(OutputRecord {
             sequence_number: r.sequence_number().clone(),
             created_millis: r.created_millis(),
+            partition_key: sink.partition_key(r),
             payload,
         });
     }
@@ -117,6 +128,7 @@ pub fn encode_batch(
                 .unwrap_or_default(),
             shard_id: shard_id.to_string(),
             records: out,
+            recovery: None,
         },
         skipped,
     ))
@@ -145,14 +157,14 @@ async fn read_shard(ctx: ShardContext) -> Result<ShardOutcome, ShardError> {
     let protocol = ctx.sink.commit_protocol();
     // A batch whose intent was written but not checkpointed: read exactly its range again and
     // write it again (same range, same output), before anything newer.
-    let mut replay_until = match protocol {
+    let mut replay = match protocol {
         CommitProtocol::Idempotent | CommitProtocol::Reconciling => {
-            ctx.pending_intent.as_deref().and_then(batch::intent_last)
+            ctx.pending_intent.as_deref().and_then(Intent::parse)
         }
         _ => None,
     };
-    if let Some(last) = &replay_until {
-        tracing::info!(connector = %ctx.connector, %shard, %last, "replaying the batch of a pending intent");
+    if let Some(intent) = &replay {
+        tracing::info!(connector = %ctx.connector, %shard, %intent, "replaying the batch of a pending intent");
     }
     let mut pending = PendingBatch::default();
     let mut iterator: Option<ShardIterator> = None;
@@ -164,8 +176,8 @@ async fn read_shard(ctx: ShardContext) -> Result<ShardOutcome, ShardError> {
         if ctx.stop.is_cancelled() {
             // Finish the batch in flight (or abandon it if the sink stays down): never lost,
             // since it is not checkpointed unless written.
-            if replay_until.is_none() {
-                if let Some(outcome) = commit(&ctx, &mut pending).await? {
+            if replay.is_none() {
+                if let Some(outcome) = commit(&ctx, &mut pending, None).await? {
                     return Ok(outcome);
                 }
             }
@@ -174,8 +186,8 @@ async fn read_shard(ctx: ShardContext) -> Result<ShardOutcome, ShardError> {
         if ctx.lease.is_lost().await {
             return Ok(ShardOutcome::LeaseLost);
         }
-        if replay_until.is_none() && batch::should_flush(&limits, &pending, Instant::now()) {
-            if let Some(outcome) = commit(&ctx, &mut pending).await? {
+        if replay.is_none() && batch::should_flush(&limits, &pending, Instant::now()) {
+            if let Some(outcome) = commit(&ctx, &mut pending, None).await? {
                 return Ok(outcome);
             }
         }
@@ -197,7 +209,7 @@ async fn read_shard(ctx: ShardContext) -> Result<ShardOutcome, ShardError> {
                 // left to read. Deliver what was read, then finish the shard so that its
                 // children are not held back.
                 events::data_loss(&ctx.connector, &shard, &format!("the shard is gone: {m}"));
-                if let Some(outcome) = commit(&ctx, &mut pending).await? {
+                if let Some(outcome) = commit(&ctx, &mut pending, replay.take().as_ref()).await? {
                     return Ok(outcome);
                 }
                 return Ok(write_checkpoint(&ctx, &Checkpoint::ShardEnd, None)
@@ -229,15 +241,15 @@ async fn read_shard(ctx: ShardContext) -> Result<ShardOutcome, ShardError> {
             }
             position = IteratorPosition::AfterSequenceNumber(last.sequence_number().clone());
             let (mut records, mut rest) = (page.records, Vec::new());
-            if let Some(until) = &replay_until {
-                (records, rest) = batch::split_at(records, until);
+            if let Some(intent) = &replay {
+                (records, rest) = batch::split_at(records, &intent.last);
             }
             add_to_batch(&ctx, &shard, &mut pending, &records)?;
-            if let Some(until) = replay_until.clone() {
-                if pending.last_read.as_ref() >= Some(&until) || !rest.is_empty() {
+            if let Some(intent) = replay.clone() {
+                if pending.last_read.as_ref() >= Some(&intent.last) || !rest.is_empty() {
                     events::intent_replayed(&ctx.connector, &shard);
-                    replay_until = None;
-                    if let Some(outcome) = commit(&ctx, &mut pending).await? {
+                    replay = None;
+                    if let Some(outcome) = commit(&ctx, &mut pending, Some(&intent)).await? {
                         return Ok(outcome);
                     }
                     add_to_batch(&ctx, &shard, &mut pending, &rest)?;
@@ -259,7 +271,7 @@ async fn read_shard(ctx: ShardContext) -> Result<ShardOutcome, ShardError> {
             }
             PollAction::ShardEnd => {
                 // A replay that never reached its end (trimmed records) commits what there is.
-                if let Some(outcome) = commit(&ctx, &mut pending).await? {
+                if let Some(outcome) = commit(&ctx, &mut pending, replay.take().as_ref()).await? {
                     return Ok(outcome);
                 }
                 let children = find_children(&ctx, &shard).await;
@@ -291,7 +303,13 @@ fn add_to_batch(
     let Some(last) = records.last() else {
         return Ok(());
     };
-    let (batch, skipped) = encode_batch(shard, records, ctx.format, ctx.skip_before_millis)?;
+    let (batch, skipped) = encode_batch(
+        shard,
+        records,
+        ctx.format,
+        ctx.skip_before_millis,
+        ctx.sink.as_ref(),
+    )?;
     if skipped > 0 {
         events::records_skipped(&ctx.connector, "before_starting_position", skipped);
     }
@@ -304,10 +322,12 @@ fn add_to_batch(
 }
 
 /// Commits the pending batch by the sink's protocol: intent (for the idempotent and reconciling
-/// protocols), write, checkpoint. Some(outcome) when the shard must stop.
+/// protocols), write, checkpoint. `replaying`: the intent a previous owner left for this
+/// range. Some(outcome) when the shard must stop.
 async fn commit(
     ctx: &ShardContext,
     pending: &mut PendingBatch,
+    replaying: Option<&Intent>,
 ) -> Result<Option<ShardOutcome>, ShardError> {
     let Some((records, last_read)) = pending.take() else {
         return Ok(None);
@@ -318,13 +338,25 @@ async fn commit(
             stream_arn: ctx.source.stream_arn().to_string(),
             shard_id: shard.to_string(),
             records: records.clone(),
+            recovery: replaying.map(|i| Recovery {
+                intent_millis: i.written_millis,
+            }),
         };
         if matches!(
             ctx.sink.commit_protocol(),
             CommitProtocol::Idempotent | CommitProtocol::Reconciling
         ) {
-            let intent = batch::format_intent(&first.sequence_number, &last_read);
-            if let Some(outcome) = write_intent(ctx, &intent).await? {
+            let intent = Intent {
+                first: first.sequence_number.clone(),
+                last: last_read.clone(),
+                // A replay keeps the first attempt's time: records of the range may have been
+                // written since then, and a later recovery must read back that far.
+                written_millis: match replaying {
+                    Some(earlier) => earlier.written_millis,
+                    None => Some(now_millis()),
+                },
+            };
+            if let Some(outcome) = write_intent(ctx, &intent.to_string()).await? {
                 return Ok(Some(outcome));
             }
             crate::fault::crash_point("after_intent");
@@ -479,6 +511,8 @@ async fn deliver(ctx: &ShardContext, batch: &Batch) -> Result<bool, ShardError> 
                 events::sink_error(&ctx.connector, &batch.shard_id, "fatal", &m);
                 return Err(ShardError::Sink(m));
             }
+            // Partly written; the lease is checked again before the batch goes on.
+            Err(SinkError::Yielded) => continue,
             Err(SinkError::Transient(m)) => {
                 attempt += 1;
                 events::sink_error(&ctx.connector, &batch.shard_id, "transient", &m);

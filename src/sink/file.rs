@@ -85,11 +85,13 @@ mod tests {
         let batch = |seqs: &[&str]| Batch {
             stream_arn: "arn".into(),
             shard_id: "s".into(),
+            recovery: None,
             records: seqs
                 .iter()
                 .map(|s| OutputRecord {
                     sequence_number: SequenceNumber::parse(s).unwrap(),
                     created_millis: None,
+                    partition_key: None,
                     payload: format!("{{\"seq\":\"{s}\"}}").into_bytes(),
                 })
                 .collect(),

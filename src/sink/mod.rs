@@ -2,12 +2,17 @@
 //! advances a checkpoint only after `write_batch` returned, i.e. after the batch is durable.
 
 pub mod file;
+pub mod kinesis;
+pub mod partition_key;
+pub mod put_order;
+pub mod reconcile;
 pub mod s3;
 pub mod stdout;
 
 use async_trait::async_trait;
 
 use crate::config::SinkConfig;
+use crate::source::record::SourceRecord;
 use crate::source::sequence::SequenceNumber;
 
 /// How a sink keeps records from being lost or repeated (see design.md).
@@ -36,6 +41,8 @@ pub struct OutputRecord {
     pub sequence_number: SequenceNumber,
     /// When the record entered the stream (ms since the epoch), if known.
     pub created_millis: Option<i64>,
+    /// Where a keyed sink (Kinesis) puts it; None for sinks without keys.
+    pub partition_key: Option<String>,
     pub payload: Vec<u8>,
 }
 
@@ -46,6 +53,17 @@ pub struct Batch {
     pub stream_arn: String,
     pub shard_id: String,
     pub records: Vec<OutputRecord>,
+    /// Set when this batch is the range of an intent a previous owner left: the sink may have
+    /// written part of it already.
+    pub recovery: Option<Recovery>,
+}
+
+/// What is known of an earlier, unfinished attempt at a batch.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Recovery {
+    /// When the earlier attempt wrote its intent (ms since the epoch, its clock); None for an
+    /// intent that did not say (nothing of the range can predate the intent).
+    pub intent_millis: Option<i64>,
 }
 
 impl Batch {
@@ -87,6 +105,11 @@ pub enum SinkError {
     Transient(String),
     #[error("sink failed: {0}")]
     Fatal(String),
+    /// Part of the batch is written and the sink remembers which part; call again with the
+    /// same batch (after checking the lease) to go on. Lets a long batch stop sending as soon
+    /// as the lease is in doubt.
+    #[error("batch partly written; to be continued")]
+    Yielded,
 }
 
 #[async_trait]
@@ -100,6 +123,15 @@ pub trait Sink: Send + Sync {
     /// protocol the output must be a pure function of the batch (and the configuration): a
     /// recovering worker writes the same range again and must produce the same bytes.
     async fn write_batch(&self, batch: &Batch) -> Result<(), SinkError>;
+    /// The partition key of each record, for sinks that route by key.
+    fn partition_key(&self, _record: &SourceRecord) -> Option<String> {
+        None
+    }
+    /// Whether the `raw` format hands over the source record's bytes unchanged (a
+    /// stream-to-stream sink) rather than its JSON line.
+    fn takes_raw_bytes(&self) -> bool {
+        false
+    }
 }
 
 pub async fn build(config: &SinkConfig, connector: &str) -> Result<Box<dyn Sink>, SinkError> {
@@ -109,6 +141,10 @@ pub async fn build(config: &SinkConfig, connector: &str) -> Result<Box<dyn Sink>
         SinkConfig::S3 { s3, aws } => {
             let sdk = crate::aws::sdk_config(aws).await;
             Box::new(s3::S3Sink::new(&sdk, s3.clone(), connector))
+        }
+        SinkConfig::Kinesis { kinesis, aws } => {
+            let sdk = crate::aws::sdk_config(aws).await;
+            Box::new(kinesis::KinesisSink::new(&sdk, kinesis.clone(), connector))
         }
     })
 }

@@ -477,6 +477,7 @@ mod tests {
         OutputRecord {
             sequence_number: SequenceNumber::parse(seq).unwrap(),
             created_millis: created,
+            partition_key: None,
             payload: format!("{{\"seq\":\"{seq}\",\"v\":\"{}\"}}", "x".repeat(40)).into_bytes(),
         }
     }
@@ -485,6 +486,7 @@ mod tests {
         Batch {
             stream_arn: arn.into(),
             shard_id: "shardId-00000001714571100000-abcdef12".into(),
+            recovery: None,
             records,
         }
     }

@@ -103,6 +103,43 @@ impl KinesisSource {
         &self.stream_name
     }
 
+    /// The client, for writing to the stream (the Kinesis sink reads its target through this
+    /// source and writes through the same client).
+    pub fn client(&self) -> &aws_sdk_kinesis::Client {
+        &self.client
+    }
+
+    /// (StreamName, StreamARN) as a request addresses the stream: one of them.
+    pub fn address(&self) -> (Option<String>, Option<String>) {
+        (self.name_param(), self.arn_param())
+    }
+
+    /// An iterator at the first record that arrived at or after `millis` (AT_TIMESTAMP, by
+    /// the service's arrival clock). Kinesis only: DynamoDB Streams has no such iterator.
+    pub async fn open_iterator_at(
+        &self,
+        shard_id: &str,
+        millis: i64,
+    ) -> Result<ShardIterator, SourceError> {
+        let out = self
+            .client
+            .get_shard_iterator()
+            .set_stream_name(self.name_param())
+            .set_stream_arn(self.arn_param())
+            .shard_id(shard_id)
+            .shard_iterator_type(ShardIteratorType::AtTimestamp)
+            .timestamp(aws_smithy_types::DateTime::from_millis(millis))
+            .send()
+            .await
+            .map_err(|e| classify("GetShardIterator", e))?;
+        out.shard_iterator()
+            .map(|s| ShardIterator {
+                shard_id: shard_id.to_string(),
+                token: s.to_string(),
+            })
+            .ok_or_else(|| SourceError::Transient("GetShardIterator returned no iterator".into()))
+    }
+
     /// The stream's region: every record's `aws_region`.
     pub fn region(&self) -> &str {
         &self.region

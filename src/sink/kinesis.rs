@@ -1,0 +1,682 @@
+//! Kinesis Data Streams as a sink, with the reconciling protocol (design.md, "Exactly-once" 3)
+//! and strict per-key order (design.md, "Ordering into Kinesis").
+//!
+//! A batch goes out in PutRecords calls planned by `put_order` (at most one record per
+//! partition key per call, a key's next record only after the previous one was acknowledged),
+//! several calls in flight. What is acknowledged is remembered per shard, so a batch that is
+//! interrupted (the sink yields, or fails transiently) goes on where it stopped when the shard
+//! worker hands it over again: nothing acknowledged is sent twice by this process. A new owner
+//! that finds an intent reads the target back from the intent's time and sends only what is
+//! missing (`reconcile`).
+
+use std::collections::{HashMap, HashSet};
+use std::time::Duration;
+
+use async_trait::async_trait;
+use aws_sdk_kinesis::error::SdkError;
+use aws_sdk_kinesis::primitives::Blob;
+use aws_sdk_kinesis::types::PutRecordsRequestEntry;
+use futures_util::stream::{FuturesUnordered, StreamExt};
+use tokio::sync::{Mutex, OnceCell};
+use tokio::time::Instant;
+
+use super::partition_key::{self, PartitionKeyRule};
+use super::put_order::{PutLimits, PutOrder, MAX_RECORD_BYTES};
+use super::reconcile::already_written;
+use super::{Batch, BatchLimits, CommitProtocol, Sink, SinkError};
+use crate::aws::{classify, AwsErrorClass};
+use crate::retry::Backoff;
+use crate::source::kinesis::{KinesisSource, KinesisStreamRef};
+use crate::source::record::SourceRecord;
+use crate::source::sequence::SequenceNumber;
+use crate::source::{ShardSource, SourceError};
+
+/// What to do with a record over Kinesis' 1 MiB limit (data plus partition key).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum OnOversize {
+    /// Stop the connector, naming the record: nothing is passed over silently.
+    Fail,
+    /// Leave it out, counted and logged with its source identity.
+    Skip,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct KinesisSinkConfig {
+    pub stream: KinesisStreamRef,
+    pub partition_key: PartitionKeyRule,
+    pub on_oversize: OnOversize,
+    /// PutRecords calls in flight at once, per shard being written.
+    pub max_in_flight: usize,
+    pub max_records: usize,
+    pub max_bytes: usize,
+    pub max_interval_ms: u64,
+    /// How far before an intent's time a new owner starts reading the target back: covers
+    /// the clock difference between the old owner and the Kinesis service.
+    pub reconcile_margin_ms: u64,
+}
+
+/// Defaults: batches big enough that the two lease-table writes per batch (intent and
+/// checkpoint) cost little, small enough for low latency.
+pub const DEFAULT_MAX_RECORDS: usize = 10_000;
+pub const DEFAULT_MAX_BYTES: usize = 8 * 1024 * 1024;
+pub const DEFAULT_MAX_INTERVAL_MS: u64 = 200;
+pub const DEFAULT_MAX_IN_FLIGHT: usize = 4;
+pub const DEFAULT_RECONCILE_MARGIN_MS: u64 = 60_000;
+
+/// A `write_batch` call stops starting new PutRecords calls after this long and yields, so the
+/// shard worker can check the lease is still ours before the batch goes on.
+const YIELD_AFTER: Duration = Duration::from_secs(1);
+/// Rounds in a row in which nothing was acknowledged before the batch is handed back as a
+/// transient failure (the shard worker then backs off and reports the sink degraded).
+const PUT_BACKOFF: Backoff = Backoff::new(50, 5_000, 8);
+/// GetRecords page size when reading the target back.
+const READ_BACK_PAGE: u32 = 10_000;
+
+/// How far a batch got: which of its records are acknowledged.
+#[derive(Debug)]
+struct Progress {
+    first: SequenceNumber,
+    last: SequenceNumber,
+    done: Vec<bool>,
+    reconciled: bool,
+}
+
+pub struct KinesisSink {
+    sdk: aws_config::SdkConfig,
+    config: KinesisSinkConfig,
+    connector: String,
+    target: OnceCell<KinesisSource>,
+    /// Per source shard, the batch in progress.
+    progress: Mutex<HashMap<String, Progress>>,
+}
+
+/// One record as Kinesis takes it.
+struct Entry<'a> {
+    key: &'a str,
+    data: &'a [u8],
+}
+
+impl<'a> Entry<'a> {
+    fn size(&self) -> usize {
+        self.key.len() + self.data.len()
+    }
+}
+
+impl KinesisSink {
+    pub fn new(sdk: &aws_config::SdkConfig, config: KinesisSinkConfig, connector: &str) -> Self {
+        describe_metrics();
+        KinesisSink {
+            sdk: sdk.clone(),
+            config,
+            connector: connector.to_string(),
+            target: OnceCell::new(),
+            progress: Mutex::new(HashMap::new()),
+        }
+    }
+
+    /// The target stream, resolved on first use (a target that is briefly unreachable at start
+    /// is then back-pressure like any other outage, not a failed start).
+    async fn target(&self) -> Result<&KinesisSource, SinkError> {
+        self.target
+            .get_or_try_init(|| KinesisSource::connect(&self.sdk, &self.config.stream))
+            .await
+            .map_err(|e| source_to_sink("target stream", e))
+    }
+
+    /// Reads the target back from `since_millis` (every shard, parents before children) and
+    /// returns the records whose partition key is one of `keys`, each key's in order.
+    async fn read_back(
+        &self,
+        keys: &HashSet<&str>,
+        since_millis: Option<i64>,
+    ) -> Result<Vec<(String, Vec<u8>)>, SinkError> {
+        let target = self.target().await?;
+        let shards = target
+            .list_shards()
+            .await
+            .map_err(|e| source_to_sink("ListShards", e))?;
+        let mut found = Vec::new();
+        for shard in parents_first(&shards) {
+            let mut iterator = Some(
+                match since_millis {
+                    Some(ms) => target.open_iterator_at(&shard.shard_id, ms).await,
+                    None => {
+                        target
+                            .open_iterator(
+                                &shard.shard_id,
+                                &crate::source::IteratorPosition::TrimHorizon,
+                            )
+                            .await
+                    }
+                }
+                .map_err(|e| source_to_sink("GetShardIterator", e))?,
+            );
+            while let Some(it) = iterator.take() {
+                let page = target
+                    .get_records(&it, READ_BACK_PAGE)
+                    .await
+                    .map_err(|e| source_to_sink("GetRecords", e))?;
+                let caught_up =
+                    page.records.is_empty() && page.millis_behind_latest.unwrap_or(0) == 0;
+                for r in page.records {
+                    if let SourceRecord::Kinesis(k) = r {
+                        if keys.contains(k.partition_key.as_str()) {
+                            found.push((k.partition_key, k.data));
+                        }
+                    }
+                }
+                if !caught_up {
+                    iterator = page.next_iterator;
+                }
+            }
+        }
+        Ok(found)
+    }
+
+    /// Sends `entries` not yet `done`, in per-key order, until all are acknowledged or the
+    /// call's time is up. Marks what was acknowledged in `done`.
+    async fn send(
+        &self,
+        batch: &Batch,
+        entries: &[Entry<'_>],
+        done: &mut [bool],
+    ) -> Result<(), SinkError> {
+        let target = self.target().await?;
+        let (name, arn) = target.address();
+        let mut order = PutOrder::with_done(entries.iter().map(|e| (e.key, e.size())), done);
+        let started = Instant::now();
+        let mut calls = FuturesUnordered::new();
+        let mut stalled_rounds = 0u32;
+        let mut pause_until: Option<Instant> = None;
+        let mut last_error = String::new();
+        loop {
+            let yielding = started.elapsed() >= YIELD_AFTER;
+            let paused = pause_until.is_some_and(|t| Instant::now() < t);
+            while !yielding && !paused && calls.len() < self.config.max_in_flight {
+                let call = order.next_call(&PutLimits::KINESIS);
+                if call.is_empty() {
+                    break;
+                }
+                let records: Vec<PutRecordsRequestEntry> = call
+                    .iter()
+                    .map(|&i| {
+                        PutRecordsRequestEntry::builder()
+                            .data(Blob::new(entries[i].data.to_vec()))
+                            .partition_key(entries[i].key)
+                            .build()
+                            .expect("data and partition key are set")
+                    })
+                    .collect();
+                let request = target
+                    .client()
+                    .put_records()
+                    .set_stream_name(name.clone())
+                    .set_stream_arn(arn.clone())
+                    .set_records(Some(records));
+                calls.push(async move {
+                    let at = Instant::now();
+                    let result = request.send().await;
+                    (call, result, at.elapsed())
+                });
+            }
+            if order.is_done() {
+                return Ok(());
+            }
+            let Some((call, result, took)) = calls.next().await else {
+                if yielding {
+                    return Err(SinkError::Yielded);
+                }
+                // Nothing in flight and nothing sendable: waiting out a back-off.
+                if let Some(t) = pause_until.take() {
+                    tokio::time::sleep_until(t).await;
+                }
+                continue;
+            };
+            histogram_put(&self.connector, took);
+            let mut acked = 0usize;
+            let mut throttled = false;
+            match result {
+                Ok(out) => {
+                    let results = out.records();
+                    let mut failed = 0usize;
+                    for (pos, &i) in call.iter().enumerate() {
+                        match results.get(pos).and_then(|r| r.error_code()) {
+                            None if pos < results.len() => {
+                                order.acked(i);
+                                done[i] = true;
+                                acked += 1;
+                            }
+                            code => {
+                                let code = code.unwrap_or("MissingResult");
+                                failed += 1;
+                                throttled |= is_throttle(code);
+                                record_failed(&self.connector, code);
+                                last_error = format!("PutRecords: record failed with {code}");
+                                order.failed(i);
+                            }
+                        }
+                    }
+                    let bytes: usize = call
+                        .iter()
+                        .filter(|&&i| done[i])
+                        .map(|&i| entries[i].size())
+                        .sum();
+                    records_put(&self.connector, acked, bytes, failed);
+                    records_retried(&self.connector, failed);
+                }
+                Err(e) => {
+                    let (class, detail) = classify("PutRecords", &e);
+                    for &i in &call {
+                        order.failed(i);
+                    }
+                    match class {
+                        AwsErrorClass::Throttled => {
+                            throttled = true;
+                            call_throttled(&self.connector);
+                        }
+                        AwsErrorClass::NotFound | AwsErrorClass::Fatal => {
+                            drain(&mut calls, &mut order, done).await;
+                            return Err(SinkError::Fatal(format!(
+                                "{} (shard {}): {detail}",
+                                self.describe_target(),
+                                batch.shard_id
+                            )));
+                        }
+                        _ => {}
+                    }
+                    records_retried(&self.connector, call.len());
+                    last_error = detail;
+                }
+            }
+            if acked > 0 {
+                stalled_rounds = 0;
+            } else {
+                stalled_rounds += 1;
+                if stalled_rounds > PUT_BACKOFF.max_retries {
+                    drain(&mut calls, &mut order, done).await;
+                    return Err(SinkError::Transient(format!(
+                        "{}: nothing acknowledged in {stalled_rounds} calls in a row: {last_error}",
+                        self.describe_target()
+                    )));
+                }
+            }
+            if throttled || acked == 0 {
+                let wait = PUT_BACKOFF
+                    .delay_random(stalled_rounds.max(1))
+                    .unwrap_or(PUT_BACKOFF.cap);
+                crate::metrics::events::retry_wait(
+                    &self.connector,
+                    if throttled {
+                        "kinesis_throttled"
+                    } else {
+                        "kinesis_put_failed"
+                    },
+                    wait,
+                );
+                pause_until = Some(Instant::now() + wait);
+            }
+        }
+    }
+
+    fn describe_target(&self) -> String {
+        match &self.config.stream {
+            KinesisStreamRef::Name(n) => format!("Kinesis stream {n}"),
+            KinesisStreamRef::Arn(a) => format!("Kinesis stream {a}"),
+        }
+    }
+}
+
+#[async_trait]
+impl Sink for KinesisSink {
+    fn commit_protocol(&self) -> CommitProtocol {
+        CommitProtocol::Reconciling
+    }
+
+    fn batch_limits(&self) -> BatchLimits {
+        BatchLimits {
+            max_records: self.config.max_records,
+            max_bytes: self.config.max_bytes,
+            max_interval: Duration::from_millis(self.config.max_interval_ms),
+        }
+    }
+
+    fn partition_key(&self, record: &SourceRecord) -> Option<String> {
+        Some(partition_key::derive(&self.config.partition_key, record))
+    }
+
+    fn takes_raw_bytes(&self) -> bool {
+        true
+    }
+
+    async fn write_batch(&self, batch: &Batch) -> Result<(), SinkError> {
+        let (Some(first), Some(last)) = (batch.first(), batch.last()) else {
+            return Ok(());
+        };
+        let entries: Vec<Entry> = batch
+            .records
+            .iter()
+            .map(|r| Entry {
+                key: r.partition_key.as_deref().unwrap_or("-"),
+                data: &r.payload,
+            })
+            .collect();
+        let mut progress = {
+            let mut all = self.progress.lock().await;
+            match all.remove(&batch.shard_id) {
+                Some(p)
+                    if p.first == first.sequence_number
+                        && p.last == last.sequence_number
+                        && p.done.len() == entries.len() =>
+                {
+                    p
+                }
+                _ => Progress {
+                    first: first.sequence_number.clone(),
+                    last: last.sequence_number.clone(),
+                    done: self.oversize(batch, &entries)?,
+                    reconciled: false,
+                },
+            }
+        };
+        let result = async {
+            if let (Some(recovery), false) = (batch.recovery, progress.reconciled) {
+                self.reconcile(batch, &entries, &mut progress.done, recovery.intent_millis)
+                    .await?;
+                progress.reconciled = true;
+            }
+            self.send(batch, &entries, &mut progress.done).await
+        }
+        .await;
+        if result.is_err() {
+            self.progress
+                .lock()
+                .await
+                .insert(batch.shard_id.clone(), progress);
+        }
+        result
+    }
+}
+
+impl KinesisSink {
+    /// Records over the 1 MiB limit: an error naming the first (`fail`), or marked done so
+    /// they are never sent (`skip`).
+    fn oversize(&self, batch: &Batch, entries: &[Entry]) -> Result<Vec<bool>, SinkError> {
+        let mut done = vec![false; entries.len()];
+        for (i, e) in entries.iter().enumerate() {
+            if e.size() <= MAX_RECORD_BYTES {
+                continue;
+            }
+            let what = format!(
+                "record {} of shard {} in {} is {} bytes with its partition key, over Kinesis' {} byte limit",
+                batch.records[i].sequence_number,
+                batch.shard_id,
+                batch.stream_arn,
+                e.size(),
+                MAX_RECORD_BYTES
+            );
+            match self.config.on_oversize {
+                OnOversize::Fail => {
+                    oversize_record(&self.connector, "fail");
+                    return Err(SinkError::Fatal(format!("{what} (on_oversize = \"fail\")")));
+                }
+                OnOversize::Skip => {
+                    oversize_record(&self.connector, "skip");
+                    tracing::warn!(connector = %self.connector, "{what}: skipped (on_oversize = \"skip\")");
+                    done[i] = true;
+                }
+            }
+        }
+        Ok(done)
+    }
+
+    /// Marks what a previous owner already wrote of this range.
+    async fn reconcile(
+        &self,
+        batch: &Batch,
+        entries: &[Entry<'_>],
+        done: &mut [bool],
+        intent_millis: Option<i64>,
+    ) -> Result<(), SinkError> {
+        let since = intent_millis.map(|ms| ms - self.config.reconcile_margin_ms as i64);
+        let keys: HashSet<&str> = entries.iter().map(|e| e.key).collect();
+        let started = Instant::now();
+        let target = self.read_back(&keys, since).await?;
+        let range: Vec<(&str, &[u8])> = entries.iter().map(|e| (e.key, e.data)).collect();
+        let written = already_written(&range, &target);
+        let mut found = 0;
+        for (i, w) in written.into_iter().enumerate() {
+            if w && !done[i] {
+                done[i] = true;
+                found += 1;
+            }
+        }
+        let resent = done.iter().filter(|d| !**d).count();
+        reconciled(&self.connector, found, resent);
+        tracing::info!(
+            connector = %self.connector,
+            shard = %batch.shard_id,
+            found,
+            resent,
+            target_records_read = target.len(),
+            took_ms = started.elapsed().as_millis() as u64,
+            "reconciled a pending intent with the target stream"
+        );
+        Ok(())
+    }
+}
+
+/// Waits for the calls still in flight and records their outcome, so that what they wrote is
+/// remembered before the batch is handed back.
+async fn drain<F>(calls: &mut FuturesUnordered<F>, order: &mut PutOrder, done: &mut [bool])
+where
+    F: std::future::Future<
+        Output = (
+            Vec<usize>,
+            Result<
+                aws_sdk_kinesis::operation::put_records::PutRecordsOutput,
+                SdkError<
+                    aws_sdk_kinesis::operation::put_records::PutRecordsError,
+                    aws_sdk_kinesis::config::http::HttpResponse,
+                >,
+            >,
+            Duration,
+        ),
+    >,
+{
+    while let Some((call, result, _)) = calls.next().await {
+        let results = result.as_ref().map(|o| o.records()).unwrap_or(&[]);
+        for (pos, &i) in call.iter().enumerate() {
+            match results.get(pos) {
+                Some(r) if r.error_code().is_none() => {
+                    order.acked(i);
+                    done[i] = true;
+                }
+                _ => order.failed(i),
+            }
+        }
+    }
+}
+
+fn is_throttle(code: &str) -> bool {
+    matches!(
+        code,
+        "ProvisionedThroughputExceededException" | "KMSThrottlingException" | "ThrottlingException"
+    )
+}
+
+fn source_to_sink(what: &str, e: SourceError) -> SinkError {
+    match e {
+        SourceError::Fatal(m) | SourceError::StreamNotFound(m) | SourceError::StreamDisabled(m) => {
+            SinkError::Fatal(format!("{what}: {m}"))
+        }
+        other => SinkError::Transient(format!("{what}: {other}")),
+    }
+}
+
+/// Parents before their children, so that each key's records come out in the order written.
+fn parents_first(shards: &[crate::source::Shard]) -> Vec<&crate::source::Shard> {
+    let ids: HashMap<&str, &crate::source::Shard> =
+        shards.iter().map(|s| (s.shard_id.as_str(), s)).collect();
+    let depth = |s: &crate::source::Shard| {
+        let mut d = 0;
+        let mut current = s;
+        while let Some(parent) = current.parent_shard_id.as_deref().and_then(|p| ids.get(p)) {
+            d += 1;
+            current = parent;
+            if d > shards.len() {
+                break;
+            }
+        }
+        d
+    };
+    let mut ordered: Vec<(usize, usize, &crate::source::Shard)> = shards
+        .iter()
+        .enumerate()
+        .map(|(i, s)| (depth(s), i, s))
+        .collect();
+    ordered.sort_by_key(|(d, i, _)| (*d, *i));
+    ordered.into_iter().map(|(_, _, s)| s).collect()
+}
+
+fn describe_metrics() {
+    use metrics::{describe_counter, describe_histogram, Unit};
+    describe_counter!(
+        "shardbridge_kinesis_records_put_total",
+        Unit::Count,
+        "Records acknowledged by Kinesis PutRecords."
+    );
+    describe_counter!(
+        "shardbridge_kinesis_bytes_put_total",
+        Unit::Bytes,
+        "Data plus partition key bytes acknowledged by Kinesis."
+    );
+    describe_counter!(
+        "shardbridge_kinesis_put_records_calls_total",
+        Unit::Count,
+        "PutRecords calls answered."
+    );
+    describe_counter!(
+        "shardbridge_kinesis_partial_failures_total",
+        Unit::Count,
+        "PutRecords calls that failed some of their records."
+    );
+    describe_counter!(
+        "shardbridge_kinesis_failed_records_total",
+        Unit::Count,
+        "Records a PutRecords call did not write, by error code (each is retried)."
+    );
+    describe_counter!(
+        "shardbridge_kinesis_throttles_total",
+        Unit::Count,
+        "Whole PutRecords calls refused for throughput."
+    );
+    describe_counter!(
+        "shardbridge_kinesis_records_retried_total",
+        Unit::Count,
+        "Records sent again after a failure."
+    );
+    describe_counter!(
+        "shardbridge_kinesis_records_reconciled_total",
+        Unit::Count,
+        "Records of a pending intent: found already written, or re-sent."
+    );
+    describe_counter!(
+        "shardbridge_kinesis_records_oversize_total",
+        Unit::Count,
+        "Records over the 1 MiB limit, by action (fail, skip)."
+    );
+    describe_histogram!(
+        "shardbridge_kinesis_put_duration_seconds",
+        Unit::Seconds,
+        "PutRecords latency."
+    );
+}
+
+fn histogram_put(connector: &str, took: Duration) {
+    metrics::histogram!("shardbridge_kinesis_put_duration_seconds", "connector" => connector.to_string())
+        .record(took.as_secs_f64());
+    metrics::counter!("shardbridge_kinesis_put_records_calls_total", "connector" => connector.to_string())
+        .increment(1);
+}
+
+fn records_put(connector: &str, records: usize, bytes: usize, failed: usize) {
+    metrics::counter!("shardbridge_kinesis_records_put_total", "connector" => connector.to_string())
+        .increment(records as u64);
+    metrics::counter!("shardbridge_kinesis_bytes_put_total", "connector" => connector.to_string())
+        .increment(bytes as u64);
+    if failed > 0 {
+        metrics::counter!("shardbridge_kinesis_partial_failures_total", "connector" => connector.to_string())
+            .increment(1);
+    }
+}
+
+fn record_failed(connector: &str, code: &str) {
+    let code = if is_throttle(code) || code == "InternalFailure" {
+        code.to_string()
+    } else {
+        // Bounded label values: codes Kinesis does not document go under one name.
+        "other".to_string()
+    };
+    metrics::counter!("shardbridge_kinesis_failed_records_total", "connector" => connector.to_string(), "code" => code)
+        .increment(1);
+}
+
+fn records_retried(connector: &str, n: usize) {
+    metrics::counter!("shardbridge_kinesis_records_retried_total", "connector" => connector.to_string())
+        .increment(n as u64);
+}
+
+fn call_throttled(connector: &str) {
+    metrics::counter!("shardbridge_kinesis_throttles_total", "connector" => connector.to_string())
+        .increment(1);
+}
+
+fn reconciled(connector: &str, found: usize, resent: usize) {
+    metrics::counter!("shardbridge_kinesis_records_reconciled_total", "connector" => connector.to_string(), "result" => "found")
+        .increment(found as u64);
+    metrics::counter!("shardbridge_kinesis_records_reconciled_total", "connector" => connector.to_string(), "result" => "resent")
+        .increment(resent as u64);
+}
+
+fn oversize_record(connector: &str, action: &'static str) {
+    metrics::counter!("shardbridge_kinesis_records_oversize_total", "connector" => connector.to_string(), "action" => action)
+        .increment(1);
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::source::Shard;
+
+    fn shard(id: &str, parent: Option<&str>) -> Shard {
+        Shard {
+            shard_id: id.into(),
+            parent_shard_id: parent.map(str::to_string),
+            adjacent_parent_shard_id: None,
+            starting_sequence_number: None,
+            ending_sequence_number: None,
+        }
+    }
+
+    #[test]
+    fn parents_come_before_children_whatever_the_listing_order() {
+        let shards = [
+            shard("c2", Some("c1")),
+            shard("b", Some("a")),
+            shard("a", None),
+            shard("c1", Some("a")),
+        ];
+        let ids: Vec<&str> = parents_first(&shards)
+            .iter()
+            .map(|s| s.shard_id.as_str())
+            .collect();
+        assert_eq!(ids, ["a", "b", "c1", "c2"]);
+    }
+
+    #[test]
+    fn throttle_codes() {
+        assert!(is_throttle("ProvisionedThroughputExceededException"));
+        assert!(is_throttle("KMSThrottlingException"));
+        assert!(!is_throttle("InternalFailure"));
+    }
+}
