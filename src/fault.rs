@@ -1,7 +1,9 @@
 //! Crash points for the crash harness, compiled only with the `fault-injection` feature:
 //! `SHARDBRIDGE_FAULT=POINT[:N]` aborts the process (like a SIGKILL: no cleanup) the N-th time
 //! (default: the first) it reaches POINT. Points: `after_intent`, `during_upload`,
-//! `after_upload` (of the commit protocols' steps).
+//! `after_upload` (of the commit protocols' steps: `after_upload` is after the sink's last
+//! write, before the checkpoint), `between_puts` (the Kinesis sink, between PutRecords calls
+//! of one batch).
 
 #[cfg(feature = "fault-injection")]
 mod enabled {

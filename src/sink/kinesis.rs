@@ -289,6 +289,9 @@ impl KinesisSink {
                 }
             }
             if acked > 0 {
+                if !order.is_done() {
+                    crate::fault::crash_point("between_puts");
+                }
                 stalled_rounds = 0;
             } else {
                 stalled_rounds += 1;

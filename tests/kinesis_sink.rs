@@ -1,0 +1,448 @@
+//! The Kinesis sink end to end: a DynamoDB stream (moto) into 4-shard Kinesis streams
+//! (kinesalite) in the `kinesis-ddb` and `lambda` formats; PutRecords partial failures and
+//! throttling injected by a proxy; records over Kinesis' 1 MiB limit.
+
+mod common;
+
+use std::collections::{BTreeMap, BTreeSet, HashSet};
+use std::io::{BufRead, BufReader};
+use std::path::Path;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use aws_sdk_dynamodb::types::StreamViewType;
+use aws_sdk_kinesis::primitives::Blob;
+use common::harness;
+use common::workload::{self, Change};
+use common::*;
+use serde_json::Value;
+
+fn header(port: u16, aws: &str) -> String {
+    format!(
+        r#"
+[worker]
+id = "{}"
+listen = "127.0.0.1:{port}"
+shutdown_timeout_ms = 10000
+[aws]
+region = "us-east-1"
+endpoint_url = "{aws}"
+"#,
+        unique("worker")
+    )
+}
+
+fn ddb_connector(name: &str, table: &str, format: &str, kinesis: &str, target: &str) -> String {
+    format!(
+        r#"
+[[connectors]]
+name = "{name}"
+[connectors.source]
+type = "dynamodb-streams"
+table = "{table}"
+poll_idle_ms = 100
+[connectors.leases]
+table = "{leases}"
+failover_ms = 6000
+[connectors.format]
+type = "{format}"
+[connectors.sink]
+type = "kinesis"
+stream = "{target}"
+[connectors.sink.aws]
+endpoint_url = "{kinesis}"
+"#,
+        leases = unique("kleases")
+    )
+}
+
+/// What a user checks: every change once, each item's changes in the order they were made,
+/// each item on one target shard under its own key.
+fn verify_items(
+    format: &str,
+    records: &[(String, String, Vec<u8>)],
+    plan: &[(String, Vec<Change>)],
+) {
+    let total: usize = plan.iter().map(|(_, c)| c.len()).sum();
+    assert_eq!(records.len(), total, "{format}: every change exactly once");
+    let mut ids = HashSet::new();
+    let mut by_item: BTreeMap<String, Vec<(String, Value)>> = BTreeMap::new();
+    for (shard, pk, data) in records {
+        let v: Value = serde_json::from_slice(data).unwrap();
+        let identity = match format {
+            "lambda" => v["dynamodb"]["SequenceNumber"]
+                .as_str()
+                .unwrap()
+                .to_string(),
+            _ => v["eventID"].as_str().unwrap().to_string(),
+        };
+        assert!(ids.insert(identity.clone()), "{format}: {identity} twice");
+        let id = v["dynamodb"]["Keys"]["id"]["S"]
+            .as_str()
+            .unwrap()
+            .to_string();
+        assert_eq!(pk, &id, "{format}: the partition key is the item key");
+        by_item.entry(id).or_default().push((shard.clone(), v));
+    }
+    let version =
+        |image: &Value| -> Option<String> { image["version"]["N"].as_str().map(str::to_string) };
+    for (id, changes) in plan {
+        let got = by_item.remove(id).unwrap_or_default();
+        let shards: BTreeSet<&str> = got.iter().map(|(s, _)| s.as_str()).collect();
+        assert!(shards.len() <= 1, "{format}: {id} on shards {shards:?}");
+        let got: Vec<(String, Option<String>, Option<String>)> = got
+            .iter()
+            .map(|(_, v)| {
+                (
+                    v["eventName"].as_str().unwrap().to_string(),
+                    version(&v["dynamodb"]["NewImage"]),
+                    version(&v["dynamodb"]["OldImage"]),
+                )
+            })
+            .collect();
+        let want: Vec<(String, Option<String>, Option<String>)> = changes
+            .iter()
+            .map(|c| {
+                let v = |i: &Option<workload::Item>| {
+                    i.as_ref().map(|i| match &i["version"] {
+                        aws_sdk_dynamodb::types::AttributeValue::N(n) => n.clone(),
+                        other => panic!("version {other:?}"),
+                    })
+                };
+                (c.op.to_string(), v(&c.new), v(&c.old))
+            })
+            .collect();
+        assert_eq!(got, want, "{format}: changes of {id}, in order");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn dynamodb_changes_land_once_in_item_order_on_a_four_shard_stream() {
+    let aws = aws_endpoint();
+    let kinesis = kinesis_endpoint();
+    let sdk = sdk_config(&aws).await;
+    let ddb = aws_sdk_dynamodb::Client::new(&sdk);
+    let k = harness::kinesis_client(&kinesis).await;
+    let table = unique("ksink");
+    workload::create_table(&ddb, &table, StreamViewType::NewAndOldImages).await;
+    let formats = ["kinesis-ddb", "lambda"];
+    let mut targets = Vec::new();
+    for format in formats {
+        let target = unique(&format!("ksink-{format}"));
+        harness::create_stream(&k, &target, 4).await;
+        targets.push(target);
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let port = free_port();
+    let mut config = header(port, &aws);
+    for (format, target) in formats.iter().zip(&targets) {
+        config.push_str(&ddb_connector(format, &table, format, &kinesis, target));
+    }
+    let cfg = dir.path().join("connectors.toml");
+    std::fs::write(&cfg, config).unwrap();
+    let mut run = Running::start(&cfg, &dir.path().join("log"));
+
+    let plan = workload::plan(200, 2000);
+    workload::apply(&ddb, &table, &plan).await;
+    let total: usize = plan.iter().map(|(_, c)| c.len()).sum();
+    let started = Instant::now();
+    for target in &targets {
+        loop {
+            let n = harness::read_stream(&k, target).await.len();
+            if n >= total {
+                break;
+            }
+            assert!(
+                started.elapsed() < Duration::from_secs(120),
+                "{target}: {n} of {total} records after 120 s; log:\n{}",
+                run.log_text()
+            );
+            tokio::time::sleep(Duration::from_millis(500)).await;
+        }
+    }
+    let (_, metrics) = http_get(port, "/metrics").unwrap();
+    assert_eq!(run.stop(Duration::from_secs(30)), 0, "{}", run.log_text());
+    for (format, target) in formats.iter().zip(&targets) {
+        let records = harness::read_stream(&k, target).await;
+        verify_items(format, &records, &plan);
+        let shards: BTreeSet<&str> = records.iter().map(|(s, _, _)| s.as_str()).collect();
+        assert_eq!(
+            shards.len(),
+            4,
+            "{format}: items spread over the target's shards"
+        );
+        let put = metric_value(
+            &metrics,
+            "shardbridge_kinesis_records_put_total",
+            &format!("connector=\"{format}\""),
+        );
+        assert_eq!(put, Some(total as f64), "{format}: records put");
+    }
+}
+
+/// The fault-injecting proxy in front of kinesalite (scripts/kinesis_fault_proxy.py).
+struct Proxy {
+    child: Child,
+    url: String,
+}
+
+impl Proxy {
+    fn start(upstream: &str, args: &[&str]) -> Proxy {
+        let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("scripts/kinesis_fault_proxy.py");
+        let mut child = Command::new("python3")
+            .arg(script)
+            .args(["--listen", "127.0.0.1:0", "--upstream", upstream])
+            .args(args)
+            .stdout(Stdio::piped())
+            .spawn()
+            .expect("python3 runs the proxy");
+        let mut line = String::new();
+        BufReader::new(child.stdout.take().unwrap())
+            .read_line(&mut line)
+            .unwrap();
+        let addr = line
+            .trim()
+            .strip_prefix("LISTENING ")
+            .unwrap_or_else(|| panic!("proxy said {line:?}"))
+            .to_string();
+        Proxy {
+            child,
+            url: format!("http://{addr}"),
+        }
+    }
+
+    fn stats(&self) -> Value {
+        let port: u16 = self.url.rsplit(':').next().unwrap().parse().unwrap();
+        let (_, body) = http_get(port, "/__proxy/stats").unwrap();
+        serde_json::from_str(&body).unwrap()
+    }
+}
+
+impl Drop for Proxy {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn kinesis_to_kinesis(
+    header: &str,
+    source: &str,
+    source_endpoint: &str,
+    format: &str,
+    target: &str,
+    target_endpoint: &str,
+    sink_extra: &str,
+) -> String {
+    format!(
+        r#"{header}
+[[connectors]]
+name = "k2k"
+[connectors.source]
+type = "kinesis"
+stream = "{source}"
+poll_idle_ms = 50
+[connectors.source.aws]
+endpoint_url = "{source_endpoint}"
+[connectors.leases]
+table = "{leases}"
+failover_ms = 6000
+[connectors.format]
+type = "{format}"
+[connectors.sink]
+type = "kinesis"
+stream = "{target}"
+{sink_extra}
+[connectors.sink.aws]
+endpoint_url = "{target_endpoint}"
+"#,
+        leases = unique("k2k-leases")
+    )
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn partly_failed_puts_are_retried_before_newer_records_of_their_key() {
+    let aws = aws_endpoint();
+    let kinesis = kinesis_endpoint();
+    let k = harness::kinesis_client(&kinesis).await;
+    let (source, target) = (unique("pf-src"), unique("pf-dst"));
+    harness::create_stream(&k, &source, 2).await;
+    harness::create_stream(&k, &target, 4).await;
+    // A third of the records of each call fail, and the first calls are throttled whole.
+    let proxy = Proxy::start(
+        &kinesis,
+        &[
+            "--fail-fraction",
+            "0.3",
+            "--throttle-calls",
+            "3",
+            "--seed",
+            "11",
+        ],
+    );
+    let dir = tempfile::tempdir().unwrap();
+    let port = free_port();
+    let cfg = dir.path().join("connectors.toml");
+    std::fs::write(
+        &cfg,
+        kinesis_to_kinesis(
+            &header(port, &aws),
+            &source,
+            &kinesis,
+            "raw",
+            &target,
+            &proxy.url,
+            "",
+        ),
+    )
+    .unwrap();
+    let mut run = Running::start(&cfg, &dir.path().join("log"));
+    let keys: Vec<String> = (0..100).map(|i| format!("key-{i:03}")).collect();
+    let versions = 8u64;
+    for v in 1..=versions {
+        harness::put_version(&k, &source, &keys, v).await;
+    }
+    let expected: BTreeMap<String, u64> = keys.iter().map(|k| (k.clone(), versions)).collect();
+    let started = Instant::now();
+    let verdict = loop {
+        let records = harness::read_stream(&k, &target).await;
+        let v = harness::verify(&expected, &harness::kinesis_deliveries(&records));
+        if v.lost == 0 {
+            break v;
+        }
+        assert!(
+            started.elapsed() < Duration::from_secs(90),
+            "not done after 90 s: {v}; log:\n{}",
+            run.log_text()
+        );
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    };
+    let (_, metrics) = http_get(port, "/metrics").unwrap();
+    assert_eq!(run.stop(Duration::from_secs(30)), 0, "{}", run.log_text());
+    let records = harness::read_stream(&k, &target).await;
+    let verdict_after = harness::verify(&expected, &harness::kinesis_deliveries(&records));
+    eprintln!("{verdict_after}");
+    assert_eq!(
+        (
+            verdict_after.lost,
+            verdict_after.duplicated,
+            verdict_after.out_of_order
+        ),
+        (0, 0, 0),
+        "{verdict}"
+    );
+    // Byte for byte: the target holds exactly what the source holds.
+    let source_records = harness::read_stream(&k, &source).await;
+    let mut a: Vec<(String, Vec<u8>)> =
+        source_records.into_iter().map(|(_, p, d)| (p, d)).collect();
+    let mut b: Vec<(String, Vec<u8>)> = records.into_iter().map(|(_, p, d)| (p, d)).collect();
+    a.sort();
+    b.sort();
+    assert!(a == b, "raw replication keeps keys and bytes");
+    let stats = proxy.stats();
+    let injected = stats["entries_failed_injected"].as_u64().unwrap();
+    assert!(injected > 100, "failures were injected: {stats}");
+    assert!(stats["calls_throttled"].as_u64().unwrap() >= 3, "{stats}");
+    let failed = metric_value(
+        &metrics,
+        "shardbridge_kinesis_failed_records_total",
+        "code=\"ProvisionedThroughputExceededException\"",
+    )
+    .unwrap_or(0.0);
+    assert_eq!(failed, injected as f64, "every injected failure counted");
+    let retried =
+        metric_value(&metrics, "shardbridge_kinesis_records_retried_total", "").unwrap_or(0.0);
+    assert!(
+        retried >= injected as f64,
+        "retried {retried}, injected {injected}"
+    );
+    let partial =
+        metric_value(&metrics, "shardbridge_kinesis_partial_failures_total", "").unwrap_or(0.0);
+    assert!(partial > 0.0);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_record_over_the_limit_is_skipped_or_stops_the_connector_by_name() {
+    let aws = aws_endpoint();
+    let kinesis = kinesis_endpoint();
+    let k = harness::kinesis_client(&kinesis).await;
+    for (on_oversize, expect_exit) in [("skip", 0), ("fail", 1)] {
+        let (source, target) = (unique("big-src"), unique("big-dst"));
+        harness::create_stream(&k, &source, 1).await;
+        harness::create_stream(&k, &target, 1).await;
+        // 900 KB of data: within the source's limit, over the sink's once the lambda format
+        // has base64-encoded it.
+        for (key, size) in [("small-1", 10), ("huge", 900_000), ("small-2", 10)] {
+            k.put_record()
+                .stream_name(&source)
+                .partition_key(key)
+                .data(Blob::new(vec![b'x'; size]))
+                .send()
+                .await
+                .unwrap();
+        }
+        let dir = tempfile::tempdir().unwrap();
+        let port = free_port();
+        let cfg = dir.path().join("connectors.toml");
+        let extra = format!("on_oversize = \"{on_oversize}\"");
+        std::fs::write(
+            &cfg,
+            kinesis_to_kinesis(
+                &header(port, &aws),
+                &source,
+                &kinesis,
+                "lambda",
+                &target,
+                &kinesis,
+                &extra,
+            ),
+        )
+        .unwrap();
+        let mut run = Running::start(&cfg, &dir.path().join("log"));
+        if expect_exit == 0 {
+            let records = wait_for("the small records", Duration::from_secs(60), || {
+                let records = futures_block(harness::read_stream(&k, &target));
+                (records.len() >= 2).then_some(records)
+            });
+            let keys: Vec<&str> = records.iter().map(|(_, p, _)| p.as_str()).collect();
+            assert_eq!(
+                keys,
+                ["small-1", "small-2"],
+                "the shard went on past the big one"
+            );
+            let (_, metrics) = http_get(port, "/metrics").unwrap();
+            assert_eq!(
+                metric_value(
+                    &metrics,
+                    "shardbridge_kinesis_records_oversize_total",
+                    "action=\"skip\""
+                ),
+                Some(1.0)
+            );
+            assert_eq!(run.stop(Duration::from_secs(30)), 0, "{}", run.log_text());
+            let log = run.log_text();
+            assert!(
+                log.contains("over Kinesis' 1048576 byte limit") && log.contains("skipped"),
+                "the skipped record is logged: {log}"
+            );
+        } else {
+            let code = run.wait(Duration::from_secs(60));
+            let log = run.log_text();
+            assert_eq!(code, 1, "{log}");
+            assert!(
+                log.contains("over Kinesis' 1048576 byte limit") && log.contains(&source),
+                "the error names the record and its stream: {log}"
+            );
+            let records = harness::read_stream(&k, &target).await;
+            assert!(
+                records.iter().all(|(_, p, _)| p != "huge"),
+                "nothing over the limit was sent"
+            );
+        }
+    }
+}
+
+/// Runs a future to completion from synchronous code inside the multi-threaded test runtime.
+fn futures_block<F: std::future::Future>(f: F) -> F::Output {
+    tokio::task::block_in_place(|| tokio::runtime::Handle::current().block_on(f))
+}
