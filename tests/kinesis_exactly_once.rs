@@ -1,0 +1,185 @@
+//! The crash harness with the Kinesis sink on a resharding Kinesis source (both kinesalite):
+//! three workers, SIGKILLs at random moments, and workers that abort themselves at each step of
+//! the reconciling protocol (after the intent, between two PutRecords calls of a batch, after the
+//! last put before the checkpoint). The verifier reads the whole target stream: nothing lost,
+//! nothing duplicated, per-key order kept.
+
+mod common;
+
+use std::collections::BTreeMap;
+use std::time::{Duration, Instant};
+
+use common::harness::{self, Fleet};
+use common::*;
+
+fn config(kinesis: &str, aws: &str, stream: &str, leases: &str, target: &str, id: &str) -> String {
+    format!(
+        r#"
+[worker]
+id = "{id}"
+listen = "127.0.0.1:{port}"
+[aws]
+region = "us-east-1"
+endpoint_url = "{aws}"
+[[connectors]]
+name = "keo"
+[connectors.source]
+type = "kinesis"
+stream = "{stream}"
+poll_idle_ms = 50
+[connectors.source.aws]
+endpoint_url = "{kinesis}"
+[connectors.leases]
+table = "{leases}"
+failover_ms = 3000
+renew_interval_ms = 1000
+safety_margin_ms = 500
+shard_sync_interval_ms = 5000
+[connectors.format]
+type = "raw"
+[connectors.sink]
+type = "kinesis"
+stream = "{target}"
+max_records = 400
+max_interval_ms = 1000
+[connectors.sink.aws]
+endpoint_url = "{kinesis}"
+"#,
+        port = free_port()
+    )
+}
+
+fn logs_containing(dir: &std::path::Path, needle: &str) -> usize {
+    std::fs::read_dir(dir)
+        .unwrap()
+        .filter_map(|e| e.ok())
+        .filter(|e| e.path().extension().is_some_and(|x| x == "log"))
+        .map(|e| {
+            std::fs::read_to_string(e.path())
+                .unwrap_or_default()
+                .matches(needle)
+                .count()
+        })
+        .sum()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn crash_harness_with_the_kinesis_sink_is_exactly_once() {
+    let aws = aws_endpoint();
+    let kinesis = kinesis_endpoint();
+    let k = harness::kinesis_client(&kinesis).await;
+    let stream = unique("keo-src");
+    let target = unique("keo-dst");
+    harness::create_stream(&k, &stream, 4).await;
+    harness::create_stream(&k, &target, 3).await;
+    let dir = tempfile::tempdir().unwrap();
+    let leases = unique("keo-leases");
+    let (kk, a, s, l, b) = (
+        kinesis.clone(),
+        aws.clone(),
+        stream.clone(),
+        leases.clone(),
+        target.clone(),
+    );
+    let mut fleet = Fleet::new(dir.path(), move |id| config(&kk, &a, &s, &l, &b, id));
+    let ids = ["w1", "w2", "w3"];
+    for id in ids {
+        fleet.start(id);
+    }
+    let keys: Vec<String> = (0..300).map(|i| format!("key-{i:03}")).collect();
+    let versions = 9u64;
+    let faults = ["after_intent", "between_puts", "after_upload"];
+    for v in 1..=versions {
+        harness::put_version(&k, &stream, &keys, v).await;
+        match v {
+            2 | 4 => drop(harness::split(&k, &stream).await),
+            6 => drop(harness::merge(&k, &stream).await),
+            _ => {}
+        }
+        // Restart a worker armed to abort itself at one step of the protocol.
+        if let Some(point) = [1, 3, 5].iter().position(|x| *x == v).map(|i| faults[i]) {
+            let id = ids[(v as usize / 2) % 3];
+            fleet.kill(id);
+            fleet.start_with_env(id, &[("SHARDBRIDGE_FAULT", point)]);
+        }
+        if v == 7 {
+            fleet.kill("w2");
+            fleet.start("w2");
+        }
+        // A worker that aborted itself comes back without the fault.
+        for id in ids {
+            if fleet.exited(id).is_some() {
+                fleet.start(id);
+            }
+        }
+        tokio::time::sleep(Duration::from_millis(700)).await;
+    }
+    let expected: BTreeMap<String, u64> = keys.iter().map(|k| (k.clone(), versions)).collect();
+    let started = Instant::now();
+    loop {
+        for id in ids {
+            if fleet.exited(id).is_some() {
+                fleet.start(id);
+            }
+        }
+        let deliveries = harness::kinesis_deliveries(&harness::read_stream(&k, &target).await);
+        let aborted = faults
+            .iter()
+            .filter(|p| {
+                logs_containing(dir.path(), &format!("fault injection: aborting at {p}")) > 0
+            })
+            .count();
+        if harness::verify(&expected, &deliveries).lost == 0 && aborted == faults.len() {
+            break;
+        }
+        assert!(
+            started.elapsed() < Duration::from_secs(120),
+            "not done after 120 s: {} of 3 faults hit; {}",
+            aborted,
+            harness::verify(&expected, &deliveries)
+        );
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+    fleet.stop_all();
+    let records = harness::read_stream(&k, &target).await;
+    let v = harness::verify(&expected, &harness::kinesis_deliveries(&records));
+    let replayed = logs_containing(dir.path(), "wrote the batch of a pending intent again");
+    let found = reconciled_found(dir.path());
+    eprintln!(
+        "verifier over the target stream ({} records): {v}; {replayed} intents replayed, \
+         {found} records found already written by reconciliation",
+        records.len()
+    );
+    assert_eq!((v.lost, v.duplicated, v.out_of_order), (0, 0, 0), "{v}");
+    assert!(
+        replayed >= 1,
+        "a worker that died with an intent pending: its batch was written again"
+    );
+    assert!(
+        found >= 1,
+        "a worker that died after putting records: the new owner found them in the target"
+    );
+}
+
+/// The sum of `found=N` over the workers' "reconciled a pending intent" log lines.
+fn reconciled_found(dir: &std::path::Path) -> usize {
+    std::fs::read_dir(dir)
+        .unwrap()
+        .filter_map(|e| e.ok())
+        .filter(|e| e.path().extension().is_some_and(|x| x == "log"))
+        .flat_map(|e| {
+            std::fs::read_to_string(e.path())
+                .unwrap_or_default()
+                .lines()
+                .filter(|l| l.contains("reconciled a pending intent"))
+                .filter_map(|l| {
+                    let rest = &l[l.find("found=")? + 6..];
+                    rest.split(|c: char| !c.is_ascii_digit())
+                        .next()?
+                        .parse::<usize>()
+                        .ok()
+                })
+                .collect::<Vec<_>>()
+        })
+        .sum()
+}
