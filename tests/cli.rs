@@ -206,3 +206,55 @@ fn s3_sinks_are_checked_key_by_key() {
         "{err}"
     );
 }
+
+#[test]
+fn kinesis_sinks_are_checked_key_by_key() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("kinesis.toml");
+    let write = |source: &str, sink: &str| {
+        std::fs::write(
+            &path,
+            format!(
+                "[[connectors]]\nname = \"k\"\n[connectors.source]\n{source}\n\
+                 [connectors.format]\ntype = \"lambda\"\n[connectors.sink]\ntype = \"kinesis\"\n{sink}\n"
+            ),
+        )
+        .unwrap();
+    };
+    let ddb = "type = \"dynamodb-streams\"\ntable = \"orders\"";
+    let validate = || run(&["validate", "--config", path.to_str().unwrap()], &[]);
+    write(
+        ddb,
+        "stream_arn = \"arn:aws:kinesis:eu-west-1:123456789012:stream/changes\"\n\
+         partition_key = \"attribute:tenant\"\non_oversize = \"skip\"\nmax_in_flight = 8\n\
+         reconcile_margin_ms = 5000\n[connectors.sink.aws]\nrole_arn = \"arn:aws:iam::123456789012:role/w\"",
+    );
+    assert_eq!(validate().status.code(), Some(0), "{}", stderr(&validate()));
+    write(
+        ddb,
+        "partition_key = \"by-item\"\non_oversize = \"truncate\"\nmax_in_flight = 0",
+    );
+    let o = validate();
+    assert_eq!(o.status.code(), Some(2));
+    let err = stderr(&o);
+    for want in [
+        "connectors[0].sink.stream: missing (or give stream_arn)",
+        "connectors[0].sink.partition_key: \"by-item\" is not one of",
+        "connectors[0].sink.on_oversize: unknown value \"truncate\"",
+        "connectors[0].sink.max_in_flight: 0 is out of range",
+    ] {
+        assert!(err.contains(want), "{want}\n{err}");
+    }
+    // Kinesis records have no attributes to key by.
+    write(
+        "type = \"kinesis\"\nstream = \"clicks\"",
+        "stream = \"copy\"\npartition_key = \"attribute:user\"",
+    );
+    let err = stderr(&validate());
+    assert!(
+        err.contains(
+            "connectors[0].sink.partition_key: \"attribute:NAME\" needs a DynamoDB source"
+        ),
+        "{err}"
+    );
+}
