@@ -135,6 +135,7 @@ impl Harness {
             parent_ended_at: None,
             lag: Default::default(),
             pending_intent: taken.pending_checkpoint.clone(),
+            previous_owner_done_by: None,
         })
         .await
     }

@@ -463,13 +463,23 @@ impl Connector {
                 .filter_map(|p| st.ended_at.get(p))
                 .max()
                 .copied();
-            self.start_worker(st, &taken, parent_ended_at);
+            // A stolen lease's previous owner may still be sending its batch until its own
+            // send deadline passes: a reconciling sink must not read the target back before.
+            let previous_owner_done_by = (how == "stolen")
+                .then(|| Instant::now() + Duration::from_millis(self.cfg.leases.failover_ms));
+            self.start_worker(st, &taken, parent_ended_at, previous_owner_done_by);
         }
         events::shards_owned(&self.cfg.name, st.held.len());
         Ok(())
     }
 
-    fn start_worker(&self, st: &mut SyncState, taken: &Lease, parent_ended_at: Option<Instant>) {
+    fn start_worker(
+        &self,
+        st: &mut SyncState,
+        taken: &Lease,
+        parent_ended_at: Option<Instant>,
+        previous_owner_done_by: Option<Instant>,
+    ) {
         let held_lease = Arc::new(HeldLease::new(
             self.table.clone(),
             taken,
@@ -499,6 +509,7 @@ impl Connector {
             parent_ended_at,
             lag: self.lag.clone(),
             pending_intent: taken.pending_checkpoint.clone(),
+            previous_owner_done_by,
         };
         let shard_id = taken.lease_key.clone();
         st.tasks

@@ -46,6 +46,9 @@ pub struct ShardContext {
     pub lag: Arc<ConnectorLag>,
     /// The lease's `pendingCheckpoint` when it was taken: a batch to write again first.
     pub pending_intent: Option<String>,
+    /// For a lease taken from a live owner: when that owner has surely stopped sending (its
+    /// send deadline, failover − margin after its last renewal, has passed).
+    pub previous_owner_done_by: Option<Instant>,
 }
 
 #[derive(Debug, PartialEq, Eq)]
@@ -165,6 +168,15 @@ async fn read_shard(ctx: ShardContext) -> Result<ShardOutcome, ShardError> {
     };
     if let Some(intent) = &replay {
         tracing::info!(connector = %ctx.connector, %shard, %intent, "replaying the batch of a pending intent");
+        // Reconciling reads the target to learn what the previous owner wrote: only once it
+        // can write no more.
+        if let (CommitProtocol::Reconciling, Some(at)) = (protocol, ctx.previous_owner_done_by) {
+            let wait = at.saturating_duration_since(Instant::now());
+            events::retry_wait(&ctx.connector, "previous_owner_sending", wait);
+            if !pause(&ctx.stop, wait).await {
+                return Ok(ShardOutcome::Stopped);
+            }
+        }
     }
     let mut pending = PendingBatch::default();
     let mut iterator: Option<ShardIterator> = None;

@@ -1,0 +1,815 @@
+//! Throughput benchmark helper for the Kinesis sink against local servers (kinesalite for
+//! Kinesis, moto for the lease table).
+//!
+//! `scripts/bench_kinesis.sh` drives it; the subcommands:
+//!
+//! - `load --stream NAME --shards 4 --records N`: creates the source stream and writes N
+//!   records of about 200 bytes of JSON over 1000 partition keys (the S3 benchmark's data:
+//!   `{"id":I,"key":"key-K","version":V,"pad":"xx…"}`, record I has key I % 1000 and version
+//!   I / 1000 + 1). Each key's records go in in version order: every loader task owns its own
+//!   keys, and a PutRecords call carries at most one record per key, the next only after the
+//!   previous was acknowledged.
+//! - `mkstream --stream NAME --shards 4`: creates a stream and waits until it is ACTIVE
+//!   (outside the timed part of a run); `rmstream --stream NAME` deletes one.
+//! - `bare --source NAME --target NAME`: the baseline. One task per source shard reads from
+//!   TRIM_HORIZON until caught up (GetRecords limit 1000) and PutRecords each page's records as
+//!   they are (same data bytes, same partition key: the `raw` format's stream-to-stream
+//!   behaviour), in calls of up to 500 records (a page's calls in flight together), retrying
+//!   only the failed entries. No ordering guarantees, no leases, no intents, no checkpoints.
+//! - `count --stream NAME`: reads every shard from TRIM_HORIZON: records, distinct
+//!   (partition key, data) pairs, per-key order (a record whose `version` is below one already
+//!   seen for its key is out of order), versions missing per key, and a digest of the distinct
+//!   pairs (equal digests: the same records, whatever their order and shard).
+//! - `probe --stream NAME`: latency of single calls (GetRecords of 1000, PutRecords of 500
+//!   records and of 250 records with distinct keys, a conditional UpdateItem like an intent or
+//!   a checkpoint), alone and with 4 callers.
+//!
+//! Endpoints come from `--kinesis-endpoint` / `--aws-endpoint` or the environment that
+//! `scripts/dev-servers.sh env` prints; credentials from the SDK's default chain (the
+//! environment). The SDK settings (timeouts, retries) are shardbridge's own
+//! (`shardbridge::aws::sdk_config`).
+
+use std::collections::{BTreeMap, HashMap, HashSet};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use anyhow::{bail, Context, Result};
+use aws_sdk_kinesis::primitives::Blob;
+use aws_sdk_kinesis::types::{PutRecordsRequestEntry, StreamStatus};
+use clap::{Parser, Subcommand};
+use sha2::{Digest, Sha256};
+
+use shardbridge::config::AwsSettings;
+use shardbridge::source::kinesis::{KinesisSource, KinesisStreamRef};
+use shardbridge::source::record::SourceRecord;
+use shardbridge::source::{IteratorPosition, ShardSource};
+
+#[derive(Parser)]
+#[command(about = "Kinesis sink throughput benchmark helper (kinesalite + moto)")]
+struct Cli {
+    /// Kinesis endpoint (kinesalite).
+    #[arg(long, global = true, env = "SHARDBRIDGE_TEST_KINESIS_ENDPOINT")]
+    kinesis_endpoint: Option<String>,
+    /// DynamoDB endpoint for the probe's UpdateItem (moto).
+    #[arg(long, global = true, env = "SHARDBRIDGE_TEST_AWS_ENDPOINT")]
+    aws_endpoint: Option<String>,
+    #[arg(long, global = true, default_value = "us-east-1")]
+    region: String,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Create the source stream and write the records.
+    Load {
+        #[arg(long)]
+        stream: String,
+        #[arg(long, default_value_t = 4)]
+        shards: i32,
+        #[arg(long)]
+        records: usize,
+        /// Loader tasks (PutRecords calls in flight); each owns KEYS / concurrency keys.
+        #[arg(long, default_value_t = 4)]
+        concurrency: usize,
+    },
+    /// Create a stream and wait until it is ACTIVE.
+    Mkstream {
+        #[arg(long)]
+        stream: String,
+        #[arg(long, default_value_t = 4)]
+        shards: i32,
+    },
+    /// Delete a stream.
+    Rmstream {
+        #[arg(long)]
+        stream: String,
+    },
+    /// The bare loop: every source shard to its end, each page put as it is, no leases.
+    Bare {
+        #[arg(long)]
+        source: String,
+        #[arg(long)]
+        target: String,
+        /// GetRecords limit.
+        #[arg(long, default_value_t = 1000)]
+        limit: u32,
+        /// PutRecords calls of one page in flight at once, per shard (1: one after the other).
+        #[arg(long, default_value_t = 2)]
+        put_concurrency: usize,
+    },
+    /// Count the records of every shard of a stream and check each key's order.
+    Count {
+        #[arg(long)]
+        stream: String,
+    },
+    /// Latency of single calls: kinesalite GetRecords (1000 records), PutRecords (500 records;
+    /// 250 records with distinct keys, one round of the Kinesis sink) and moto conditional
+    /// UpdateItem (what an intent or a checkpoint costs), alone and with 4 callers at once.
+    Probe {
+        /// A loaded stream (read only; PutRecords go to a stream the probe creates).
+        #[arg(long)]
+        stream: String,
+        /// Calls per caller for PutRecords and UpdateItem.
+        #[arg(long, default_value_t = 20)]
+        calls: usize,
+    },
+}
+
+/// Size of each record's data (JSON), in bytes.
+const RECORD_BYTES: usize = 200;
+/// Distinct partition keys.
+const KEYS: usize = 1000;
+/// PutRecords' largest call.
+const PUT_RECORDS_BATCH: usize = 500;
+/// A PutRecords call that keeps failing entries gives up after this many attempts.
+const PUT_ATTEMPTS: u32 = 50;
+
+async fn sdk(endpoint: &Option<String>, region: &str) -> Result<aws_config::SdkConfig> {
+    let Some(url) = endpoint else {
+        bail!("no endpoint: pass it or eval \"$(scripts/dev-servers.sh env)\"");
+    };
+    Ok(shardbridge::aws::sdk_config(&AwsSettings {
+        region: Some(region.to_string()),
+        endpoint_url: Some(url.clone()),
+        role_arn: None,
+    })
+    .await)
+}
+
+async fn kinesis_client(cli: &Cli) -> Result<aws_sdk_kinesis::Client> {
+    Ok(aws_sdk_kinesis::Client::new(
+        &sdk(&cli.kinesis_endpoint, &cli.region).await?,
+    ))
+}
+
+async fn connect(cli: &Cli, stream: &str) -> Result<KinesisSource> {
+    let conf = sdk(&cli.kinesis_endpoint, &cli.region).await?;
+    KinesisSource::connect(&conf, &KinesisStreamRef::Name(stream.to_string()))
+        .await
+        .with_context(|| format!("stream {stream}"))
+}
+
+#[tokio::main]
+async fn main() -> Result<()> {
+    let cli = Cli::parse();
+    match &cli.command {
+        Command::Load {
+            stream,
+            shards,
+            records,
+            concurrency,
+        } => load(&cli, stream, *shards, *records, *concurrency).await,
+        Command::Mkstream { stream, shards } => {
+            create_stream(&kinesis_client(&cli).await?, stream, *shards).await
+        }
+        Command::Rmstream { stream } => {
+            kinesis_client(&cli)
+                .await?
+                .delete_stream()
+                .stream_name(stream)
+                .enforce_consumer_deletion(true)
+                .send()
+                .await
+                .with_context(|| format!("DeleteStream {stream}"))?;
+            Ok(())
+        }
+        Command::Bare {
+            source,
+            target,
+            limit,
+            put_concurrency,
+        } => bare(&cli, source, target, *limit, *put_concurrency).await,
+        Command::Count { stream } => count(&cli, stream).await,
+        Command::Probe { stream, calls } => probe(&cli, stream, *calls).await,
+    }
+}
+
+/// Creates the stream and waits until it is ACTIVE.
+async fn create_stream(k: &aws_sdk_kinesis::Client, stream: &str, shards: i32) -> Result<()> {
+    k.create_stream()
+        .stream_name(stream)
+        .shard_count(shards)
+        .send()
+        .await
+        .with_context(|| format!("CreateStream {stream}"))?;
+    for _ in 0..400 {
+        let d = k
+            .describe_stream_summary()
+            .stream_name(stream)
+            .send()
+            .await
+            .context("DescribeStreamSummary")?;
+        if d.stream_description_summary().map(|s| s.stream_status()) == Some(&StreamStatus::Active)
+        {
+            return Ok(());
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    bail!("stream {stream} did not become ACTIVE")
+}
+
+/// What one `put_all` did.
+#[derive(Default, Debug, Clone, Copy)]
+struct PutStats {
+    calls: usize,
+    /// Entries sent again after a failure (partial failure or a failed call).
+    retried: usize,
+    time: Duration,
+}
+
+/// PutRecords of `entries` (at most 500) until every one is acknowledged, sending again only
+/// the failed entries (in their original relative order).
+async fn put_all(
+    k: &aws_sdk_kinesis::Client,
+    stream: &str,
+    mut entries: Vec<PutRecordsRequestEntry>,
+) -> Result<PutStats> {
+    let mut stats = PutStats::default();
+    let started = Instant::now();
+    for attempt in 0.. {
+        if attempt == PUT_ATTEMPTS {
+            bail!(
+                "PutRecords to {stream} kept failing ({} entries left)",
+                entries.len()
+            );
+        }
+        if attempt > 0 {
+            stats.retried += entries.len();
+        }
+        stats.calls += 1;
+        let out = k
+            .put_records()
+            .stream_name(stream)
+            .set_records(Some(entries.clone()))
+            .send()
+            .await;
+        let out = match out {
+            Ok(out) => out,
+            Err(e) => {
+                eprintln!(
+                    "PutRecords: {}; retrying",
+                    aws_sdk_kinesis::error::DisplayErrorContext(&e)
+                );
+                tokio::time::sleep(Duration::from_millis(100 * (attempt as u64 + 1).min(20)))
+                    .await;
+                continue;
+            }
+        };
+        if out.failed_record_count().unwrap_or(0) == 0 {
+            break;
+        }
+        let results = out.records();
+        entries = entries
+            .into_iter()
+            .enumerate()
+            .filter(|(pos, _)| results.get(*pos).map_or(true, |r| r.error_code().is_some()))
+            .map(|(_, e)| e)
+            .collect();
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    stats.time = started.elapsed();
+    Ok(stats)
+}
+
+fn entry(key: &str, data: Vec<u8>) -> PutRecordsRequestEntry {
+    PutRecordsRequestEntry::builder()
+        .partition_key(key)
+        .data(Blob::new(data))
+        .build()
+        .expect("partition key and data are set")
+}
+
+// ------------------------------------------------------------------------------------ load
+
+/// Record `i`'s key and data: JSON padded to exactly `RECORD_BYTES` bytes, with its key's
+/// version (`i / KEYS + 1`: increasing per key).
+fn record_data(i: usize) -> (String, Vec<u8>) {
+    let key = format!("key-{:04}", i % KEYS);
+    let head = format!(
+        r#"{{"id":{i},"key":"{key}","version":{},"pad":""#,
+        i / KEYS + 1
+    );
+    let pad = RECORD_BYTES.saturating_sub(head.len() + 2);
+    let mut data = head.into_bytes();
+    data.extend(vec![b'x'; pad]);
+    data.extend_from_slice(b"\"}");
+    (key, data)
+}
+
+async fn load(
+    cli: &Cli,
+    stream: &str,
+    shards: i32,
+    records: usize,
+    concurrency: usize,
+) -> Result<()> {
+    let k = kinesis_client(cli).await?;
+    let started = Instant::now();
+    create_stream(&k, stream, shards).await?;
+
+    // Task t owns the keys k with k % tasks == t and sends its records in id order, in calls
+    // of at most one record per key (so of at most KEYS / tasks records): a key's version v+1
+    // is sent only once v was acknowledged.
+    let tasks_n = concurrency.clamp(1, KEYS);
+    let mut tasks = tokio::task::JoinSet::new();
+    for t in 0..tasks_n {
+        let (k, stream) = (k.clone(), stream.to_string());
+        let mine: Vec<usize> = (0..records).filter(|i| (i % KEYS) % tasks_n == t).collect();
+        let per_call = KEYS.div_ceil(tasks_n).min(PUT_RECORDS_BATCH);
+        tasks.spawn(async move {
+            let mut stats = PutStats::default();
+            for ids in mine.chunks(per_call) {
+                let entries = ids
+                    .iter()
+                    .map(|&i| {
+                        let (key, data) = record_data(i);
+                        entry(&key, data)
+                    })
+                    .collect();
+                let s = put_all(&k, &stream, entries).await?;
+                stats.calls += s.calls;
+                stats.retried += s.retried;
+            }
+            Ok::<_, anyhow::Error>(stats)
+        });
+    }
+    let (mut calls, mut retried) = (0, 0);
+    while let Some(r) = tasks.join_next().await {
+        let s = r??;
+        calls += s.calls;
+        retried += s.retried;
+    }
+    let secs = started.elapsed().as_secs_f64();
+    println!(
+        "loaded {records} records ({RECORD_BYTES} bytes of data each, {KEYS} partition keys, \
+         versions in order per key) into {stream} ({shards} shards) in {secs:.2} s \
+         ({:.0} records/s; {calls} PutRecords calls, {retried} entries retried)",
+        records as f64 / secs
+    );
+    Ok(())
+}
+
+// ------------------------------------------------------------------------------------ bare
+
+/// Where one shard's time went.
+#[derive(Default, Debug)]
+struct ShardStats {
+    records: usize,
+    pages: usize,
+    put_calls: usize,
+    retried: usize,
+    get_records: Duration,
+    /// Wall time spent putting (a page's calls overlap).
+    put_records: Duration,
+    /// Sum of the calls' own times.
+    put_call_time: Duration,
+    total: Duration,
+}
+
+async fn bare(
+    cli: &Cli,
+    source: &str,
+    target: &str,
+    limit: u32,
+    put_concurrency: usize,
+) -> Result<()> {
+    let started = Instant::now();
+    let src = Arc::new(connect(cli, source).await?);
+    // The client the Kinesis sink writes with: its target resolved the same way.
+    let tgt = Arc::new(connect(cli, target).await?);
+    let shards = src.list_shards().await.context("ListShards")?;
+    let mut tasks = tokio::task::JoinSet::new();
+    for shard in shards {
+        let (src, tgt) = (src.clone(), tgt.clone());
+        tasks.spawn(async move {
+            read_shard(&src, &tgt, &shard.shard_id, limit, put_concurrency.max(1)).await
+        });
+    }
+    let mut all = ShardStats::default();
+    let mut per_shard = Vec::new();
+    while let Some(r) = tasks.join_next().await {
+        let s = r??;
+        all.records += s.records;
+        all.pages += s.pages;
+        all.put_calls += s.put_calls;
+        all.retried += s.retried;
+        all.get_records += s.get_records;
+        all.put_records += s.put_records;
+        all.put_call_time += s.put_call_time;
+        all.total += s.total;
+        per_shard.push(s);
+    }
+    let secs = started.elapsed().as_secs_f64();
+    let n = per_shard.len().max(1) as f64;
+    let ms = |d: Duration| d.as_secs_f64() * 1000.0;
+    println!(
+        "bare: {} records in {secs:.3} s ({:.0} records/s); {} shards, {} GetRecords, \
+         {} PutRecords calls, {} entries retried",
+        all.records,
+        all.records as f64 / secs,
+        per_shard.len(),
+        all.pages,
+        all.put_calls,
+        all.retried,
+    );
+    println!(
+        "bare: per shard on average: {:.0} ms reading, {:.0} ms GetRecords ({:.1} ms/call), \
+         {:.0} ms putting ({:.1} ms/PutRecords call, {} in flight per page)",
+        ms(all.total) / n,
+        ms(all.get_records) / n,
+        ms(all.get_records) / all.pages.max(1) as f64,
+        ms(all.put_records) / n,
+        ms(all.put_call_time) / all.put_calls.max(1) as f64,
+        put_concurrency.max(1),
+    );
+    // One line for scripts.
+    println!(
+        "RESULT records={} elapsed_s={secs:.3} get_records_calls={} get_records_ms={:.1} \
+         put_records_calls={} put_records_ms={:.1} retried={}",
+        all.records,
+        all.pages,
+        ms(all.get_records),
+        all.put_calls,
+        ms(all.put_records),
+        all.retried,
+    );
+    Ok(())
+}
+
+async fn read_shard(
+    src: &KinesisSource,
+    tgt: &KinesisSource,
+    shard: &str,
+    limit: u32,
+    put_concurrency: usize,
+) -> Result<ShardStats> {
+    let started = Instant::now();
+    let mut stats = ShardStats::default();
+    let target = tgt.stream_name().to_string();
+    let mut iterator = src
+        .open_iterator(shard, &IteratorPosition::TrimHorizon)
+        .await
+        .with_context(|| format!("GetShardIterator {shard}"))?;
+    loop {
+        let t = Instant::now();
+        let page = src
+            .get_records(&iterator, limit)
+            .await
+            .with_context(|| format!("GetRecords {shard}"))?;
+        stats.get_records += t.elapsed();
+        stats.pages += 1;
+        if !page.records.is_empty() {
+            let t = Instant::now();
+            let n = page.records.len();
+            let mut entries = Vec::with_capacity(n);
+            for r in page.records.iter() {
+                let SourceRecord::Kinesis(k) = r else {
+                    bail!("not a Kinesis record");
+                };
+                entries.push(entry(&k.partition_key, k.data.clone()));
+            }
+            let mut chunks = Vec::new();
+            while !entries.is_empty() {
+                let rest = entries.split_off(entries.len().min(PUT_RECORDS_BATCH));
+                chunks.push(std::mem::replace(&mut entries, rest));
+            }
+            for group in chunks.chunks(put_concurrency) {
+                let calls = group
+                    .iter()
+                    .map(|c| put_all(tgt.client(), &target, c.clone()));
+                for s in futures_util::future::join_all(calls).await {
+                    let s = s?;
+                    stats.put_calls += s.calls;
+                    stats.retried += s.retried;
+                    stats.put_call_time += s.time;
+                }
+            }
+            stats.put_records += t.elapsed();
+            stats.records += n;
+        }
+        match page.next_iterator {
+            // Closed and fully read.
+            None => break,
+            // Caught up.
+            Some(_) if page.records.is_empty() && page.millis_behind_latest.unwrap_or(0) == 0 => {
+                break
+            }
+            Some(next) => iterator = next,
+        }
+    }
+    stats.total = started.elapsed();
+    Ok(stats)
+}
+
+// ------------------------------------------------------------------------------------ count
+
+/// Every record of a shard from TRIM_HORIZON until caught up: (partition key, data).
+async fn read_all(src: &KinesisSource, shard: &str) -> Result<Vec<(String, Vec<u8>)>> {
+    let mut out = Vec::new();
+    let mut iterator = src
+        .open_iterator(shard, &IteratorPosition::TrimHorizon)
+        .await
+        .with_context(|| format!("GetShardIterator {shard}"))?;
+    loop {
+        let page = src
+            .get_records(&iterator, 10_000)
+            .await
+            .with_context(|| format!("GetRecords {shard}"))?;
+        let caught_up = page.records.is_empty() && page.millis_behind_latest.unwrap_or(0) == 0;
+        for r in page.records {
+            if let SourceRecord::Kinesis(k) = r {
+                out.push((k.partition_key, k.data));
+            }
+        }
+        match page.next_iterator {
+            Some(next) if !caught_up => iterator = next,
+            _ => break,
+        }
+    }
+    Ok(out)
+}
+
+/// The key and version a record's data carries, if it is the loader's JSON.
+fn key_version(data: &[u8]) -> Option<(String, u64)> {
+    let v: serde_json::Value = serde_json::from_slice(data).ok()?;
+    Some((v["key"].as_str()?.to_string(), v["version"].as_u64()?))
+}
+
+async fn count(cli: &Cli, stream: &str) -> Result<()> {
+    let src = Arc::new(connect(cli, stream).await?);
+    let shards = src.list_shards().await.context("ListShards")?;
+    let mut tasks = tokio::task::JoinSet::new();
+    for (n, shard) in shards.iter().enumerate() {
+        let (src, id) = (src.clone(), shard.shard_id.clone());
+        tasks.spawn(async move { read_all(&src, &id).await.map(|r| (n, r)) });
+    }
+    let mut per_shard = BTreeMap::new();
+    while let Some(r) = tasks.join_next().await {
+        let (n, records) = r??;
+        per_shard.insert(n, records);
+    }
+
+    let mut records = 0usize;
+    let mut distinct: HashSet<(&str, &[u8])> = HashSet::new();
+    // Per key: the highest version seen so far (in each shard's order) and every version.
+    let mut highest: HashMap<String, u64> = HashMap::new();
+    let mut versions: HashMap<String, HashSet<u64>> = HashMap::new();
+    let mut shard_of: HashMap<String, usize> = HashMap::new();
+    let (mut out_of_order, mut unparsed, mut split_keys) = (0usize, 0usize, 0usize);
+    let mut shard_counts = Vec::new();
+    for (n, shard_records) in &per_shard {
+        shard_counts.push(shard_records.len().to_string());
+        for (key, data) in shard_records {
+            records += 1;
+            distinct.insert((key.as_str(), data.as_slice()));
+            let Some((data_key, version)) = key_version(data) else {
+                unparsed += 1;
+                continue;
+            };
+            if data_key != *key {
+                unparsed += 1;
+                continue;
+            }
+            if *shard_of.entry(key.clone()).or_insert(*n) != *n {
+                split_keys += 1;
+            }
+            let h = highest.entry(key.clone()).or_insert(0);
+            if version < *h {
+                out_of_order += 1;
+            }
+            *h = (*h).max(version);
+            versions.entry(key.clone()).or_default().insert(version);
+        }
+    }
+    // Versions below a key's highest that never showed up.
+    let missing: u64 = versions
+        .iter()
+        .map(|(k, v)| highest[k] - v.len() as u64)
+        .sum();
+    let digest = {
+        let mut pairs: Vec<&(&str, &[u8])> = distinct.iter().collect();
+        pairs.sort();
+        let mut h = Sha256::new();
+        for (key, data) in pairs {
+            h.update((key.len() as u64).to_be_bytes());
+            h.update(key.as_bytes());
+            h.update((data.len() as u64).to_be_bytes());
+            h.update(data);
+        }
+        let d = h.finalize();
+        d[..8].iter().map(|b| format!("{b:02x}")).collect::<String>()
+    };
+    println!(
+        "{stream}: {records} records ({} shards: {}), {} distinct (key, data), {} keys, \
+         {out_of_order} out of order, {missing} versions missing, {split_keys} records of a key \
+         on a second shard, {unparsed} not the loader's JSON, digest {digest}",
+        shards.len(),
+        shard_counts.join("+"),
+        distinct.len(),
+        versions.len(),
+    );
+    println!(
+        "RESULT records={records} distinct={} keys={} out_of_order={out_of_order} \
+         missing={missing} split={split_keys} unparsed={unparsed} digest={digest}",
+        distinct.len(),
+        versions.len(),
+    );
+    Ok(())
+}
+
+// ------------------------------------------------------------------------------------ probe
+
+/// Mean milliseconds per call of `calls` sequential calls of `f(caller, i)`, by each of
+/// `callers` concurrent callers.
+async fn timed<F, Fut>(callers: usize, calls: usize, f: F) -> Result<f64>
+where
+    F: Fn(usize, usize) -> Fut + Clone + Send + 'static,
+    Fut: std::future::Future<Output = Result<()>> + Send,
+{
+    let mut tasks = tokio::task::JoinSet::new();
+    for c in 0..callers {
+        let f = f.clone();
+        tasks.spawn(async move {
+            let started = Instant::now();
+            for i in 0..calls {
+                f(c, i).await?;
+            }
+            Ok::<_, anyhow::Error>(started.elapsed())
+        });
+    }
+    let mut total = Duration::ZERO;
+    while let Some(r) = tasks.join_next().await {
+        total += r??;
+    }
+    Ok(total.as_secs_f64() * 1000.0 / (callers * calls) as f64)
+}
+
+fn unique_name(what: &str) -> Result<String> {
+    Ok(format!(
+        "{what}-{}-{}",
+        std::process::id(),
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)?
+            .as_millis()
+    ))
+}
+
+async fn probe(cli: &Cli, stream: &str, calls: usize) -> Result<()> {
+    use aws_sdk_dynamodb::types::{
+        AttributeDefinition, AttributeValue, BillingMode, KeySchemaElement, KeyType,
+        ScalarAttributeType,
+    };
+    let source = Arc::new(connect(cli, stream).await?);
+    let shards = source.list_shards().await.context("ListShards")?;
+    let first_page = {
+        let it = source
+            .open_iterator(&shards[0].shard_id, &IteratorPosition::TrimHorizon)
+            .await?;
+        source.get_records(&it, 1000).await?
+    };
+
+    // GetRecords: the first pages of a shard, from TRIM_HORIZON (iterators opened beforehand).
+    let pages = 3;
+    for callers in [1, shards.len().min(4)] {
+        let mut its = Vec::new();
+        for s in shards.iter().take(callers) {
+            its.push(
+                source
+                    .open_iterator(&s.shard_id, &IteratorPosition::TrimHorizon)
+                    .await?,
+            );
+        }
+        let its = Arc::new(std::sync::Mutex::new(its));
+        let src = source.clone();
+        let ms = timed(callers, pages, move |c, _| {
+            let (src, its) = (src.clone(), its.clone());
+            async move {
+                let it = its.lock().unwrap()[c].clone();
+                let page = src.get_records(&it, 1000).await?;
+                if let Some(next) = page.next_iterator {
+                    its.lock().unwrap()[c] = next;
+                }
+                Ok(())
+            }
+        })
+        .await?;
+        println!(
+            "kinesalite GetRecords (limit 1000, {} records on the first page): {ms:.1} ms/call \
+             with {callers} caller(s)",
+            first_page.records.len()
+        );
+    }
+
+    // PutRecords into a stream of its own: 500 records of the page (what `bare` sends), and
+    // 250 records with distinct keys (one round of the sink for a source shard's ~250 keys).
+    let k = kinesis_client(cli).await?;
+    let target = unique_name("probe")?;
+    create_stream(&k, &target, 4).await?;
+    let page: Vec<(String, Vec<u8>)> = first_page
+        .records
+        .iter()
+        .filter_map(|r| match r {
+            SourceRecord::Kinesis(k) => Some((k.partition_key.clone(), k.data.clone())),
+            _ => None,
+        })
+        .collect();
+    let mut seen = HashSet::new();
+    let distinct_keys: Vec<(String, Vec<u8>)> = page
+        .iter()
+        .filter(|(key, _)| seen.insert(key.clone()))
+        .take(250)
+        .cloned()
+        .collect();
+    let sets = [
+        ("page records", page.iter().take(500).cloned().collect::<Vec<_>>()),
+        ("records with distinct keys", distinct_keys),
+    ];
+    for (what, records) in sets {
+        let entries: Arc<Vec<PutRecordsRequestEntry>> = Arc::new(
+            records
+                .iter()
+                .map(|(key, data)| entry(key, data.clone()))
+                .collect(),
+        );
+        for callers in [1, 4] {
+            let (k, entries2, target2) = (k.clone(), entries.clone(), target.clone());
+            let ms = timed(callers, calls, move |_, _| {
+                let (k, entries, target) = (k.clone(), entries2.clone(), target2.clone());
+                async move {
+                    put_all(&k, &target, entries.to_vec()).await?;
+                    Ok(())
+                }
+            })
+            .await?;
+            println!(
+                "kinesalite PutRecords ({} {what}): {ms:.1} ms/call with {callers} caller(s), \
+                 {:.3} ms/record",
+                entries.len(),
+                ms / entries.len().max(1) as f64
+            );
+        }
+    }
+    k.delete_stream().stream_name(&target).send().await?;
+
+    // UpdateItem: conditional on owner and counter, like an intent or a checkpoint.
+    let ddb = aws_sdk_dynamodb::Client::new(&sdk(&cli.aws_endpoint, &cli.region).await?);
+    let table = unique_name("probe")?;
+    ddb.create_table()
+        .table_name(&table)
+        .attribute_definitions(
+            AttributeDefinition::builder()
+                .attribute_name("leaseKey")
+                .attribute_type(ScalarAttributeType::S)
+                .build()?,
+        )
+        .key_schema(
+            KeySchemaElement::builder()
+                .attribute_name("leaseKey")
+                .key_type(KeyType::Hash)
+                .build()?,
+        )
+        .billing_mode(BillingMode::PayPerRequest)
+        .send()
+        .await
+        .context("CreateTable")?;
+    for c in 0..4 {
+        ddb.put_item()
+            .table_name(&table)
+            .item("leaseKey", AttributeValue::S(format!("shard-{c}")))
+            .item("leaseOwner", AttributeValue::S("probe".into()))
+            .item("leaseCounter", AttributeValue::N("1".into()))
+            .item("checkpoint", AttributeValue::S("TRIM_HORIZON".into()))
+            .send()
+            .await
+            .context("PutItem")?;
+    }
+    for callers in [1, 4] {
+        let (ddb2, table2) = (ddb.clone(), table.clone());
+        let ms = timed(callers, calls, move |c, i| {
+            let (ddb, table) = (ddb2.clone(), table2.clone());
+            async move {
+                ddb.update_item()
+                    .table_name(&table)
+                    .key("leaseKey", AttributeValue::S(format!("shard-{c}")))
+                    .update_expression("SET #p = :p, #k = :k")
+                    .condition_expression("#o = :o AND #c = :c")
+                    .expression_attribute_names("#p", "pendingCheckpoint")
+                    .expression_attribute_names("#k", "checkpoint")
+                    .expression_attribute_names("#o", "leaseOwner")
+                    .expression_attribute_names("#c", "leaseCounter")
+                    .expression_attribute_values(":p", AttributeValue::S(format!("{i}..{i}")))
+                    .expression_attribute_values(":k", AttributeValue::S(i.to_string()))
+                    .expression_attribute_values(":o", AttributeValue::S("probe".into()))
+                    .expression_attribute_values(":c", AttributeValue::N("1".into()))
+                    .send()
+                    .await?;
+                Ok(())
+            }
+        })
+        .await?;
+        println!("moto conditional UpdateItem: {ms:.1} ms/call with {callers} caller(s)");
+    }
+    ddb.delete_table().table_name(&table).send().await?;
+    Ok(())
+}
