@@ -81,6 +81,27 @@ pub fn shards_needing_leases<'a>(
         .collect()
 }
 
+/// The children of `finished` (just checkpointed at SHARD_END) whose leases may be created at
+/// once: those whose other parents (a merge's other parent) already have a lease row. A merge
+/// child leased before its other parent would make that parent look finished and deleted to
+/// every later sync (see `shards_needing_leases`), so it waits for a complete listing, which
+/// leases the parent first. KCL's ShutdownTask defers a merge child the same way.
+pub fn children_to_lease<'a>(
+    finished: &str,
+    children: &'a [Shard],
+    leases: &HashMap<String, Lease>,
+) -> Vec<&'a Shard> {
+    children
+        .iter()
+        .filter(|c| c.parents().all(|p| p == finished || leases.contains_key(p)))
+        .collect()
+}
+
+/// True when deciding `children_to_lease` needs the lease table (a merge child).
+pub fn has_other_parents(finished: &str, children: &[Shard]) -> bool {
+    children.iter().any(|c| c.parents().any(|p| p != finished))
+}
+
 /// Finished leases that can be deleted: at SHARD_END, with children recorded, every child's
 /// lease has made progress (so no reader needs the parent's checkpoint any more), and the shard
 /// is gone from a complete listing. While the stream still lists a shard its finished lease
@@ -257,6 +278,30 @@ mod tests {
             with_parents("7", Checkpoint::Sequence(seq("1")), &["4", "6"], &[]).1,
         );
         assert!(shards_needing_leases(&shards, &leases).is_empty());
+    }
+
+    #[test]
+    fn a_merge_child_is_leased_at_shard_end_only_after_its_other_parent() {
+        let children = [shard("7", Some("6"), Some("4"))];
+        let ids = |v: Vec<&Shard>| v.iter().map(|s| s.shard_id.clone()).collect::<Vec<_>>();
+        assert!(has_other_parents("4", &children));
+        let only_4 = HashMap::from([lease("4", Checkpoint::ShardEnd)]);
+        assert!(
+            children_to_lease("4", &children, &only_4).is_empty(),
+            "6 has no lease yet: the complete listing leases both"
+        );
+        let both = HashMap::from([
+            lease("4", Checkpoint::ShardEnd),
+            lease("6", Checkpoint::TrimHorizon),
+        ]);
+        assert_eq!(ids(children_to_lease("4", &children, &both)), ["7"]);
+        // A split or rollover: the one parent is the shard that ended; no table needed.
+        let split = [shard("a", Some("p"), None), shard("b", Some("p"), None)];
+        assert!(!has_other_parents("p", &split));
+        assert_eq!(
+            ids(children_to_lease("p", &split, &HashMap::new())),
+            ["a", "b"]
+        );
     }
 
     #[test]
