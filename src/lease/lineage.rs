@@ -37,8 +37,12 @@ pub fn trimmed_unfinished<'a>(leases: &'a [Lease], listed: &HashSet<&str>) -> Ve
         .collect()
 }
 
-/// Listed shards that need a lease: those without one, unless a descendant has one — then the
-/// shard was finished and its lease deleted, and a new lease would read it all again.
+/// Listed shards that need a lease: those without one, unless a descendant's lease has left
+/// TRIM_HORIZON — then the shard was finished and its lease deleted (which waits until its
+/// children have started, here as in KCL), and a new lease would read it all again. A descendant
+/// lease still at TRIM_HORIZON proves nothing: a merge child's lease may have been created
+/// before its other parent's (by an older version, or a sync that stopped half-way), and that
+/// parent must still be leased and read or the child waits for it forever.
 pub fn shards_needing_leases<'a>(
     shards: &'a [Shard],
     leases: &HashMap<String, Lease>,
@@ -54,14 +58,17 @@ pub fn shards_needing_leases<'a>(
             children.entry(p).or_default().push(&l.lease_key);
         }
     }
-    let has_leased_descendant = |root: &str| {
+    let has_started_descendant = |root: &str| {
         let mut stack: Vec<&str> = children.get(root).cloned().unwrap_or_default();
         let mut seen = HashSet::new();
         while let Some(s) = stack.pop() {
             if !seen.insert(s) {
                 continue;
             }
-            if leases.contains_key(s) {
+            if leases
+                .get(s)
+                .is_some_and(|l| l.checkpoint != Checkpoint::TrimHorizon)
+            {
                 return true;
             }
             stack.extend(children.get(s).into_iter().flatten());
@@ -70,8 +77,29 @@ pub fn shards_needing_leases<'a>(
     };
     shards
         .iter()
-        .filter(|s| !leases.contains_key(&s.shard_id) && !has_leased_descendant(&s.shard_id))
+        .filter(|s| !leases.contains_key(&s.shard_id) && !has_started_descendant(&s.shard_id))
         .collect()
+}
+
+/// The children of `finished` (just checkpointed at SHARD_END) whose leases may be created at
+/// once: those whose other parents (a merge's other parent) already have a lease row. A merge
+/// child leased before its other parent would make that parent look finished and deleted to
+/// every later sync (see `shards_needing_leases`), so it waits for a complete listing, which
+/// leases the parent first. KCL's ShutdownTask defers a merge child the same way.
+pub fn children_to_lease<'a>(
+    finished: &str,
+    children: &'a [Shard],
+    leases: &HashMap<String, Lease>,
+) -> Vec<&'a Shard> {
+    children
+        .iter()
+        .filter(|c| c.parents().all(|p| p == finished || leases.contains_key(p)))
+        .collect()
+}
+
+/// True when deciding `children_to_lease` needs the lease table (a merge child).
+pub fn has_other_parents(finished: &str, children: &[Shard]) -> bool {
+    children.iter().any(|c| c.parents().any(|p| p != finished))
 }
 
 /// Finished leases that can be deleted: at SHARD_END, with children recorded, every child's
@@ -222,6 +250,58 @@ mod tests {
         // A fresh table: every listed shard gets a lease.
         let need = shards_needing_leases(&shards, &HashMap::new());
         assert_eq!(need.len(), 4);
+    }
+
+    #[test]
+    fn a_merge_parent_without_a_lease_is_leased_despite_its_child() {
+        // Seed 968: 4 and 6 merged into 7. 7's lease was created when 4 ended, before 6 had
+        // one; 7 has not started. 6 must be leased (and read), or 7 waits for it forever.
+        let shards = [
+            shard("2", None, None),
+            shard("4", None, None),
+            shard("6", Some("2"), None),
+            shard("7", Some("6"), Some("4")),
+        ];
+        let mut leases = HashMap::from([
+            with_parents("2", Checkpoint::ShardEnd, &[], &["6"]),
+            with_parents("4", Checkpoint::ShardEnd, &[], &["7"]),
+            with_parents("7", Checkpoint::TrimHorizon, &["4", "6"], &[]),
+        ]);
+        let need: Vec<&str> = shards_needing_leases(&shards, &leases)
+            .iter()
+            .map(|s| s.shard_id.as_str())
+            .collect();
+        assert_eq!(need, ["6"]);
+        // Once 7 has started, 6 was finished (and may have been deleted by KCL).
+        leases.insert(
+            "7".into(),
+            with_parents("7", Checkpoint::Sequence(seq("1")), &["4", "6"], &[]).1,
+        );
+        assert!(shards_needing_leases(&shards, &leases).is_empty());
+    }
+
+    #[test]
+    fn a_merge_child_is_leased_at_shard_end_only_after_its_other_parent() {
+        let children = [shard("7", Some("6"), Some("4"))];
+        let ids = |v: Vec<&Shard>| v.iter().map(|s| s.shard_id.clone()).collect::<Vec<_>>();
+        assert!(has_other_parents("4", &children));
+        let only_4 = HashMap::from([lease("4", Checkpoint::ShardEnd)]);
+        assert!(
+            children_to_lease("4", &children, &only_4).is_empty(),
+            "6 has no lease yet: the complete listing leases both"
+        );
+        let both = HashMap::from([
+            lease("4", Checkpoint::ShardEnd),
+            lease("6", Checkpoint::TrimHorizon),
+        ]);
+        assert_eq!(ids(children_to_lease("4", &children, &both)), ["7"]);
+        // A split or rollover: the one parent is the shard that ended; no table needed.
+        let split = [shard("a", Some("p"), None), shard("b", Some("p"), None)];
+        assert!(!has_other_parents("p", &split));
+        assert_eq!(
+            ids(children_to_lease("p", &split, &HashMap::new())),
+            ["a", "b"]
+        );
     }
 
     #[test]

@@ -98,15 +98,18 @@ pub fn plan<'a>(
         .collect();
     let mut mine = 0usize;
     let mut free: Vec<&Lease> = Vec::new();
-    let mut by_worker: BTreeMap<&str, Vec<&Lease>> = BTreeMap::new();
+    // Per live worker: how many leases the table gives it, and those of them we may steal.
+    let mut by_worker: BTreeMap<&str, (usize, Vec<&Lease>)> = BTreeMap::new();
     for l in &active {
         if view.running.contains(&l.lease_key) {
             // Never a second task for a shard running here. If the table names someone else
             // (or nobody, after a thief released it), our task finds out at its next write.
+            // Until then the lease counts for its new owner's load but is never stolen back:
+            // that would start a second task next to ours, and both would send.
             match l.lease_owner.as_deref() {
                 Some(o) if o == view.me => mine += 1,
                 Some(o) if !observed.is_expired(l, now, view.failover) => {
-                    by_worker.entry(o).or_default().push(l)
+                    by_worker.entry(o).or_default().0 += 1
                 }
                 _ => {}
             }
@@ -117,7 +120,11 @@ pub fn plan<'a>(
             Some(o) if o == view.me => free.push(l),
             None => free.push(l),
             Some(_) if observed.is_expired(l, now, view.failover) => free.push(l),
-            Some(o) => by_worker.entry(o).or_default().push(l),
+            Some(o) => {
+                let (load, stealable) = by_worker.entry(o).or_default();
+                *load += 1;
+                stealable.push(l);
+            }
         }
     }
     let workers = by_worker.len() + 1;
@@ -134,15 +141,15 @@ pub fn plan<'a>(
     plan.take = free.into_iter().take(need).collect();
     need -= plan.take.len();
     // Steal from the most loaded first, never taking a worker below the share.
-    let mut victims: Vec<(&str, Vec<&Lease>)> = by_worker.into_iter().collect();
-    victims.sort_by_key(|(name, held)| (std::cmp::Reverse(held.len()), *name));
-    for (_, held) in victims {
+    let mut victims: Vec<(&str, (usize, Vec<&Lease>))> = by_worker.into_iter().collect();
+    victims.sort_by_key(|(name, (load, _))| (std::cmp::Reverse(*load), *name));
+    for (_, (load, stealable)) in victims {
         if need == 0 {
             break;
         }
-        let spare = held.len().saturating_sub(share);
-        let n = spare.min(need);
-        plan.steal.extend(held.into_iter().take(n));
+        let spare = load.saturating_sub(share);
+        let n = spare.min(need).min(stealable.len());
+        plan.steal.extend(stealable.into_iter().take(n));
         need -= n;
     }
     plan

@@ -302,7 +302,8 @@ impl Connector {
     }
 
     /// After a shard's SHARD_END: creates its children's leases at once and remembers them for
-    /// the lineage gate. False when the children were unknown (a full listing must find them).
+    /// the lineage gate. False when a complete listing must follow: children unknown, a parent
+    /// missing from our view, or a merge child left for that listing to lease.
     async fn adopt_children(
         &self,
         st: &mut SyncState,
@@ -319,16 +320,31 @@ impl Connector {
         let complete = children
             .iter()
             .all(|c| c.parents().all(|p| known.contains(p)));
-        for child in children {
+        // Only a merge child depends on another lease row; a split or rollover costs no Scan.
+        let leases: HashMap<String, Lease> = if lineage::has_other_parents(parent, &children) {
+            self.table
+                .list()
+                .await?
+                .into_iter()
+                .map(|l| (l.lease_key.clone(), l))
+                .collect()
+        } else {
+            HashMap::new()
+        };
+        let now: Vec<&Shard> = lineage::children_to_lease(parent, &children, &leases);
+        let all_now = now.len() == children.len();
+        for child in now {
             st.adopted.insert(child.shard_id.clone());
             let parents: BTreeSet<String> = child.parents().map(str::to_string).collect();
             let lease = Lease::new(&child.shard_id, Checkpoint::TrimHorizon, parents);
             self.table.create_if_absent(&lease).await?;
+        }
+        for child in children {
             if !st.shards.iter().any(|s| s.shard_id == child.shard_id) {
                 st.shards.push(child);
             }
         }
-        Ok(complete)
+        Ok(complete && all_now)
     }
 
     /// Lists shards (when `full`) and leases, creates leases for new shards, deletes finished
