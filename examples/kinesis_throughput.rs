@@ -14,8 +14,9 @@
 //! - `bare --source NAME --target NAME`: the baseline. One task per source shard reads from
 //!   TRIM_HORIZON until caught up (GetRecords limit 1000) and PutRecords each page's records as
 //!   they are (same data bytes, same partition key: the `raw` format's stream-to-stream
-//!   behaviour), in calls of up to 500 records (a page's calls in flight together), retrying
-//!   only the failed entries. No ordering guarantees, no leases, no intents, no checkpoints.
+//!   behaviour), in calls of up to 500 records (`--put-records`), a page's calls in flight
+//!   together (`--put-concurrency`, default 2), retrying only the failed entries. No ordering
+//!   guarantees, no leases, no intents, no checkpoints.
 //! - `count --stream NAME`: reads every shard from TRIM_HORIZON: records, distinct
 //!   (partition key, data) pairs, per-key order (a record whose `version` is below one already
 //!   seen for its key is out of order), versions missing per key, and a digest of the distinct
@@ -97,6 +98,9 @@ enum Command {
         /// PutRecords calls of one page in flight at once, per shard (1: one after the other).
         #[arg(long, default_value_t = 2)]
         put_concurrency: usize,
+        /// Records per PutRecords call, at most (500, the service's maximum).
+        #[arg(long, default_value_t = PUT_RECORDS_BATCH)]
+        put_records: usize,
     },
     /// Count the records of every shard of a stream and check each key's order.
     Count {
@@ -179,7 +183,11 @@ async fn main() -> Result<()> {
             target,
             limit,
             put_concurrency,
-        } => bare(&cli, source, target, *limit, *put_concurrency).await,
+            put_records,
+        } => {
+            let per_call = (*put_records).clamp(1, PUT_RECORDS_BATCH);
+            bare(&cli, source, target, *limit, *put_concurrency, per_call).await
+        }
         Command::Count { stream } => count(&cli, stream).await,
         Command::Probe { stream, calls } => probe(&cli, stream, *calls).await,
     }
@@ -251,8 +259,7 @@ async fn put_all(
                     "PutRecords: {}; retrying",
                     aws_sdk_kinesis::error::DisplayErrorContext(&e)
                 );
-                tokio::time::sleep(Duration::from_millis(100 * (attempt as u64 + 1).min(20)))
-                    .await;
+                tokio::time::sleep(Duration::from_millis(100 * (attempt as u64 + 1).min(20))).await;
                 continue;
             }
         };
@@ -365,6 +372,8 @@ struct ShardStats {
     /// Sum of the calls' own times.
     put_call_time: Duration,
     total: Duration,
+    /// From the start of the process to this shard's first GetRecords.
+    first_get: Duration,
 }
 
 async fn bare(
@@ -373,6 +382,7 @@ async fn bare(
     target: &str,
     limit: u32,
     put_concurrency: usize,
+    put_records: usize,
 ) -> Result<()> {
     let started = Instant::now();
     let src = Arc::new(connect(cli, source).await?);
@@ -383,10 +393,15 @@ async fn bare(
     for shard in shards {
         let (src, tgt) = (src.clone(), tgt.clone());
         tasks.spawn(async move {
-            read_shard(&src, &tgt, &shard.shard_id, limit, put_concurrency.max(1)).await
+            let in_flight = put_concurrency.max(1);
+            let limits = (limit, in_flight, put_records);
+            read_shard(&src, &tgt, &shard.shard_id, limits, started).await
         });
     }
-    let mut all = ShardStats::default();
+    let mut all = ShardStats {
+        first_get: Duration::MAX,
+        ..ShardStats::default()
+    };
     let mut per_shard = Vec::new();
     while let Some(r) = tasks.join_next().await {
         let s = r??;
@@ -398,6 +413,7 @@ async fn bare(
         all.put_records += s.put_records;
         all.put_call_time += s.put_call_time;
         all.total += s.total;
+        all.first_get = all.first_get.min(s.first_get);
         per_shard.push(s);
     }
     let secs = started.elapsed().as_secs_f64();
@@ -414,8 +430,10 @@ async fn bare(
         all.retried,
     );
     println!(
-        "bare: per shard on average: {:.0} ms reading, {:.0} ms GetRecords ({:.1} ms/call), \
-         {:.0} ms putting ({:.1} ms/PutRecords call, {} in flight per page)",
+        "bare: first GetRecords {:.0} ms after the start; per shard on average: {:.0} ms reading, {:.0} ms GetRecords ({:.1} ms/call), \
+         {:.0} ms putting ({:.1} ms/PutRecords call of up to {put_records} records, up to {} \
+         in flight)",
+        ms(all.first_get),
         ms(all.total) / n,
         ms(all.get_records) / n,
         ms(all.get_records) / all.pages.max(1) as f64,
@@ -437,12 +455,14 @@ async fn bare(
     Ok(())
 }
 
+/// `limits`: GetRecords limit, PutRecords calls in flight, records per call. `process_start`:
+/// when the process started.
 async fn read_shard(
     src: &KinesisSource,
     tgt: &KinesisSource,
     shard: &str,
-    limit: u32,
-    put_concurrency: usize,
+    (limit, put_concurrency, put_records): (u32, usize, usize),
+    process_start: Instant,
 ) -> Result<ShardStats> {
     let started = Instant::now();
     let mut stats = ShardStats::default();
@@ -453,6 +473,9 @@ async fn read_shard(
         .with_context(|| format!("GetShardIterator {shard}"))?;
     loop {
         let t = Instant::now();
+        if stats.pages == 0 {
+            stats.first_get = t - process_start;
+        }
         let page = src
             .get_records(&iterator, limit)
             .await
@@ -471,7 +494,7 @@ async fn read_shard(
             }
             let mut chunks = Vec::new();
             while !entries.is_empty() {
-                let rest = entries.split_off(entries.len().min(PUT_RECORDS_BATCH));
+                let rest = entries.split_off(entries.len().min(put_records));
                 chunks.push(std::mem::replace(&mut entries, rest));
             }
             for group in chunks.chunks(put_concurrency) {
@@ -598,7 +621,10 @@ async fn count(cli: &Cli, stream: &str) -> Result<()> {
             h.update(data);
         }
         let d = h.finalize();
-        d[..8].iter().map(|b| format!("{b:02x}")).collect::<String>()
+        d[..8]
+            .iter()
+            .map(|b| format!("{b:02x}"))
+            .collect::<String>()
     };
     println!(
         "{stream}: {records} records ({} shards: {}), {} distinct (key, data), {} keys, \
@@ -722,7 +748,10 @@ async fn probe(cli: &Cli, stream: &str, calls: usize) -> Result<()> {
         .cloned()
         .collect();
     let sets = [
-        ("page records", page.iter().take(500).cloned().collect::<Vec<_>>()),
+        (
+            "page records",
+            page.iter().take(500).cloned().collect::<Vec<_>>(),
+        ),
         ("records with distinct keys", distinct_keys),
     ];
     for (what, records) in sets {
