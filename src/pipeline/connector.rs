@@ -480,8 +480,10 @@ impl Connector {
                 .max()
                 .copied();
             // A stolen lease's previous owner may still be sending its batch until its own
-            // send deadline passes: a reconciling sink must not read the target back before.
-            let previous_owner_done_by = (how == "stolen")
+            // send deadline passes, and the puts of a previous incarnation of this worker (its
+            // own lease, taken at start) may still be in flight: a reconciling sink must not
+            // read the target back before. An expired lease's owner has been silent that long.
+            let previous_owner_done_by = matches!(how, "stolen" | "own")
                 .then(|| Instant::now() + Duration::from_millis(self.cfg.leases.failover_ms));
             self.start_worker(st, &taken, parent_ended_at, previous_owner_done_by);
         }
