@@ -31,12 +31,15 @@ use aws_sdk_kinesis::types::{PutRecordsRequestEntry, StreamStatus};
 use aws_sdk_s3::primitives::ByteStream;
 use clap::{Parser, Subcommand};
 
-use shardbridge::config::AwsSettings;
 use shardbridge::format::{self, FormatKind};
 use shardbridge::sink::s3::{compress, object_key, Compression, S3SinkConfig, CONTENT_TYPE};
 use shardbridge::sink::{file::json_lines, Batch, OutputRecord};
 use shardbridge::source::kinesis::{KinesisSource, KinesisStreamRef};
 use shardbridge::source::{IteratorPosition, ShardSource};
+
+#[path = "bench_support/mod.rs"]
+mod bench_support;
+use bench_support::*;
 
 #[derive(Parser)]
 #[command(about = "S3 sink throughput benchmark helper (kinesalite + moto)")]
@@ -102,24 +105,6 @@ enum Command {
     },
 }
 
-/// Size of each record's data (JSON), in bytes.
-const RECORD_BYTES: usize = 200;
-/// Distinct partition keys.
-const KEYS: usize = 1000;
-const PUT_RECORDS_BATCH: usize = 500;
-
-async fn sdk(endpoint: &Option<String>, region: &str) -> Result<aws_config::SdkConfig> {
-    let Some(url) = endpoint else {
-        bail!("no endpoint: pass it or eval \"$(scripts/dev-servers.sh env)\"");
-    };
-    Ok(shardbridge::aws::sdk_config(&AwsSettings {
-        region: Some(region.to_string()),
-        endpoint_url: Some(url.clone()),
-        role_arn: None,
-    })
-    .await)
-}
-
 async fn s3_client(cli: &Cli) -> Result<aws_sdk_s3::Client> {
     let conf = sdk(&cli.aws_endpoint, &cli.region).await?;
     Ok(aws_sdk_s3::Client::from_conf(
@@ -164,20 +149,6 @@ async fn main() -> Result<()> {
 }
 
 // ------------------------------------------------------------------------------------ load
-
-/// Record `i`'s data: JSON padded to exactly `RECORD_BYTES` bytes.
-fn record_data(i: usize) -> (String, Vec<u8>) {
-    let key = format!("key-{:04}", i % KEYS);
-    let head = format!(
-        r#"{{"id":{i},"key":"{key}","version":{},"pad":""#,
-        i / KEYS + 1
-    );
-    let pad = RECORD_BYTES.saturating_sub(head.len() + 2);
-    let mut data = head.into_bytes();
-    data.extend(vec![b'x'; pad]);
-    data.extend_from_slice(b"\"}");
-    (key, data)
-}
 
 async fn load(
     cli: &Cli,
@@ -546,81 +517,14 @@ async fn count(cli: &Cli, bucket: &str) -> Result<()> {
 
 // ------------------------------------------------------------------------------------ probe
 
-/// Mean milliseconds per call of `calls` sequential calls of `f(caller, i)`, by each of
-/// `callers` concurrent callers.
-async fn timed<F, Fut>(callers: usize, calls: usize, f: F) -> Result<f64>
-where
-    F: Fn(usize, usize) -> Fut + Clone + Send + 'static,
-    Fut: std::future::Future<Output = Result<()>> + Send,
-{
-    let mut tasks = tokio::task::JoinSet::new();
-    for c in 0..callers {
-        let f = f.clone();
-        tasks.spawn(async move {
-            let started = Instant::now();
-            for i in 0..calls {
-                f(c, i).await?;
-            }
-            Ok::<_, anyhow::Error>(started.elapsed())
-        });
-    }
-    let mut total = Duration::ZERO;
-    while let Some(r) = tasks.join_next().await {
-        total += r??;
-    }
-    Ok(total.as_secs_f64() * 1000.0 / (callers * calls) as f64)
-}
-
 async fn probe(cli: &Cli, stream: &str, bucket: &str, calls: usize) -> Result<()> {
-    use aws_sdk_dynamodb::types::{
-        AttributeDefinition, AttributeValue, BillingMode, KeySchemaElement, KeyType,
-        ScalarAttributeType,
-    };
     let kconf = sdk(&cli.kinesis_endpoint, &cli.region).await?;
     let source = Arc::new(
         KinesisSource::connect(&kconf, &KinesisStreamRef::Name(stream.to_string()))
             .await
             .with_context(|| format!("stream {stream}"))?,
     );
-    let shards = source.list_shards().await.context("ListShards")?;
-    let first_page = {
-        let it = source
-            .open_iterator(&shards[0].shard_id, &IteratorPosition::TrimHorizon)
-            .await?;
-        source.get_records(&it, 1000).await?
-    };
-
-    // GetRecords: the first pages of a shard, from TRIM_HORIZON (iterators opened beforehand).
-    let pages = 3;
-    for callers in [1, shards.len().min(4)] {
-        let mut its = Vec::new();
-        for s in shards.iter().take(callers) {
-            its.push(
-                source
-                    .open_iterator(&s.shard_id, &IteratorPosition::TrimHorizon)
-                    .await?,
-            );
-        }
-        let its = Arc::new(std::sync::Mutex::new(its));
-        let src = source.clone();
-        let ms = timed(callers, pages, move |c, _| {
-            let (src, its) = (src.clone(), its.clone());
-            async move {
-                let it = its.lock().unwrap()[c].clone();
-                let page = src.get_records(&it, 1000).await?;
-                if let Some(next) = page.next_iterator {
-                    its.lock().unwrap()[c] = next;
-                }
-                Ok(())
-            }
-        })
-        .await?;
-        println!(
-            "kinesalite GetRecords (limit 1000, {} records on the first page): {ms:.1} ms/call \
-             with {callers} caller(s)",
-            first_page.records.len()
-        );
-    }
+    let (shards, first_page) = probe_get_records(&source).await?;
 
     // PutObject: the object the S3 sink would write for that page.
     let mut records = Vec::new();
@@ -669,68 +573,6 @@ async fn probe(cli: &Cli, stream: &str, bucket: &str, calls: usize) -> Result<()
 
     // UpdateItem: conditional on owner and counter, like an intent or a checkpoint.
     let ddb = aws_sdk_dynamodb::Client::new(&sdk(&cli.aws_endpoint, &cli.region).await?);
-    let table = format!(
-        "probe-{}-{}",
-        std::process::id(),
-        std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)?
-            .as_millis()
-    );
-    ddb.create_table()
-        .table_name(&table)
-        .attribute_definitions(
-            AttributeDefinition::builder()
-                .attribute_name("leaseKey")
-                .attribute_type(ScalarAttributeType::S)
-                .build()?,
-        )
-        .key_schema(
-            KeySchemaElement::builder()
-                .attribute_name("leaseKey")
-                .key_type(KeyType::Hash)
-                .build()?,
-        )
-        .billing_mode(BillingMode::PayPerRequest)
-        .send()
-        .await
-        .context("CreateTable")?;
-    for c in 0..4 {
-        ddb.put_item()
-            .table_name(&table)
-            .item("leaseKey", AttributeValue::S(format!("shard-{c}")))
-            .item("leaseOwner", AttributeValue::S("probe".into()))
-            .item("leaseCounter", AttributeValue::N("1".into()))
-            .item("checkpoint", AttributeValue::S("TRIM_HORIZON".into()))
-            .send()
-            .await
-            .context("PutItem")?;
-    }
-    for callers in [1, 4] {
-        let (ddb2, table2) = (ddb.clone(), table.clone());
-        let ms = timed(callers, calls, move |c, i| {
-            let (ddb, table) = (ddb2.clone(), table2.clone());
-            async move {
-                ddb.update_item()
-                    .table_name(&table)
-                    .key("leaseKey", AttributeValue::S(format!("shard-{c}")))
-                    .update_expression("SET #p = :p, #k = :k")
-                    .condition_expression("#o = :o AND #c = :c")
-                    .expression_attribute_names("#p", "pendingCheckpoint")
-                    .expression_attribute_names("#k", "checkpoint")
-                    .expression_attribute_names("#o", "leaseOwner")
-                    .expression_attribute_names("#c", "leaseCounter")
-                    .expression_attribute_values(":p", AttributeValue::S(format!("{i}..{i}")))
-                    .expression_attribute_values(":k", AttributeValue::S(i.to_string()))
-                    .expression_attribute_values(":o", AttributeValue::S("probe".into()))
-                    .expression_attribute_values(":c", AttributeValue::N("1".into()))
-                    .send()
-                    .await?;
-                Ok(())
-            }
-        })
-        .await?;
-        println!("moto conditional UpdateItem: {ms:.1} ms/call with {callers} caller(s)");
-    }
-    ddb.delete_table().table_name(&table).send().await?;
+    probe_lease_writes(&ddb, calls).await?;
     Ok(())
 }

@@ -119,8 +119,15 @@ async fn a_paused_worker_resumed_after_losing_its_lease_writes_no_duplicate() {
         harness::put_version(&k, &stream, &keys, v).await;
         tokio::time::sleep(Duration::from_millis(150)).await;
         if v == 5 {
-            // Pause the holder mid-stream, past the failover time.
-            let holder = owner(&ddb, &leases).await.expect("a holder");
+            // Pause the holder mid-stream, past the failover time (on a loaded machine the
+            // first lease may take a few seconds to be taken).
+            let mut holder = owner(&ddb, &leases).await;
+            let waiting = std::time::Instant::now();
+            while holder.is_none() && waiting.elapsed() < Duration::from_secs(30) {
+                tokio::time::sleep(Duration::from_millis(200)).await;
+                holder = owner(&ddb, &leases).await;
+            }
+            let holder = holder.expect("a holder within 30 s");
             let pid = fleet.workers[&holder].child.id();
             signal(pid, "STOP");
             paused = Some((holder, pid));
