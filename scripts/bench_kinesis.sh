@@ -54,19 +54,9 @@ CONNECTOR=bench
 
 [[ "$N" =~ ^[0-9]+$ && "$N" -gt 0 ]] || { echo "usage: $0 [N]" >&2; exit 2; }
 
-log() { printf '[bench %s] %s\n' "$(date +%T)" "$*" >&2; }
-now() { date +%s.%N; }
-# fsub A B: A - B with 3 decimals
-fsub() { awk -v a="$1" -v b="$2" 'BEGIN { printf "%.3f", a - b }'; }
-# rate N SECONDS
-rate() { awk -v n="$1" -v s="$2" 'BEGIN { printf "%.0f", n / s }'; }
-fdiv() { awk -v a="$1" -v b="$2" 'BEGIN { if (b == 0) print "?"; else printf "%.3f", a / b }'; }
-median() { printf '%s\n' "$@" | sort -g | awk '{ v[NR] = $1 } END { if (NR % 2) print v[(NR + 1) / 2]; else printf "%.3f\n", (v[NR / 2] + v[NR / 2 + 1]) / 2 }'; }
 
-scripts/dev-servers.sh start >/dev/null
-eval "$(scripts/dev-servers.sh env)"
-export AWS_ACCESS_KEY_ID AWS_SECRET_ACCESS_KEY AWS_REGION AWS_EC2_METADATA_DISABLED
-unset AWS_PROFILE
+source scripts/bench_common.sh
+start_servers
 
 log "building (release)"
 cargo build --release --example kinesis_throughput --bin shardbridge
@@ -96,35 +86,6 @@ cleanup() {
 }
 trap cleanup EXIT
 
-# CPU ticks (user + system) of a local server started by dev-servers.sh, or 0.
-HZ="$(getconf CLK_TCK)"
-server_ticks() {
-  local pid
-  pid="$(cat ".run/$1.pid" 2>/dev/null || true)"
-  if [[ "$pid" =~ ^[0-9]+$ && -r "/proc/$pid/stat" ]]; then
-    awk '{ sub(/^.*\) /, ""); print $12 + $13 }' "/proc/$pid/stat"
-  else
-    echo 0
-  fi
-}
-cpu_start() { K0="$(server_ticks kinesalite)"; M0="$(server_ticks moto)"; }
-# cpu_report SECONDS: CPU the servers used since cpu_start (kinesalite is single-threaded node)
-cpu_report() {
-  awk -v k="$(($(server_ticks kinesalite) - K0))" -v m="$(($(server_ticks moto) - M0))" \
-    -v hz="$HZ" -v w="$1" 'BEGIN {
-      printf "server CPU during the run: kinesalite %.2f s (%.0f%% of one core), moto %.2f s (%.0f%%)",
-        k / hz, 100 * k / hz / w, m / hz, 100 * m / hz / w }'
-}
-# CPU seconds (user + system) of a process of ours, from /proc (0 if gone).
-proc_cpu() {
-  if [[ -r "/proc/$1/stat" ]]; then
-    awk -v hz="$HZ" '{ sub(/^.*\) /, ""); printf "%.2f", ($12 + $13) / hz }' "/proc/$1/stat"
-  else
-    echo 0
-  fi
-}
-
-free_port() { python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])'; }
 
 # field OUT NAME: the value of NAME=… on the RESULT line of OUT
 field() {
@@ -181,15 +142,6 @@ progress() {
       END { print (w == "" ? 0 : w), (r == "" ? 0 : r) }'
 }
 
-# metric FILE NAME [FILTER]: sum of the samples of NAME (optionally only lines containing FILTER)
-metric() {
-  awk -v m="$2" -v f="${3:-}" '
-    { name = $1; sub(/\{.*/, "", name) }
-    name == m && (f == "" || index($0, f)) { s += $NF }
-    END { printf "%.3f", s }' "$1"
-}
-# imetric: the same, as an integer
-imetric() { printf '%.0f' "$(metric "$@")"; }
 
 # run_sb I: sets SB_S (elapsed seconds)
 run_sb() {

@@ -35,19 +35,9 @@ CONNECTOR=bench
 
 [[ "$N" =~ ^[0-9]+$ && "$N" -gt 0 ]] || { echo "usage: $0 [N]" >&2; exit 2; }
 
-log() { printf '[bench %s] %s\n' "$(date +%T)" "$*" >&2; }
-now() { date +%s.%N; }
-# fsub A B: A - B with 3 decimals
-fsub() { awk -v a="$1" -v b="$2" 'BEGIN { printf "%.3f", a - b }'; }
-# rate N SECONDS
-rate() { awk -v n="$1" -v s="$2" 'BEGIN { printf "%.0f", n / s }'; }
-fdiv() { awk -v a="$1" -v b="$2" 'BEGIN { printf "%.3f", a / b }'; }
-median() { printf '%s\n' "$@" | sort -g | awk '{ v[NR] = $1 } END { if (NR % 2) print v[(NR + 1) / 2]; else printf "%.3f\n", (v[NR / 2] + v[NR / 2 + 1]) / 2 }'; }
 
-scripts/dev-servers.sh start >/dev/null
-eval "$(scripts/dev-servers.sh env)"
-export AWS_ACCESS_KEY_ID AWS_SECRET_ACCESS_KEY AWS_REGION AWS_EC2_METADATA_DISABLED
-unset AWS_PROFILE
+source scripts/bench_common.sh
+start_servers
 
 log "building (release)"
 cargo build --release --example s3_throughput --bin shardbridge
@@ -68,27 +58,6 @@ trap cleanup EXIT
 TAG="bench-$(date +%s)-$$"
 STREAM="$TAG"
 
-# CPU ticks (user + system) of a local server started by dev-servers.sh, or 0.
-HZ="$(getconf CLK_TCK)"
-server_ticks() {
-  local pid
-  pid="$(cat ".run/$1.pid" 2>/dev/null || true)"
-  if [[ "$pid" =~ ^[0-9]+$ && -r "/proc/$pid/stat" ]]; then
-    awk '{ sub(/^.*\) /, ""); print $12 + $13 }' "/proc/$pid/stat"
-  else
-    echo 0
-  fi
-}
-cpu_start() { K0="$(server_ticks kinesalite)"; M0="$(server_ticks moto)"; }
-# cpu_report SECONDS: CPU the servers used since cpu_start (kinesalite is single-threaded node)
-cpu_report() {
-  awk -v k="$(($(server_ticks kinesalite) - K0))" -v m="$(($(server_ticks moto) - M0))" \
-    -v hz="$HZ" -v w="$1" 'BEGIN {
-      printf "server CPU during the run: kinesalite %.2f s (%.0f%% of one core), moto %.2f s (%.0f%%)",
-        k / hz, 100 * k / hz / w, m / hz, 100 * m / hz / w }'
-}
-
-free_port() { python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])'; }
 
 # verify LABEL BUCKET: exactly N lines, N distinct records; sets DIGEST (keys and ETags)
 FAILED=0
@@ -129,13 +98,6 @@ written() {
       END { print (v == "" ? 0 : v) }'
 }
 
-# metric FILE NAME [FILTER]: sum of the samples of NAME (optionally only lines containing FILTER)
-metric() {
-  awk -v m="$2" -v f="${3:-}" '
-    { name = $1; sub(/\{.*/, "", name) }
-    name == m && (f == "" || index($0, f)) { s += $NF }
-    END { printf "%.3f", s }' "$1"
-}
 
 # run_sb I: sets SB_S (elapsed seconds)
 run_sb() {
