@@ -19,38 +19,11 @@ fn config(
     aws: &str,
     id: &str,
 ) -> String {
-    format!(
-        r#"
-[worker]
-id = "{id}"
-listen = "127.0.0.1:{port}"
-[aws]
-region = "us-east-1"
-endpoint_url = "{aws}"
-[[connectors]]
-name = "reshard"
-[connectors.source]
-type = "kinesis"
-stream = "{stream}"
-poll_idle_ms = 50
-[connectors.source.aws]
-endpoint_url = "{endpoint}"
-[connectors.leases]
-table = "{leases}"
-failover_ms = 3000
-renew_interval_ms = 1000
-safety_margin_ms = 500
-shard_sync_interval_ms = 5000
-[connectors.format]
-type = "raw"
-[connectors.sink]
-type = "file"
-path = "{out}"
-fsync = false
-"#,
-        port = free_port(),
-        out = out.display()
-    )
+    harness::kinesis_raw_worker(id, "reshard", aws, endpoint, stream, leases, free_port())
+        + &format!(
+            "[connectors.sink]\ntype = \"file\"\npath = \"{}\"\nfsync = false\n",
+            out.display()
+        )
 }
 
 #[test]

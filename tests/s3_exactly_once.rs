@@ -12,40 +12,17 @@ use common::harness::{self, Fleet};
 use common::*;
 
 fn config(kinesis: &str, aws: &str, stream: &str, leases: &str, bucket: &str, id: &str) -> String {
-    format!(
-        r#"
-[worker]
-id = "{id}"
-listen = "127.0.0.1:{port}"
-[aws]
-region = "us-east-1"
-endpoint_url = "{aws}"
-[[connectors]]
-name = "s3eo"
-[connectors.source]
-type = "kinesis"
-stream = "{stream}"
-poll_idle_ms = 50
-[connectors.source.aws]
-endpoint_url = "{kinesis}"
-[connectors.leases]
-table = "{leases}"
-failover_ms = 3000
-renew_interval_ms = 1000
-safety_margin_ms = 500
-shard_sync_interval_ms = 5000
-[connectors.format]
-type = "raw"
-[connectors.sink]
+    harness::kinesis_raw_worker(id, "s3eo", aws, kinesis, stream, leases, free_port())
+        + &format!(
+            r#"[connectors.sink]
 type = "s3"
 bucket = "{bucket}"
 prefix = "raw/"
 max_records = 200
 max_interval_ms = 300
 force_path_style = true
-"#,
-        port = free_port()
-    )
+"#
+        )
 }
 
 fn logs_containing(dir: &std::path::Path, needle: &str) -> usize {

@@ -22,30 +22,9 @@ fn config(
     port: u16,
     id: &str,
 ) -> String {
-    format!(
-        r#"
-[worker]
-id = "{id}"
-listen = "127.0.0.1:{port}"
-[aws]
-region = "us-east-1"
-endpoint_url = "{aws}"
-[[connectors]]
-name = "s3faults"
-[connectors.source]
-type = "kinesis"
-stream = "{stream}"
-poll_idle_ms = 50
-[connectors.source.aws]
-endpoint_url = "{kinesis}"
-[connectors.leases]
-table = "{leases}"
-failover_ms = 3000
-renew_interval_ms = 1000
-safety_margin_ms = 500
-[connectors.format]
-type = "raw"
-[connectors.sink]
+    harness::kinesis_raw_worker(id, "s3faults", aws, kinesis, stream, leases, port)
+        + &format!(
+            r#"[connectors.sink]
 type = "s3"
 bucket = "{bucket}"
 max_records = 100
@@ -54,7 +33,7 @@ force_path_style = true
 [connectors.sink.aws]
 endpoint_url = "{s3}"
 "#
-    )
+        )
 }
 
 async fn owner(ddb: &aws_sdk_dynamodb::Client, leases: &str) -> Option<String> {

@@ -449,3 +449,44 @@ pub fn kinesis_deliveries(records: &[(String, String, Vec<u8>)]) -> Vec<Delivery
         })
         .collect()
 }
+
+/// What every crash test's worker shares: worker `id` listening on `port`, the lease table and `[aws]`
+/// on `aws`, one connector `name` reading the Kinesis `stream` on `kinesis` in the `raw` format,
+/// under fast lease timings (failover 3 s, renew 1 s, margin 0.5 s, shard sync 5 s). The caller
+/// appends its `[connectors.sink]` table.
+pub fn kinesis_raw_worker(
+    id: &str,
+    name: &str,
+    aws: &str,
+    kinesis: &str,
+    stream: &str,
+    leases: &str,
+    port: u16,
+) -> String {
+    format!(
+        r#"
+[worker]
+id = "{id}"
+listen = "127.0.0.1:{port}"
+[aws]
+region = "us-east-1"
+endpoint_url = "{aws}"
+[[connectors]]
+name = "{name}"
+[connectors.source]
+type = "kinesis"
+stream = "{stream}"
+poll_idle_ms = 50
+[connectors.source.aws]
+endpoint_url = "{kinesis}"
+[connectors.leases]
+table = "{leases}"
+failover_ms = 3000
+renew_interval_ms = 1000
+safety_margin_ms = 500
+shard_sync_interval_ms = 5000
+[connectors.format]
+type = "raw"
+"#
+    )
+}
