@@ -121,23 +121,24 @@ impl KinesisSource {
         shard_id: &str,
         millis: i64,
     ) -> Result<ShardIterator, SourceError> {
-        let out = self
-            .client
+        let req = self
+            .iterator_request(shard_id)
+            .shard_iterator_type(ShardIteratorType::AtTimestamp)
+            .timestamp(aws_smithy_types::DateTime::from_millis(millis));
+        send_iterator_request(req, shard_id).await
+    }
+
+    /// GetShardIterator for one of this stream's shards, position still to set.
+    fn iterator_request(
+        &self,
+        shard_id: &str,
+    ) -> aws_sdk_kinesis::operation::get_shard_iterator::builders::GetShardIteratorFluentBuilder
+    {
+        self.client
             .get_shard_iterator()
             .set_stream_name(self.name_param())
             .set_stream_arn(self.arn_param())
             .shard_id(shard_id)
-            .shard_iterator_type(ShardIteratorType::AtTimestamp)
-            .timestamp(aws_smithy_types::DateTime::from_millis(millis))
-            .send()
-            .await
-            .map_err(|e| classify("GetShardIterator", e))?;
-        out.shard_iterator()
-            .map(|s| ShardIterator {
-                shard_id: shard_id.to_string(),
-                token: s.to_string(),
-            })
-            .ok_or_else(|| SourceError::Transient("GetShardIterator returned no iterator".into()))
     }
 
     /// The stream's region: every record's `aws_region`.
@@ -244,12 +245,7 @@ impl ShardSource for KinesisSource {
         shard_id: &str,
         position: &IteratorPosition,
     ) -> Result<ShardIterator, SourceError> {
-        let req = self
-            .client
-            .get_shard_iterator()
-            .set_stream_name(self.name_param())
-            .set_stream_arn(self.arn_param())
-            .shard_id(shard_id);
+        let req = self.iterator_request(shard_id);
         let req = match position {
             IteratorPosition::TrimHorizon => {
                 req.shard_iterator_type(ShardIteratorType::TrimHorizon)
@@ -259,16 +255,7 @@ impl ShardSource for KinesisSource {
                 .shard_iterator_type(ShardIteratorType::AfterSequenceNumber)
                 .starting_sequence_number(seq.as_str()),
         };
-        let out = req
-            .send()
-            .await
-            .map_err(|e| classify("GetShardIterator", e))?;
-        out.shard_iterator()
-            .map(|s| ShardIterator {
-                shard_id: shard_id.to_string(),
-                token: s.to_string(),
-            })
-            .ok_or_else(|| SourceError::Transient("GetShardIterator returned no iterator".into()))
+        send_iterator_request(req, shard_id).await
     }
 
     async fn get_records(
@@ -301,6 +288,22 @@ impl ShardSource for KinesisSource {
             millis_behind_latest: out.millis_behind_latest(),
         })
     }
+}
+
+async fn send_iterator_request(
+    req: aws_sdk_kinesis::operation::get_shard_iterator::builders::GetShardIteratorFluentBuilder,
+    shard_id: &str,
+) -> Result<ShardIterator, SourceError> {
+    let out = req
+        .send()
+        .await
+        .map_err(|e| classify("GetShardIterator", e))?;
+    out.shard_iterator()
+        .map(|s| ShardIterator {
+            shard_id: shard_id.to_string(),
+            token: s.to_string(),
+        })
+        .ok_or_else(|| SourceError::Transient("GetShardIterator returned no iterator".into()))
 }
 
 /// Maps an SDK error to a source error class (codes through `crate::aws::classify`).
