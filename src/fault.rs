@@ -41,9 +41,10 @@ mod enabled {
     /// Aborts a moment later, from another thread: while the step that follows is under way.
     pub fn crash_soon(point: &str) {
         if armed(point) {
+            let point = point.to_string();
             std::thread::spawn(move || {
                 std::thread::sleep(std::time::Duration::from_millis(2));
-                eprintln!("fault injection: aborting during the step");
+                eprintln!("fault injection: aborting at {point} (during the step)");
                 std::process::abort();
             });
         }

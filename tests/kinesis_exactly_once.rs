@@ -26,20 +26,6 @@ endpoint_url = "{kinesis}"
         )
 }
 
-fn logs_containing(dir: &std::path::Path, needle: &str) -> usize {
-    std::fs::read_dir(dir)
-        .unwrap()
-        .filter_map(|e| e.ok())
-        .filter(|e| e.path().extension().is_some_and(|x| x == "log"))
-        .map(|e| {
-            std::fs::read_to_string(e.path())
-                .unwrap_or_default()
-                .matches(needle)
-                .count()
-        })
-        .sum()
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn crash_harness_with_the_kinesis_sink_is_exactly_once() {
     let aws = aws_endpoint();
@@ -65,51 +51,16 @@ async fn crash_harness_with_the_kinesis_sink_is_exactly_once() {
     }
     let keys: Vec<String> = (0..300).map(|i| format!("key-{i:03}")).collect();
     let faults = ["after_intent", "between_puts", "after_upload"];
-    let hit =
-        |p: &str| logs_containing(dir.path(), &format!("fault injection: aborting at {p}")) > 0;
-    // At least 9 versions; more while a worker armed with a fault has not reached it yet (it
-    // needs a batch of its own, which needs records).
-    let mut versions = 0u64;
-    while versions < 9 || !faults.iter().all(|p| hit(p)) {
-        versions += 1;
-        let v = versions;
-        assert!(v <= 40, "faults hit: {:?}", faults.map(|p| (p, hit(p))));
-        harness::put_version(&k, &stream, &keys, v).await;
-        match v {
-            2 | 4 => drop(harness::split(&k, &stream).await),
-            6 => drop(harness::merge(&k, &stream).await),
-            _ => {}
-        }
-        // Restart a worker armed to abort itself at one step of the protocol.
-        if let Some(i) = [1, 3, 5].iter().position(|x| *x == v) {
-            fleet.kill(ids[i]);
-            fleet.start_with_env(ids[i], &[("SHARDBRIDGE_FAULT", faults[i])]);
-        }
-        // A SIGKILL at a random moment, of a worker no longer armed.
-        if v == 7 {
-            if let Some(i) = (0..3).find(|&i| hit(faults[i])) {
-                fleet.kill(ids[i]);
-                fleet.start(ids[i]);
-            }
-        }
-        // A worker that aborted itself comes back without the fault.
-        for id in ids {
-            if fleet.exited(id).is_some() {
-                fleet.start(id);
-            }
-        }
-        tokio::time::sleep(Duration::from_millis(700)).await;
-    }
+    let versions = harness::write_with_faults(&mut fleet, &k, &stream, &keys, ids, faults, 9).await;
     let expected: BTreeMap<String, u64> = keys.iter().map(|k| (k.clone(), versions)).collect();
     let started = Instant::now();
     loop {
-        for id in ids {
-            if fleet.exited(id).is_some() {
-                fleet.start(id);
-            }
-        }
+        harness::restart_exited(&mut fleet, ids);
         let deliveries = harness::kinesis_deliveries(&harness::read_stream(&k, &target).await);
-        let aborted = faults.iter().filter(|p| hit(p)).count();
+        let aborted = faults
+            .iter()
+            .filter(|p| harness::fault_hit(dir.path(), p))
+            .count();
         if harness::verify(&expected, &deliveries).lost == 0 && aborted == faults.len() {
             break;
         }
@@ -124,7 +75,8 @@ async fn crash_harness_with_the_kinesis_sink_is_exactly_once() {
     fleet.stop_all();
     let records = harness::read_stream(&k, &target).await;
     let v = harness::verify(&expected, &harness::kinesis_deliveries(&records));
-    let replayed = logs_containing(dir.path(), "wrote the batch of a pending intent again");
+    let replayed =
+        harness::logs_containing(dir.path(), "wrote the batch of a pending intent again");
     let found = reconciled_found(dir.path());
     eprintln!(
         "verifier over the target stream ({} records): {v}; {replayed} intents replayed, \

@@ -490,3 +490,77 @@ type = "raw"
 "#
     )
 }
+
+/// How many times `needle` occurs in the workers' logs in `dir`.
+pub fn logs_containing(dir: &Path, needle: &str) -> usize {
+    std::fs::read_dir(dir)
+        .unwrap()
+        .filter_map(|e| e.ok())
+        .filter(|e| e.path().extension().is_some_and(|x| x == "log"))
+        .map(|e| {
+            std::fs::read_to_string(e.path())
+                .unwrap_or_default()
+                .matches(needle)
+                .count()
+        })
+        .sum()
+}
+
+/// Whether a worker in `dir` aborted itself at the crash point `point`.
+pub fn fault_hit(dir: &Path, point: &str) -> bool {
+    logs_containing(dir, &format!("fault injection: aborting at {point}")) > 0
+}
+
+/// The exactly-once crash harness' workload: versions 1, 2, … of every key into `stream`
+/// (resharded: splits after versions 2 and 4, a merge after 6), with worker `ids[i]` restarted
+/// armed to abort itself at `faults[i]` after versions 1, 3 and 5, a SIGKILL after version 7 of a
+/// worker whose fault already fired, and every worker that aborted restarted unarmed. Goes on
+/// past `min_versions` while a fault has not fired (its worker needs a batch of its own).
+/// Returns the number of versions written.
+pub async fn write_with_faults(
+    fleet: &mut Fleet,
+    k: &aws_sdk_kinesis::Client,
+    stream: &str,
+    keys: &[String],
+    ids: [&str; 3],
+    faults: [&str; 3],
+    min_versions: u64,
+) -> u64 {
+    let dir = fleet.dir.clone();
+    let hit = |p: &str| fault_hit(&dir, p);
+    let mut versions = 0u64;
+    while versions < min_versions || !faults.iter().all(|p| hit(p)) {
+        versions += 1;
+        let v = versions;
+        assert!(v <= 40, "faults hit: {:?}", faults.map(|p| (p, hit(p))));
+        put_version(k, stream, keys, v).await;
+        match v {
+            2 | 4 => drop(split(k, stream).await),
+            6 => drop(merge(k, stream).await),
+            _ => {}
+        }
+        if let Some(i) = [1, 3, 5].iter().position(|x| *x == v) {
+            fleet.kill(ids[i]);
+            fleet.start_with_env(ids[i], &[("SHARDBRIDGE_FAULT", faults[i])]);
+        }
+        // A SIGKILL at a random moment, of a worker no longer armed.
+        if v == 7 {
+            if let Some(i) = (0..3).find(|&i| hit(faults[i])) {
+                fleet.kill(ids[i]);
+                fleet.start(ids[i]);
+            }
+        }
+        restart_exited(fleet, ids);
+        tokio::time::sleep(Duration::from_millis(700)).await;
+    }
+    versions
+}
+
+/// Restarts, unarmed, every worker of `ids` that has ended by itself.
+pub fn restart_exited(fleet: &mut Fleet, ids: [&str; 3]) {
+    for id in ids {
+        if fleet.exited(id).is_some() {
+            fleet.start(id);
+        }
+    }
+}
