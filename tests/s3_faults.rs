@@ -113,7 +113,16 @@ async fn a_paused_worker_resumed_after_losing_its_lease_writes_no_duplicate() {
         }
         if v == 25 {
             let (holder, pid) = paused.clone().unwrap();
-            let now = owner(&ddb, &leases).await;
+            // Paused past the failover time: wait until another worker has taken the lease
+            // (fast puts can bring version 25 sooner than failover + a renew interval).
+            let mut now = owner(&ddb, &leases).await;
+            let waiting = std::time::Instant::now();
+            while now.as_deref() == Some(holder.as_str())
+                && waiting.elapsed() < Duration::from_secs(15)
+            {
+                tokio::time::sleep(Duration::from_millis(200)).await;
+                now = owner(&ddb, &leases).await;
+            }
             assert!(
                 now.is_some() && now.as_deref() != Some(holder.as_str()),
                 "the lease moved while {holder} was paused: {now:?}"
