@@ -442,6 +442,151 @@ async fn a_record_over_the_limit_is_skipped_or_stops_the_connector_by_name() {
     }
 }
 
+/// Issue 9: with `on_oversize = "skip"`, a record over the limit that follows a legal record of
+/// the same item in one batch must cost only itself. Items with a 400,000-byte binary: the
+/// INSERT is ~533 KB in the `lambda` format, the MODIFY (old and new image) ~1,067,000 bytes,
+/// the REMOVE (old image) ~533 KB again; small items change around them in the same batch.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn oversize_modifies_are_skipped_and_every_legal_change_arrives_in_item_order() {
+    use aws_sdk_dynamodb::types::AttributeValue as Av;
+    let aws = aws_endpoint();
+    let kinesis = kinesis_endpoint();
+    let sdk = sdk_config(&aws).await;
+    let ddb = aws_sdk_dynamodb::Client::new(&sdk);
+    let k = harness::kinesis_client(&kinesis).await;
+    let table = unique("ksink-big");
+    workload::create_table(&ddb, &table, StreamViewType::NewAndOldImages).await;
+    let target = unique("ksink-big-dst");
+    harness::create_stream(&k, &target, 4).await;
+
+    let item = |id: &str, version: u32, blob: usize| -> workload::Item {
+        let mut m = workload::Item::new();
+        m.insert("id".into(), Av::S(id.into()));
+        m.insert("version".into(), Av::N(version.to_string()));
+        m.insert(
+            "payload".into(),
+            Av::B(aws_sdk_dynamodb::primitives::Blob::new(vec![
+                b'a' + version
+                    as u8;
+                blob
+            ])),
+        );
+        m
+    };
+    let change =
+        |op, old: Option<workload::Item>, new: Option<workload::Item>| Change { op, old, new };
+    // (id, every change in write order, the changes that fit Kinesis' limit)
+    let mut plan: Vec<(String, Vec<Change>)> = Vec::new();
+    let mut legal: Vec<(String, Vec<Change>)> = Vec::new();
+    for i in 0..4 {
+        let id = format!("big-{i}");
+        let (v1, v2) = (item(&id, 1, 400_000), item(&id, 2, 400_000));
+        let insert = change("INSERT", None, Some(v1.clone()));
+        let modify = change("MODIFY", Some(v1), Some(v2.clone()));
+        let remove = change("REMOVE", Some(v2), None);
+        plan.push((id.clone(), vec![insert.clone(), modify, remove.clone()]));
+        legal.push((id, vec![insert, remove]));
+    }
+    for i in 0..6 {
+        let id = format!("small-{i}");
+        let versions: Vec<workload::Item> = (1..=3).map(|v| item(&id, v, 16)).collect();
+        let changes = vec![
+            change("INSERT", None, Some(versions[0].clone())),
+            change(
+                "MODIFY",
+                Some(versions[0].clone()),
+                Some(versions[1].clone()),
+            ),
+            change(
+                "MODIFY",
+                Some(versions[1].clone()),
+                Some(versions[2].clone()),
+            ),
+        ];
+        plan.push((id.clone(), changes.clone()));
+        legal.push((id, changes));
+    }
+    // Written before the connector starts, round-robin: each item's legal INSERT and its
+    // oversize MODIFY are read in one page and so handed to the sink in one batch.
+    workload::apply(&ddb, &table, &plan).await;
+
+    let dir = tempfile::tempdir().unwrap();
+    let port = free_port();
+    let mut config = header(port, &aws);
+    config.push_str(
+        &ddb_connector("big", &table, "lambda", &kinesis, &target).replace(
+            "[connectors.sink.aws]",
+            "on_oversize = \"skip\"\n[connectors.sink.aws]",
+        ),
+    );
+    let cfg = dir.path().join("connectors.toml");
+    std::fs::write(&cfg, config).unwrap();
+    let mut run = Running::start(&cfg, &dir.path().join("log"));
+
+    let total: usize = legal.iter().map(|(_, c)| c.len()).sum();
+    let started = Instant::now();
+    loop {
+        let n = harness::read_stream(&k, &target).await.len();
+        if n >= total {
+            break;
+        }
+        assert!(
+            run.child.try_wait().unwrap().is_none(),
+            "the connector stopped; log:\n{}",
+            run.log_text()
+        );
+        assert!(
+            started.elapsed() < Duration::from_secs(120),
+            "{n} of {total} records after 120 s; log:\n{}",
+            run.log_text()
+        );
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+    // Still running: a change made after the skips arrives too.
+    let later = item("small-0", 4, 16);
+    ddb.put_item()
+        .table_name(&table)
+        .set_item(Some(later.clone()))
+        .send()
+        .await
+        .unwrap();
+    let previous = legal[4].1.last().unwrap().new.clone();
+    legal[4].1.push(change("MODIFY", previous, Some(later)));
+    let records = wait_for(
+        "the change after the skips",
+        Duration::from_secs(60),
+        || {
+            let records = futures_block(harness::read_stream(&k, &target));
+            (records.len() > total).then_some(records)
+        },
+    );
+    let (_, metrics) = http_get(port, "/metrics").unwrap();
+    assert_eq!(
+        metric_value(
+            &metrics,
+            "shardbridge_kinesis_records_oversize_total",
+            "action=\"skip\""
+        ),
+        Some(4.0),
+        "each oversize MODIFY counted as skipped"
+    );
+    assert_eq!(
+        metric_value(
+            &metrics,
+            "shardbridge_kinesis_records_put_total",
+            "connector=\"big\""
+        ),
+        Some(total as f64 + 1.0)
+    );
+    assert_eq!(run.stop(Duration::from_secs(30)), 0, "{}", run.log_text());
+    // Every legal change exactly once, each item's in write order, on one shard per item.
+    verify_items("lambda", &records, &legal);
+    assert!(
+        records.iter().all(|(_, _, d)| d.len() + 16 < 1024 * 1024),
+        "nothing over the limit was sent"
+    );
+}
+
 /// Runs a future to completion from synchronous code inside the multi-threaded test runtime.
 fn futures_block<F: std::future::Future>(f: F) -> F::Output {
     tokio::task::block_in_place(|| tokio::runtime::Handle::current().block_on(f))

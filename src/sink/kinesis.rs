@@ -21,7 +21,7 @@ use tokio::sync::{Mutex, OnceCell};
 use tokio::time::Instant;
 
 use super::partition_key::{self, PartitionKeyRule};
-use super::put_order::{PutLimits, PutOrder, MAX_RECORD_BYTES};
+use super::put_order::{PlanError, PutLimits, PutOrder, MAX_RECORD_BYTES};
 use super::reconcile::already_written;
 use super::{Batch, BatchLimits, CommitProtocol, Sink, SinkError};
 use crate::aws::{classify, AwsErrorClass};
@@ -242,7 +242,7 @@ impl KinesisSink {
                     for (pos, &i) in call.iter().enumerate() {
                         match results.get(pos).and_then(|r| r.error_code()) {
                             None if pos < results.len() => {
-                                order.acked(i);
+                                order.acked(i).map_err(plan_error)?;
                                 done[i] = true;
                                 acked += 1;
                             }
@@ -252,7 +252,7 @@ impl KinesisSink {
                                 throttled |= is_throttle(code);
                                 record_failed(&self.connector, code);
                                 last_error = format!("PutRecords: record failed with {code}");
-                                order.failed(i);
+                                order.failed(i).map_err(plan_error)?;
                             }
                         }
                     }
@@ -267,7 +267,7 @@ impl KinesisSink {
                 Err(e) => {
                     let (class, detail) = classify("PutRecords", &e);
                     for &i in &call {
-                        order.failed(i);
+                        order.failed(i).map_err(plan_error)?;
                     }
                     match class {
                         AwsErrorClass::Throttled => {
@@ -275,7 +275,7 @@ impl KinesisSink {
                             call_throttled(&self.connector);
                         }
                         AwsErrorClass::NotFound | AwsErrorClass::Fatal => {
-                            drain(&mut calls, &mut order, done).await;
+                            drain(&mut calls, &mut order, done).await?;
                             return Err(SinkError::Fatal(format!(
                                 "{} (shard {}): {detail}",
                                 self.describe_target(),
@@ -296,7 +296,7 @@ impl KinesisSink {
             } else {
                 stalled_rounds += 1;
                 if stalled_rounds > PUT_BACKOFF.max_retries {
-                    drain(&mut calls, &mut order, done).await;
+                    drain(&mut calls, &mut order, done).await?;
                     return Err(SinkError::Transient(format!(
                         "{}: nothing acknowledged in {stalled_rounds} calls in a row: {last_error}",
                         self.describe_target()
@@ -445,7 +445,8 @@ impl KinesisSink {
         let started = Instant::now();
         let target = self.read_back(&keys, since).await?;
         let range: Vec<(&str, &[u8])> = entries.iter().map(|e| (e.key, e.data)).collect();
-        let written = already_written(&range, &target);
+        // What is done already (skipped as oversize) was never sent by the old owner either.
+        let written = already_written(&range, done, &target);
         let mut found = 0;
         for (i, w) in written.into_iter().enumerate() {
             if w && !done[i] {
@@ -470,7 +471,11 @@ impl KinesisSink {
 
 /// Waits for the calls still in flight and records their outcome, so that what they wrote is
 /// remembered before the batch is handed back.
-async fn drain<F>(calls: &mut FuturesUnordered<F>, order: &mut PutOrder, done: &mut [bool])
+async fn drain<F>(
+    calls: &mut FuturesUnordered<F>,
+    order: &mut PutOrder,
+    done: &mut [bool],
+) -> Result<(), SinkError>
 where
     F: std::future::Future<
         Output = (
@@ -491,13 +496,20 @@ where
         for (pos, &i) in call.iter().enumerate() {
             match results.get(pos) {
                 Some(r) if r.error_code().is_none() => {
-                    order.acked(i);
+                    order.acked(i).map_err(plan_error)?;
                     done[i] = true;
                 }
-                _ => order.failed(i),
+                _ => order.failed(i).map_err(plan_error)?,
             }
         }
     }
+    Ok(())
+}
+
+/// The plan refused an answer: acknowledging it could mark a record written that never was,
+/// so the batch stops here (in every build) instead of being checkpointed past a loss.
+fn plan_error(e: PlanError) -> SinkError {
+    SinkError::Fatal(format!("Kinesis sink: put plan out of step: {e}"))
 }
 
 fn is_throttle(code: &str) -> bool {

@@ -5,6 +5,13 @@
 //! and a key's next record goes only after the previous one was acknowledged. A record that
 //! failed stays at the head of its key's queue, so it is retried before anything newer with
 //! that key, while other keys keep flowing. Pure: the sink does the I/O.
+//!
+//! Records can also be done without being sent: skipped (over the size limit), found already
+//! written by reconciliation, or (later) set aside to a failure destination. Those are not a
+//! per-key prefix: a key's legal record may come before or after its skipped one. Marking a
+//! record done therefore removes exactly that record from its key's queue, wherever it stands,
+//! and every answer names the record it is for; a mismatch is an error in every build, never a
+//! silently acknowledged neighbour.
 
 use std::collections::{BTreeSet, HashMap, VecDeque};
 
@@ -26,14 +33,49 @@ impl PutLimits {
 /// A record's data plus partition key may not exceed this (Kinesis' 1 MiB).
 pub const MAX_RECORD_BYTES: usize = 1024 * 1024;
 
+/// Where a record stands in the plan.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum State {
+    /// Waiting in its key's queue (sendable when it is the head and nothing of its key is in
+    /// flight).
+    Queued,
+    /// In a call that has not been answered.
+    InFlight,
+    /// Acknowledged, or done without sending (skipped, already written, set aside).
+    Done,
+}
+
+/// An answer or a mark that does not fit the plan: the caller's bookkeeping is wrong, and
+/// going on could acknowledge a record that was never written.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+pub enum PlanError {
+    #[error("record {index} of the batch was answered but is not in flight ({state})")]
+    NotInFlight { index: usize, state: &'static str },
+    #[error("record {index} of the batch cannot be marked done while it is {state}")]
+    NotQueued { index: usize, state: &'static str },
+    #[error("record {index} is not in the batch of {len}")]
+    OutOfRange { index: usize, len: usize },
+}
+
+impl State {
+    fn name(self) -> &'static str {
+        match self {
+            State::Queued => "queued",
+            State::InFlight => "in flight",
+            State::Done => "done",
+        }
+    }
+}
+
 /// The sending state of one batch: records by index (sequence order), each with its key and
 /// its size as Kinesis counts it.
 #[derive(Debug)]
 pub struct PutOrder {
     sizes: Vec<usize>,
-    /// Per key, the indexes not yet acknowledged, oldest first.
-    queues: HashMap<String, VecDeque<usize>>,
     key_of: Vec<String>,
+    state: Vec<State>,
+    /// Per key, the indexes queued or in flight, oldest first. Only the head can be in flight.
+    queues: HashMap<String, VecDeque<usize>>,
     /// Heads of queues whose key has nothing in flight: sendable now, in sequence order.
     ready: BTreeSet<usize>,
     in_flight: usize,
@@ -41,13 +83,24 @@ pub struct PutOrder {
 }
 
 impl PutOrder {
-    /// `records`: (partition key, size) of each record still to send, in sequence order.
-    /// Records already written (`skip`) are left out of the plan.
+    /// `records`: (partition key, size) of each record of the batch, in sequence order; all
+    /// of them to be sent.
     pub fn new<'a>(records: impl IntoIterator<Item = (&'a str, usize)>) -> Self {
+        PutOrder::with_done(records, &[])
+    }
+
+    /// A plan in which the records marked in `done` (any of them, in any pattern) are already
+    /// finished and are never sent. `done` may be shorter than the batch: missing entries are
+    /// not done.
+    pub fn with_done<'a>(
+        records: impl IntoIterator<Item = (&'a str, usize)>,
+        done: &[bool],
+    ) -> Self {
         let mut order = PutOrder {
             sizes: Vec::new(),
-            queues: HashMap::new(),
             key_of: Vec::new(),
+            state: Vec::new(),
+            queues: HashMap::new(),
             ready: BTreeSet::new(),
             in_flight: 0,
             unacked: 0,
@@ -55,6 +108,11 @@ impl PutOrder {
         for (i, (key, size)) in records.into_iter().enumerate() {
             order.sizes.push(size);
             order.key_of.push(key.to_string());
+            if done.get(i).copied().unwrap_or(false) {
+                order.state.push(State::Done);
+                continue;
+            }
+            order.state.push(State::Queued);
             let queue = order.queues.entry(key.to_string()).or_default();
             if queue.is_empty() {
                 order.ready.insert(i);
@@ -65,27 +123,11 @@ impl PutOrder {
         order
     }
 
-    /// A plan in which the records marked in `done` are already acknowledged.
-    pub fn with_done<'a>(
-        records: impl IntoIterator<Item = (&'a str, usize)>,
-        done: &[bool],
-    ) -> Self {
-        let mut order = PutOrder::new(records);
-        for (i, &d) in done.iter().enumerate() {
-            if d {
-                order.ready.remove(&i);
-                order.remove_acked(i);
-            }
-        }
-        order
-    }
-
     /// The next call's records, oldest first: at most one per key, none whose key is in
     /// flight, within the call limits. Empty when nothing can be sent until an answer comes.
     pub fn next_call(&mut self, limits: &PutLimits) -> Vec<usize> {
         let mut call = Vec::new();
         let mut bytes = 0;
-        let mut taken = Vec::new();
         for &i in &self.ready {
             if call.len() == limits.max_records {
                 break;
@@ -98,25 +140,54 @@ impl PutOrder {
             }
             bytes += size;
             call.push(i);
-            taken.push(i);
         }
-        for i in taken {
+        for &i in &call {
             self.ready.remove(&i);
+            self.state[i] = State::InFlight;
         }
         self.in_flight += call.len();
         call
     }
 
-    /// The record was acknowledged: its key's next record becomes sendable.
-    pub fn acked(&mut self, i: usize) {
+    /// Record `i` was acknowledged: exactly it leaves its key's queue, and the key's next
+    /// record becomes sendable.
+    pub fn acked(&mut self, i: usize) -> Result<(), PlanError> {
+        self.expect_state(i, State::InFlight)?;
         self.in_flight -= 1;
-        self.remove_acked(i);
+        self.finish(i);
+        Ok(())
     }
 
-    /// The record was not written: it goes again, before anything newer with its key.
-    pub fn failed(&mut self, i: usize) {
+    /// Record `i` was not written: it goes again, before anything newer with its key.
+    pub fn failed(&mut self, i: usize) -> Result<(), PlanError> {
+        self.expect_state(i, State::InFlight)?;
         self.in_flight -= 1;
+        self.state[i] = State::Queued;
         self.ready.insert(i);
+        Ok(())
+    }
+
+    /// Record `i`, queued and not sent, is done without sending (skipped, found written, set
+    /// aside): exactly it leaves its key's queue, wherever it stands there.
+    pub fn mark_done(&mut self, i: usize) -> Result<(), PlanError> {
+        match self.state.get(i) {
+            Some(State::Queued) => {}
+            Some(other) => {
+                return Err(PlanError::NotQueued {
+                    index: i,
+                    state: other.name(),
+                })
+            }
+            None => {
+                return Err(PlanError::OutOfRange {
+                    index: i,
+                    len: self.state.len(),
+                })
+            }
+        }
+        self.ready.remove(&i);
+        self.finish(i);
+        Ok(())
     }
 
     pub fn is_done(&self) -> bool {
@@ -136,18 +207,42 @@ impl PutOrder {
         &self.key_of[i]
     }
 
-    fn remove_acked(&mut self, i: usize) {
-        let key = &self.key_of[i];
-        let queue = self.queues.get_mut(key).expect("a queued key");
-        debug_assert_eq!(queue.front(), Some(&i), "acknowledged out of key order");
-        queue.pop_front();
+    fn expect_state(&self, i: usize, want: State) -> Result<(), PlanError> {
+        match self.state.get(i) {
+            Some(&s) if s == want => Ok(()),
+            Some(&s) => Err(PlanError::NotInFlight {
+                index: i,
+                state: s.name(),
+            }),
+            None => Err(PlanError::OutOfRange {
+                index: i,
+                len: self.state.len(),
+            }),
+        }
+    }
+
+    /// Removes exactly `i` (queued or in flight) from its key's queue. When it was the head,
+    /// the key's next record becomes sendable (only a head can be in flight, so the new head
+    /// is free to go).
+    fn finish(&mut self, i: usize) {
+        self.state[i] = State::Done;
         self.unacked -= 1;
-        match queue.front() {
-            Some(&next) => {
-                self.ready.insert(next);
-            }
-            None => {
-                self.queues.remove(key);
+        let key = &self.key_of[i];
+        let Some(queue) = self.queues.get_mut(key) else {
+            unreachable!("a queued or in-flight record has a queue");
+        };
+        let Some(pos) = queue.iter().position(|&j| j == i) else {
+            unreachable!("a queued or in-flight record is in its key's queue");
+        };
+        queue.remove(pos);
+        if pos == 0 {
+            match queue.front() {
+                Some(&next) => {
+                    self.ready.insert(next);
+                }
+                None => {
+                    self.queues.remove(key);
+                }
             }
         }
     }
@@ -157,11 +252,26 @@ impl PutOrder {
 mod tests {
     use super::*;
     use proptest::prelude::*;
+    use std::collections::HashSet;
 
     const LIMITS: PutLimits = PutLimits {
         max_records: 3,
         max_bytes: 100,
     };
+
+    /// Sends until done, acknowledging every call; returns the calls made.
+    fn drain_all(o: &mut PutOrder) -> Vec<Vec<usize>> {
+        let mut calls = Vec::new();
+        while !o.is_done() {
+            let call = o.next_call(&LIMITS);
+            assert!(!call.is_empty(), "no progress");
+            for &i in &call {
+                o.acked(i).unwrap();
+            }
+            calls.push(call);
+        }
+        calls
+    }
 
     #[test]
     fn one_record_per_key_per_call() {
@@ -176,10 +286,10 @@ mod tests {
             o.next_call(&LIMITS).is_empty(),
             "everything else waits on an answer"
         );
-        o.acked(0);
+        o.acked(0).unwrap();
         assert_eq!(o.next_call(&LIMITS), [1]);
         for i in [1, 2, 3, 4] {
-            o.acked(i);
+            o.acked(i).unwrap();
         }
         assert!(o.is_done());
     }
@@ -188,13 +298,13 @@ mod tests {
     fn a_failed_record_goes_again_before_its_key_moves_on() {
         let mut o = PutOrder::new([("a", 1), ("a", 1), ("b", 1), ("b", 1)]);
         assert_eq!(o.next_call(&LIMITS), [0, 2]);
-        o.failed(0);
-        o.acked(2);
+        o.failed(0).unwrap();
+        o.acked(2).unwrap();
         assert_eq!(o.next_call(&LIMITS), [0, 3], "a retried, b moved on");
-        o.acked(0);
-        o.acked(3);
+        o.acked(0).unwrap();
+        o.acked(3).unwrap();
         assert_eq!(o.next_call(&LIMITS), [1]);
-        o.acked(1);
+        o.acked(1).unwrap();
         assert!(o.is_done());
     }
 
@@ -213,9 +323,81 @@ mod tests {
     #[test]
     fn records_already_written_are_not_sent() {
         let mut o = PutOrder::with_done([("a", 1), ("a", 1), ("b", 1)], &[true, false, false]);
-        assert_eq!(o.next_call(&LIMITS), [1, 2]);
-        o.acked(1);
-        o.acked(2);
+        assert_eq!(drain_all(&mut o), [vec![1, 2]]);
+    }
+
+    /// Issue 9: a legal record followed by a skipped one of the same key. The legal record
+    /// must be sent; the skipped one never.
+    #[test]
+    fn a_skipped_record_after_a_legal_one_of_its_key() {
+        let mut o = PutOrder::with_done([("a", 1), ("a", 1)], &[false, true]);
+        assert_eq!(drain_all(&mut o), [vec![0]]);
+    }
+
+    #[test]
+    fn a_skipped_record_before_a_legal_one_of_its_key() {
+        let mut o = PutOrder::with_done([("a", 1), ("a", 1)], &[true, false]);
+        assert_eq!(drain_all(&mut o), [vec![1]]);
+    }
+
+    #[test]
+    fn skipped_records_among_interleaved_keys() {
+        // a: 0 1(skip) 4 ; b: 2(skip) 3 6 ; c: 5 7(skip)
+        let keys = [
+            ("a", 1),
+            ("a", 1),
+            ("b", 1),
+            ("b", 1),
+            ("a", 1),
+            ("c", 1),
+            ("b", 1),
+            ("c", 1),
+        ];
+        let done = [false, true, true, false, false, false, false, true];
+        let mut o = PutOrder::with_done(keys, &done);
+        assert_eq!(drain_all(&mut o), [vec![0, 3, 5], vec![4, 6]]);
+    }
+
+    #[test]
+    fn marking_a_queued_record_done_removes_exactly_it() {
+        let mut o = PutOrder::new([("a", 1), ("a", 1), ("a", 1)]);
+        assert_eq!(o.next_call(&LIMITS), [0]);
+        o.mark_done(1).unwrap();
+        assert!(o.next_call(&LIMITS).is_empty(), "0 is still in flight");
+        o.acked(0).unwrap();
+        assert_eq!(o.next_call(&LIMITS), [2], "1 is never sent");
+        o.acked(2).unwrap();
+        assert!(o.is_done());
+    }
+
+    #[test]
+    fn marking_the_head_done_frees_the_next() {
+        let mut o = PutOrder::new([("a", 1), ("a", 1)]);
+        o.mark_done(0).unwrap();
+        assert_eq!(o.next_call(&LIMITS), [1]);
+    }
+
+    #[test]
+    fn answers_that_do_not_fit_the_plan_are_errors_in_every_build() {
+        let mut o = PutOrder::with_done([("a", 1), ("a", 1), ("b", 1)], &[false, false, true]);
+        assert_eq!(
+            o.acked(1),
+            Err(PlanError::NotInFlight {
+                index: 1,
+                state: "queued"
+            }),
+            "a record never sent cannot be acknowledged"
+        );
+        assert!(o.acked(2).is_err(), "a done record cannot be acknowledged");
+        assert!(o.failed(0).is_err());
+        assert!(o.acked(9).is_err());
+        assert_eq!(o.next_call(&LIMITS), [0]);
+        assert!(o.mark_done(0).is_err(), "in flight: its answer decides");
+        o.acked(0).unwrap();
+        assert!(o.acked(0).is_err(), "acknowledged twice");
+        assert!(o.mark_done(0).is_err());
+        assert_eq!(o.next_call(&LIMITS), [1]);
+        o.acked(1).unwrap();
         assert!(o.is_done());
     }
 
@@ -228,38 +410,97 @@ mod tests {
             outcomes in prop::collection::vec(any::<bool>(), 400),
             in_flight_calls in 1usize..4,
         ) {
-            let names: Vec<String> = keys.iter().map(|k| format!("k{k}")).collect();
-            let mut o = PutOrder::new(names.iter().map(|k| (k.as_str(), 10)));
-            let mut outcomes = outcomes.into_iter().cycle();
-            let mut acked_per_key: HashMap<&str, Vec<usize>> = HashMap::new();
-            let mut calls: VecDeque<Vec<usize>> = VecDeque::new();
-            let mut rounds = 0;
-            while !o.is_done() {
-                rounds += 1;
-                prop_assert!(rounds < 10_000, "no progress");
-                while calls.len() < in_flight_calls {
-                    let call = o.next_call(&LIMITS);
-                    if call.is_empty() { break; }
-                    let mut seen = std::collections::HashSet::new();
-                    for &i in &call { prop_assert!(seen.insert(&names[i]), "a key twice in one call"); }
-                    prop_assert!(call.len() <= LIMITS.max_records);
-                    calls.push_back(call);
-                }
-                let call = calls.pop_front().expect("something in flight");
-                for i in call {
-                    // Every fifth round succeeds, so that an all-failing draw still ends.
-                    if outcomes.next().unwrap() || rounds % 5 == 0 {
-                        o.acked(i);
-                        acked_per_key.entry(names[i].as_str()).or_default().push(i);
+            check_plan(&keys, &[], &[], &outcomes, in_flight_calls)?;
+        }
+
+        /// Any set of records done before sending, and any further records marked done while
+        /// the batch is under way: every record not done is sent and acknowledged exactly
+        /// once, in its key's order; no done record is ever sent.
+        #[test]
+        fn arbitrary_done_sets(
+            keys in prop::collection::vec(0u8..6, 1..60),
+            done in prop::collection::vec(any::<bool>(), 60),
+            marks in prop::collection::vec(0usize..60, 0..10),
+            outcomes in prop::collection::vec(any::<bool>(), 400),
+            in_flight_calls in 1usize..4,
+        ) {
+            check_plan(&keys, &done, &marks, &outcomes, in_flight_calls)?;
+        }
+    }
+
+    fn check_plan(
+        keys: &[u8],
+        done: &[bool],
+        marks: &[usize],
+        outcomes: &[bool],
+        in_flight_calls: usize,
+    ) -> Result<(), TestCaseError> {
+        let names: Vec<String> = keys.iter().map(|k| format!("k{k}")).collect();
+        let done = &done[..done.len().min(names.len())];
+        let mut o = PutOrder::with_done(names.iter().map(|k| (k.as_str(), 10)), done);
+        let mut not_sent: HashSet<usize> = (0..names.len())
+            .filter(|&i| done.get(i).copied().unwrap_or(false))
+            .collect();
+        let mut marks = marks.iter().copied().filter(|&m| m < names.len());
+        let mut outcomes = outcomes.iter().copied().cycle();
+        let mut sent: HashSet<usize> = HashSet::new();
+        let mut acked_per_key: HashMap<&str, Vec<usize>> = HashMap::new();
+        let mut calls: VecDeque<Vec<usize>> = VecDeque::new();
+        let mut rounds = 0;
+        while !o.is_done() {
+            rounds += 1;
+            prop_assert!(rounds < 10_000, "no progress");
+            // Now and then a queued record is set aside mid-batch.
+            if rounds % 3 == 0 {
+                if let Some(m) = marks.next() {
+                    let in_flight = calls.iter().any(|c| c.contains(&m));
+                    if in_flight || sent.contains(&m) || not_sent.contains(&m) {
+                        prop_assert!(o.mark_done(m).is_err(), "{} is not queued", m);
                     } else {
-                        o.failed(i);
+                        o.mark_done(m).unwrap();
+                        not_sent.insert(m);
                     }
                 }
             }
-            for (key, acked) in acked_per_key {
-                let expected: Vec<usize> = (0..names.len()).filter(|&i| names[i] == key).collect();
-                prop_assert_eq!(acked, expected);
+            while calls.len() < in_flight_calls {
+                let call = o.next_call(&LIMITS);
+                if call.is_empty() {
+                    break;
+                }
+                let mut seen = HashSet::new();
+                for &i in &call {
+                    prop_assert!(seen.insert(&names[i]), "a key twice in one call");
+                    prop_assert!(!not_sent.contains(&i), "a done record was sent: {}", i);
+                }
+                prop_assert!(call.len() <= LIMITS.max_records);
+                calls.push_back(call);
+            }
+            let Some(call) = calls.pop_front() else {
+                prop_assert!(o.is_done(), "nothing in flight and nothing sendable");
+                break;
+            };
+            for i in call {
+                // Every fifth round succeeds, so that an all-failing draw still ends.
+                if outcomes.next().unwrap() || rounds % 5 == 0 {
+                    o.acked(i).unwrap();
+                    prop_assert!(sent.insert(i), "acknowledged twice: {}", i);
+                    acked_per_key.entry(names[i].as_str()).or_default().push(i);
+                } else {
+                    o.failed(i).unwrap();
+                }
             }
         }
+        prop_assert!(calls.is_empty());
+        for (k, name) in names.iter().enumerate() {
+            let expected: Vec<usize> = (0..names.len())
+                .filter(|&i| names[i] == *name && !not_sent.contains(&i))
+                .collect();
+            let got = acked_per_key
+                .get(name.as_str())
+                .cloned()
+                .unwrap_or_default();
+            prop_assert_eq!(got, expected, "key {} (record {})", name, k);
+        }
+        Ok(())
     }
 }
