@@ -7,6 +7,7 @@
 //! (Prometheus and health), `aws` (SDK settings and error classes), `retry` (back-off).
 
 pub mod aws;
+pub mod commit;
 pub mod config;
 pub mod fault;
 pub mod format;

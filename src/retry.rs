@@ -1,7 +1,13 @@
-//! Bounded, jittered exponential back-off: a pure schedule, so that every retry loop in the
-//! service waits the same way and the schedule can be tested without sleeping.
+//! Bounded, jittered exponential back-off: a pure schedule (`Backoff`), so that it can be tested
+//! without sleeping, and the one retry loop (`run`) that every caller uses: each wait is counted
+//! in `shardbridge_retry_wait_milliseconds_total` by reason, and a stop request cuts it short.
 
+use std::future::Future;
 use std::time::Duration;
+
+use tokio_util::sync::CancellationToken;
+
+use crate::metrics::events;
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Backoff {
@@ -41,10 +47,114 @@ impl Backoff {
     }
 }
 
+/// How `run` retries one kind of call.
+#[derive(Clone, Copy, Debug)]
+pub struct RetryPolicy<'a> {
+    pub backoff: Backoff,
+    /// Keep retrying after `backoff.max_retries` with capped waits (back-pressure: a sink that
+    /// is down is waited for as long as it takes); otherwise give up then.
+    pub forever: bool,
+    /// Label of the wait metric, and of the log line.
+    pub reason: &'static str,
+    pub connector: &'a str,
+}
+
+impl<'a> RetryPolicy<'a> {
+    pub fn bounded(connector: &'a str, reason: &'static str, backoff: Backoff) -> Self {
+        RetryPolicy {
+            backoff,
+            forever: false,
+            reason,
+            connector,
+        }
+    }
+
+    pub fn forever(connector: &'a str, reason: &'static str, backoff: Backoff) -> Self {
+        RetryPolicy {
+            backoff,
+            forever: true,
+            reason,
+            connector,
+        }
+    }
+
+    /// The wait before retry number `attempt`, or None when it is time to give up.
+    fn wait(&self, attempt: u32) -> Option<Duration> {
+        let attempt = if self.forever {
+            attempt.min(self.backoff.max_retries.max(1))
+        } else {
+            attempt
+        };
+        self.backoff.delay_random(attempt)
+    }
+}
+
+/// Why `run` returned without a result.
+#[derive(Debug, PartialEq, Eq)]
+pub enum RetryError<E> {
+    /// Asked to stop while waiting to retry.
+    Stopped,
+    /// A failure that is not worth retrying, or the last one when the retries ran out.
+    Failed { error: E, attempts: u32 },
+}
+
+/// Sleeps for `wait` unless `stop` comes first; false when stopped.
+pub async fn pause(stop: &CancellationToken, wait: Duration) -> bool {
+    tokio::select! {
+        _ = stop.cancelled() => false,
+        _ = tokio::time::sleep(wait) => true,
+    }
+}
+
+/// Calls `call` until it succeeds, retrying the failures `transient` accepts with the policy's
+/// back-off. Every wait is counted and logged; `stop` ends a wait at once.
+pub async fn run<T, E, F, Fut>(
+    policy: &RetryPolicy<'_>,
+    stop: &CancellationToken,
+    transient: impl Fn(&E) -> bool,
+    mut call: F,
+) -> Result<T, RetryError<E>>
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = Result<T, E>>,
+    E: std::fmt::Display,
+{
+    let mut attempt = 0u32;
+    loop {
+        let error = match call().await {
+            Ok(v) => return Ok(v),
+            Err(e) => e,
+        };
+        attempt += 1;
+        let wait = match transient(&error).then(|| policy.wait(attempt)).flatten() {
+            Some(wait) => wait,
+            None => {
+                return Err(RetryError::Failed {
+                    error,
+                    attempts: attempt,
+                })
+            }
+        };
+        tracing::warn!(
+            connector = policy.connector,
+            reason = policy.reason,
+            attempt,
+            wait_ms = wait.as_millis() as u64,
+            %error,
+            "retrying"
+        );
+        events::retry_wait(policy.connector, policy.reason, wait);
+        if !pause(stop, wait).await {
+            return Err(RetryError::Stopped);
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
     use proptest::prelude::*;
+    use std::sync::atomic::{AtomicU32, Ordering};
 
     const B: Backoff = Backoff::new(100, 5_000, 6);
 
@@ -60,6 +170,109 @@ mod tests {
         );
         assert_eq!(B.delay(7, 0.5), None);
         assert_eq!(B.delay(0, 0.5), None);
+    }
+
+    fn failing_until(n: u32, calls: &AtomicU32) -> Result<u32, String> {
+        let c = calls.fetch_add(1, Ordering::SeqCst) + 1;
+        if c > n {
+            Ok(c)
+        } else {
+            Err(format!("failure {c}"))
+        }
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn retries_transient_failures_then_succeeds() {
+        let calls = AtomicU32::new(0);
+        let policy = RetryPolicy::bounded("t", "test", Backoff::new(100, 1_000, 3));
+        let stop = CancellationToken::new();
+        let got = run(
+            &policy,
+            &stop,
+            |_: &String| true,
+            || async { failing_until(3, &calls) },
+        )
+        .await;
+        assert_eq!(got, Ok(4));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn gives_up_after_the_bounded_retries_and_at_once_on_a_fatal_failure() {
+        let policy = RetryPolicy::bounded("t", "test", Backoff::new(100, 1_000, 3));
+        let stop = CancellationToken::new();
+        let calls = AtomicU32::new(0);
+        let got = run(
+            &policy,
+            &stop,
+            |_: &String| true,
+            || async { failing_until(10, &calls) },
+        )
+        .await;
+        assert_eq!(
+            got,
+            Err(RetryError::Failed {
+                error: "failure 4".into(),
+                attempts: 4
+            })
+        );
+        let calls = AtomicU32::new(0);
+        let got = run(
+            &policy,
+            &stop,
+            |_: &String| false,
+            || async { failing_until(10, &calls) },
+        )
+        .await;
+        assert_eq!(
+            got,
+            Err(RetryError::Failed {
+                error: "failure 1".into(),
+                attempts: 1
+            })
+        );
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn forever_keeps_going_with_capped_waits() {
+        let policy = RetryPolicy::forever("t", "test", Backoff::new(100, 1_000, 2));
+        let stop = CancellationToken::new();
+        let calls = AtomicU32::new(0);
+        let started = tokio::time::Instant::now();
+        let got = run(
+            &policy,
+            &stop,
+            |_: &String| true,
+            || async { failing_until(20, &calls) },
+        )
+        .await;
+        assert_eq!(got, Ok(21));
+        // 20 waits, none above the step of the last bounded retry (200 ms).
+        assert!(started.elapsed() <= Duration::from_millis(20 * 200));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_stop_cuts_the_wait_short() {
+        let policy = RetryPolicy::forever("t", "test", Backoff::new(60_000, 60_000, 5));
+        let stop = CancellationToken::new();
+        let calls = AtomicU32::new(0);
+        let canceller = {
+            let stop = stop.clone();
+            tokio::spawn(async move {
+                tokio::time::sleep(Duration::from_secs(1)).await;
+                stop.cancel();
+            })
+        };
+        let started = tokio::time::Instant::now();
+        let got = run(
+            &policy,
+            &stop,
+            |_: &String| true,
+            || async { failing_until(u32::MAX, &calls) },
+        )
+        .await;
+        assert_eq!(got, Err(RetryError::Stopped));
+        assert!(started.elapsed() < Duration::from_millis(1_100));
+        canceller.await.unwrap();
     }
 
     proptest! {

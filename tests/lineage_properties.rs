@@ -43,6 +43,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use async_trait::async_trait;
+use common::memory_lease_store::MemoryLeaseStore;
 use common::stream_model::{
     key_name, ModelParams, Sabotage, SplitMix64, StreamModel, MODEL_STREAM,
 };
@@ -51,8 +52,7 @@ use shardbridge::config::{
     StreamRef,
 };
 use shardbridge::format::FormatKind;
-use shardbridge::lease::memory::MemoryLeaseStore;
-use shardbridge::lease::model::{Checkpoint, Lease};
+use shardbridge::lease::model::{Checkpoint, Intent, Lease};
 use shardbridge::lease::table::{LeaseError, LeaseStore};
 use shardbridge::metrics::health::Health;
 use shardbridge::pipeline::connector::{Connector, ConnectorError};
@@ -534,7 +534,7 @@ impl LeaseStore for ObservedStore {
         key: &str,
         owner: &str,
         counter: u64,
-        intent: &str,
+        intent: &Intent,
     ) -> Result<(), LeaseError> {
         self.pause().await;
         let r = self.inner.write_intent(key, owner, counter, intent).await;
@@ -547,13 +547,14 @@ impl LeaseStore for ObservedStore {
         key: &str,
         owner: &str,
         counter: u64,
+        from: &Checkpoint,
         checkpoint: &Checkpoint,
         children: Option<&std::collections::BTreeSet<String>>,
     ) -> Result<(), LeaseError> {
         self.pause().await;
         let r = self
             .inner
-            .checkpoint(key, owner, counter, checkpoint, children)
+            .checkpoint(key, owner, counter, from, checkpoint, children)
             .await;
         if r.is_ok() && *checkpoint == Checkpoint::ShardEnd {
             lock(&self.log).events.push(Ev::Finished {
@@ -1617,4 +1618,61 @@ fn the_checks_catch_a_broken_stream() {
             "{sabotage:?}: only {caught} of {seeds} seeds failed the checks"
         );
     }
+}
+
+/// The in-memory store keeps the lease table's conditions (owner, counter, stored checkpoint).
+#[tokio::test]
+async fn writes_are_conditional_on_owner_and_counter() {
+    let store = MemoryLeaseStore::default();
+    let lease = Lease::new(
+        "s",
+        Checkpoint::TrimHorizon,
+        std::collections::BTreeSet::new(),
+    );
+    assert!(store.create_if_absent(&lease).await.unwrap());
+    assert!(!store.create_if_absent(&lease).await.unwrap());
+    let a = store.take(&lease, "a").await.unwrap();
+    assert_eq!((a.lease_counter, a.owner_switches_since_checkpoint), (1, 1));
+    // A take based on a stale counter fails.
+    assert!(matches!(
+        store.take(&lease, "b").await,
+        Err(LeaseError::Lost(_))
+    ));
+    let c = store.renew("s", "a", 1).await.unwrap();
+    assert!(store.renew("s", "a", 1).await.is_err(), "stale counter");
+    assert!(store.renew("s", "b", c).await.is_err(), "wrong owner");
+    let intent = Intent::parse("1..9").unwrap();
+    store.write_intent("s", "a", c, &intent).await.unwrap();
+    assert!(
+        store.write_intent("s", "b", c, &intent).await.is_err(),
+        "wrong owner"
+    );
+    assert_eq!(
+        store.list().await.unwrap()[0]
+            .pending_checkpoint
+            .as_ref()
+            .map(Intent::to_string)
+            .as_deref(),
+        Some("1..9")
+    );
+    let cp = Checkpoint::ShardEnd;
+    let th = Checkpoint::TrimHorizon;
+    assert!(store.checkpoint("s", "b", c, &th, &cp, None).await.is_err());
+    assert!(
+        store.delete_finished("s").await.is_err(),
+        "not finished yet"
+    );
+    assert!(
+        store.checkpoint("s", "a", c, &cp, &cp, None).await.is_err(),
+        "not from the stored checkpoint"
+    );
+    store.checkpoint("s", "a", c, &th, &cp, None).await.unwrap();
+    store.release("s", "a", c).await.unwrap();
+    let l = &store.list().await.unwrap()[0];
+    assert_eq!(
+        (l.lease_owner.clone(), l.lease_counter, l.checkpoint.clone()),
+        (None, 3, cp)
+    );
+    store.delete_finished("s").await.unwrap();
+    assert!(store.list().await.unwrap().is_empty());
 }

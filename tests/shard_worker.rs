@@ -1,25 +1,28 @@
 //! The shard worker against a scripted source (every error class on demand), the real lease
-//! table on the moto server, and a sink that records what it was given.
+//! table on the moto server (or an in-memory one), and a sink that records what it was given.
 
 mod common;
 
-use std::collections::{BTreeMap, BTreeSet};
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::collections::{BTreeMap, BTreeSet, HashSet};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, OnceLock};
 use std::time::Duration;
 
 use async_trait::async_trait;
+use common::memory_lease_store::MemoryLeaseStore;
 use common::scripted_source::{seq_of, Fault, ScriptedShard, ScriptedSource};
 use common::{aws_endpoint, metric_value, sdk_config, unique};
 use metrics_exporter_prometheus::{PrometheusBuilder, PrometheusHandle};
+use shardbridge::commit::CommitRetries;
 use shardbridge::format::FormatKind;
 use shardbridge::lease::held::HeldLease;
-use shardbridge::lease::model::{Checkpoint, Lease};
-use shardbridge::lease::table::{LeaseStore, LeaseTable};
-use shardbridge::metrics::health::Health;
+use shardbridge::lease::model::{Checkpoint, Intent, Lease};
+use shardbridge::lease::table::{LeaseError, LeaseStore, LeaseTable};
+use shardbridge::metrics::health::{describe, is_ready, ConnectorState, Health};
 use shardbridge::pipeline::shard_worker::{self, ShardContext, ShardError, ShardOutcome};
 use shardbridge::retry::Backoff;
 use shardbridge::sink::{Batch, BatchLimits, CommitProtocol, Sink, SinkError};
+use shardbridge::source::sequence::SequenceNumber;
 use shardbridge::source::IteratorPosition;
 use tokio_util::sync::CancellationToken;
 
@@ -59,7 +62,10 @@ impl Sink for RecordingSink {
         }
         let store = self.store.lock().unwrap().clone();
         let intent = match store {
-            Some(store) => store.list().await.unwrap()[0].pending_checkpoint.clone(),
+            Some(store) => store.list().await.unwrap()[0]
+                .pending_checkpoint
+                .as_ref()
+                .map(Intent::to_string),
             None => None,
         };
         let seqs: Vec<String> = batch
@@ -107,7 +113,7 @@ impl Harness {
         intent: Option<&str>,
     ) -> Result<ShardOutcome, ShardError> {
         let mut lease = Lease::new(SHARD, start.clone(), BTreeSet::new());
-        lease.pending_checkpoint = intent.map(str::to_string);
+        lease.pending_checkpoint = intent.map(|i| Intent::parse(i).unwrap());
         self.table.create_if_absent(&lease).await.unwrap();
         let taken = self.table.take(&lease, "me").await.unwrap();
         let held = Arc::new(HeldLease::new(
@@ -117,25 +123,22 @@ impl Harness {
             Duration::from_secs(10),
             Duration::from_secs(2),
         ));
+        assert_eq!(taken.checkpoint, start);
         shard_worker::run(ShardContext {
-            connector: self.connector.clone(),
-            source: self.source.clone(),
-            sink: self.sink.clone(),
             format: FormatKind::Plain,
-            lease: held,
-            start,
-            skip_before_millis: None,
             poll_idle: Duration::from_millis(1),
-            max_records: 1000,
             source_backoff: Backoff::new(1, 5, max_retries),
-            sink_backoff: Backoff::new(1, 5, 3),
-            checkpoint_backoff: Backoff::new(1, 5, 3),
-            health: Arc::new(Health::default()),
-            stop: CancellationToken::new(),
-            parent_ended_at: None,
-            lag: Default::default(),
-            pending_intent: taken.pending_checkpoint.clone(),
-            previous_owner_done_by: None,
+            commit_retries: CommitRetries {
+                sink: Backoff::new(1, 5, 3),
+                lease_writes: Backoff::new(1, 5, 3),
+            },
+            ..ShardContext::new(
+                &self.connector,
+                self.source.clone(),
+                self.sink.clone(),
+                held,
+                taken,
+            )
         })
         .await
     }
@@ -352,4 +355,371 @@ fn now_millis() -> i64 {
         .duration_since(std::time::UNIX_EPOCH)
         .unwrap()
         .as_millis() as i64
+}
+
+// ---------------------------------------------------------------------------------------------
+// The commit driver against an in-memory lease store (no server needed): stop requests, health
+// per shard, conditional checkpoints, the transactional recovery path.
+
+/// A lease store whose checkpoint writes fail transiently while `failing` is set.
+#[derive(Default)]
+struct FlakyCheckpoints {
+    inner: MemoryLeaseStore,
+    failing: AtomicBool,
+    failed: AtomicUsize,
+}
+
+#[async_trait]
+impl LeaseStore for FlakyCheckpoints {
+    async fn ensure_exists(&self) -> Result<(), LeaseError> {
+        self.inner.ensure_exists().await
+    }
+    async fn list(&self) -> Result<Vec<Lease>, LeaseError> {
+        self.inner.list().await
+    }
+    async fn create_if_absent(&self, lease: &Lease) -> Result<bool, LeaseError> {
+        self.inner.create_if_absent(lease).await
+    }
+    async fn take(&self, lease: &Lease, owner: &str) -> Result<Lease, LeaseError> {
+        self.inner.take(lease, owner).await
+    }
+    async fn renew(&self, key: &str, owner: &str, counter: u64) -> Result<u64, LeaseError> {
+        self.inner.renew(key, owner, counter).await
+    }
+    async fn checkpoint(
+        &self,
+        key: &str,
+        owner: &str,
+        counter: u64,
+        from: &Checkpoint,
+        to: &Checkpoint,
+        children: Option<&BTreeSet<String>>,
+    ) -> Result<(), LeaseError> {
+        if self.failing.load(Ordering::SeqCst) {
+            self.failed.fetch_add(1, Ordering::SeqCst);
+            return Err(LeaseError::Transient("lease table unavailable".into()));
+        }
+        self.inner
+            .checkpoint(key, owner, counter, from, to, children)
+            .await
+    }
+    async fn write_intent(
+        &self,
+        key: &str,
+        owner: &str,
+        counter: u64,
+        intent: &Intent,
+    ) -> Result<(), LeaseError> {
+        self.inner.write_intent(key, owner, counter, intent).await
+    }
+    async fn release(&self, key: &str, owner: &str, counter: u64) -> Result<(), LeaseError> {
+        self.inner.release(key, owner, counter).await
+    }
+    async fn delete_finished(&self, key: &str) -> Result<(), LeaseError> {
+        self.inner.delete_finished(key).await
+    }
+}
+
+/// Takes a fresh lease on `shard` in `store` (with `intent` and `start`) and builds its context.
+async fn memory_context(
+    store: Arc<dyn LeaseStore>,
+    shard: ScriptedShard,
+    sink: Arc<dyn Sink>,
+    start: Checkpoint,
+    intent: Option<&str>,
+) -> ShardContext {
+    prometheus();
+    let mut lease = Lease::new(&shard.shard_id, start, BTreeSet::new());
+    lease.pending_checkpoint = intent.map(|i| Intent::parse(i).unwrap());
+    store.create_if_absent(&lease).await.unwrap();
+    let taken = store.take(&lease, "me").await.unwrap();
+    let held = Arc::new(HeldLease::new(
+        store,
+        &taken,
+        "me",
+        Duration::from_secs(10),
+        Duration::from_secs(2),
+    ));
+    ShardContext {
+        format: FormatKind::Plain,
+        poll_idle: Duration::from_millis(1),
+        commit_retries: CommitRetries {
+            sink: Backoff::new(1, 5, 3),
+            lease_writes: Backoff::new(1, 5, 3),
+        },
+        ..ShardContext::new(
+            &unique("memory"),
+            Arc::new(ScriptedSource::new(shard)),
+            sink,
+            held,
+            taken,
+        )
+    }
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_stop_during_a_checkpoint_retry_ends_the_shard_at_once() {
+    let store = Arc::new(FlakyCheckpoints::default());
+    store.failing.store(true, Ordering::SeqCst);
+    let mut ctx = memory_context(
+        store.clone(),
+        shard(30, &[]),
+        Arc::new(RecordingSink::default()),
+        Checkpoint::TrimHorizon,
+        None,
+    )
+    .await;
+    // Long waits between checkpoint attempts: a stop must not sit them out.
+    ctx.commit_retries.lease_writes = Backoff::new(30_000, 60_000, 100);
+    let stop = ctx.stop.clone();
+    let task = tokio::spawn(shard_worker::run(ctx));
+    while store.failed.load(Ordering::SeqCst) == 0 {
+        tokio::time::sleep(Duration::from_millis(1)).await;
+    }
+    let asked = tokio::time::Instant::now();
+    stop.cancel();
+    let outcome = task.await.unwrap().unwrap();
+    let took = asked.elapsed();
+    assert_eq!(outcome, ShardOutcome::Stopped);
+    assert!(
+        took < Duration::from_millis(100),
+        "the shard ended {took:?} after the stop request"
+    );
+    assert_eq!(
+        store.inner.list().await.unwrap()[0].checkpoint,
+        Checkpoint::TrimHorizon,
+        "nothing checkpointed"
+    );
+}
+
+/// Fails every write of the shards named in `failing` (transiently).
+#[derive(Default)]
+struct PerShardSink {
+    failing: Mutex<HashSet<String>>,
+    written: Mutex<Vec<(String, usize)>>,
+}
+
+#[async_trait]
+impl Sink for PerShardSink {
+    fn commit_protocol(&self) -> CommitProtocol {
+        CommitProtocol::FlushThenCheckpoint
+    }
+    async fn write_batch(&self, batch: &Batch) -> Result<(), SinkError> {
+        if self.failing.lock().unwrap().contains(&batch.shard_id) {
+            return Err(SinkError::Transient(format!("{} refused", batch.shard_id)));
+        }
+        self.written
+            .lock()
+            .unwrap()
+            .push((batch.shard_id.clone(), batch.records.len()));
+        Ok(())
+    }
+}
+
+impl PerShardSink {
+    fn written(&self, shard: &str) -> usize {
+        let w = self.written.lock().unwrap();
+        w.iter().filter(|(s, _)| s == shard).map(|(_, n)| n).sum()
+    }
+}
+
+/// Waits (without blocking the runtime) until `check` holds, for 10 s at most.
+async fn eventually(what: &str, check: impl Fn() -> bool) {
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    while !check() {
+        assert!(tokio::time::Instant::now() < deadline, "timed out: {what}");
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+}
+
+#[tokio::test]
+async fn a_connector_stays_degraded_until_every_shard_is_well() {
+    let store: Arc<dyn LeaseStore> = Arc::new(MemoryLeaseStore::default());
+    let sink = Arc::new(PerShardSink::default());
+    let health = Arc::new(Health::default());
+    let stop = CancellationToken::new();
+    let connector = unique("two-shards");
+    health.set(&connector, ConnectorState::Running);
+    let (a, b) = ("shardId-a", "shardId-b");
+    sink.failing
+        .lock()
+        .unwrap()
+        .extend([a.to_string(), b.to_string()]);
+    let mut tasks = Vec::new();
+    for id in [a, b] {
+        let open = ScriptedShard {
+            shard_id: id.into(),
+            records: 20,
+            closed: false,
+            faults: BTreeMap::new(),
+            page_size: 10,
+        };
+        let ctx = memory_context(
+            store.clone(),
+            open,
+            sink.clone(),
+            Checkpoint::TrimHorizon,
+            None,
+        )
+        .await;
+        let ctx = ShardContext {
+            connector: connector.clone(),
+            health: health.clone(),
+            stop: stop.child_token(),
+            commit_retries: CommitRetries {
+                sink: Backoff::new(5, 20, 3),
+                lease_writes: Backoff::new(1, 5, 3),
+            },
+            ..ctx
+        };
+        tasks.push(tokio::spawn(shard_worker::run(ctx)));
+    }
+    let readyz = || {
+        let states = health.snapshot();
+        (is_ready(&states), describe(&states))
+    };
+    eventually("both shards reported", || {
+        let (ready, text) = readyz();
+        !ready && text.contains("and 1 more shard")
+    })
+    .await;
+    // Shard a recovers and delivers; shard b's sink is still down.
+    sink.failing.lock().unwrap().remove(a);
+    eventually("shard a delivered", || sink.written(a) == 20).await;
+    for _ in 0..5 {
+        let (ready, text) = readyz();
+        assert!(!ready, "one shard recovering hides the other: {text}");
+        assert!(
+            text.contains(&format!("shard {b}: sink: {b} refused")),
+            "{text}"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    sink.failing.lock().unwrap().remove(b);
+    eventually("shard b delivered", || sink.written(b) == 20).await;
+    let (ready, text) = readyz();
+    assert!(ready, "{text}");
+    stop.cancel();
+    for t in tasks {
+        assert_eq!(t.await.unwrap().unwrap(), ShardOutcome::Stopped);
+    }
+}
+
+#[tokio::test]
+async fn a_checkpoint_that_does_not_start_at_the_stored_one_is_refused() {
+    // Against the real lease table (moto) and the in-memory one alike.
+    let h = Harness::new(shard(1, &[])).await;
+    let memory: Arc<dyn LeaseStore> = Arc::new(MemoryLeaseStore::default());
+    for store in [h.table.clone(), memory] {
+        let lease = Lease::new(SHARD, Checkpoint::TrimHorizon, BTreeSet::new());
+        store.create_if_absent(&lease).await.unwrap();
+        let taken = store.take(&lease, "me").await.unwrap();
+        let c = taken.lease_counter;
+        let (th, at5, at9) = (
+            Checkpoint::TrimHorizon,
+            Checkpoint::Sequence(seq_of(5)),
+            Checkpoint::Sequence(seq_of(9)),
+        );
+        store
+            .checkpoint(SHARD, "me", c, &th, &at5, None)
+            .await
+            .unwrap();
+        // The same batch applied again, and a batch that does not follow the stored one.
+        for (from, to) in [(&th, &at5), (&th, &at9), (&at9, &at9)] {
+            assert!(
+                matches!(
+                    store.checkpoint(SHARD, "me", c, from, to, None).await,
+                    Err(LeaseError::Lost(_))
+                ),
+                "{from:?} -> {to:?} refused"
+            );
+        }
+        assert_eq!(store.list().await.unwrap()[0].checkpoint, at5);
+        store
+            .checkpoint(SHARD, "me", c, &at5, &at9, None)
+            .await
+            .unwrap();
+        assert_eq!(store.list().await.unwrap()[0].checkpoint, at9);
+    }
+}
+
+/// A transactional sink: answers whether a begun batch committed as told.
+struct TransactionalSink {
+    committed: bool,
+    inner: RecordingSink,
+    asked: Mutex<Vec<(String, String)>>,
+}
+
+#[async_trait]
+impl Sink for TransactionalSink {
+    fn commit_protocol(&self) -> CommitProtocol {
+        CommitProtocol::Transactional
+    }
+    fn batch_limits(&self) -> BatchLimits {
+        BatchLimits {
+            max_records: 1000,
+            max_bytes: usize::MAX,
+            max_interval: Duration::from_secs(3600),
+        }
+    }
+    async fn write_batch(&self, batch: &Batch) -> Result<(), SinkError> {
+        self.inner.write_batch(batch).await
+    }
+    async fn batch_committed(
+        &self,
+        _shard: &str,
+        first: &SequenceNumber,
+        last: &SequenceNumber,
+    ) -> Result<bool, SinkError> {
+        self.asked
+            .lock()
+            .unwrap()
+            .push((first.to_string(), last.to_string()));
+        Ok(self.committed)
+    }
+}
+
+#[tokio::test]
+async fn transactional_recovery_asks_the_sink_and_resends_only_an_uncommitted_batch() {
+    for committed in [true, false] {
+        let store: Arc<dyn LeaseStore> = Arc::new(MemoryLeaseStore::default());
+        let sink = Arc::new(TransactionalSink {
+            committed,
+            inner: RecordingSink::default(),
+            asked: Mutex::new(Vec::new()),
+        });
+        let intent = format!("{}..{}@1700000000000", seq_of(20), seq_of(34));
+        let ctx = memory_context(
+            store.clone(),
+            shard(100, &[]),
+            sink.clone(),
+            Checkpoint::Sequence(seq_of(19)),
+            Some(&intent),
+        )
+        .await;
+        assert_eq!(
+            shard_worker::run(ctx).await.unwrap(),
+            ShardOutcome::ShardEnd(vec![])
+        );
+        assert_eq!(
+            *sink.asked.lock().unwrap(),
+            [(seq_of(20).to_string(), seq_of(34).to_string())]
+        );
+        let written = sink.inner.written.lock().unwrap().clone();
+        let batches = sink.inner.batches.lock().unwrap().clone();
+        if committed {
+            assert_eq!(
+                written,
+                seqs(35..100),
+                "the committed batch is not sent again"
+            );
+        } else {
+            assert_eq!(written, seqs(20..100));
+            assert_eq!(batches[0].0, seq_range(20..=34), "the same range, first");
+        }
+        assert_eq!(
+            store.list().await.unwrap()[0].checkpoint,
+            Checkpoint::ShardEnd
+        );
+    }
 }

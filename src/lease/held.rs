@@ -8,7 +8,7 @@ use std::time::Duration;
 use tokio::sync::Mutex;
 use tokio::time::Instant;
 
-use super::model::{Checkpoint, Lease};
+use super::model::{Checkpoint, Intent, Lease};
 use super::table::{LeaseError, LeaseStore};
 
 /// A worker may send for a lease only while its last renewal is younger than
@@ -60,6 +60,11 @@ impl HeldLease {
         &self.shard_id
     }
 
+    /// The fleet's failover time: a previous owner's send deadline is at most this far off.
+    pub fn failover(&self) -> Duration {
+        self.failover
+    }
+
     pub async fn is_lost(&self) -> bool {
         self.state.lock().await.lost
     }
@@ -96,9 +101,11 @@ impl HeldLease {
         }
     }
 
+    /// Moves the checkpoint from `from` (the stored one) to `to`; see `LeaseStore::checkpoint`.
     pub async fn checkpoint(
         &self,
-        checkpoint: &Checkpoint,
+        from: &Checkpoint,
+        to: &Checkpoint,
         children: Option<&BTreeSet<String>>,
     ) -> Result<(), LeaseError> {
         let mut s = self.state.lock().await;
@@ -107,7 +114,7 @@ impl HeldLease {
         }
         let res = self
             .table
-            .checkpoint(&self.shard_id, &self.owner, s.counter, checkpoint, children)
+            .checkpoint(&self.shard_id, &self.owner, s.counter, from, to, children)
             .await;
         if matches!(res, Err(LeaseError::Lost(_))) {
             s.lost = true;
@@ -116,7 +123,7 @@ impl HeldLease {
     }
 
     /// Writes the intent of the batch in flight, conditional on owning the lease.
-    pub async fn write_intent(&self, intent: &str) -> Result<(), LeaseError> {
+    pub async fn write_intent(&self, intent: &Intent) -> Result<(), LeaseError> {
         let mut s = self.state.lock().await;
         if s.lost {
             return Err(LeaseError::Lost(self.shard_id.clone()));

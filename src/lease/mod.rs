@@ -3,7 +3,6 @@
 
 pub mod held;
 pub mod lineage;
-pub mod memory;
 pub mod model;
 pub mod planning;
 pub mod table;

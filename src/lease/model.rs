@@ -55,6 +55,74 @@ impl Checkpoint {
     }
 }
 
+/// A write-ahead intent as stored in the lease row (`pendingCheckpoint`), for the commit
+/// protocols that write one (README, "Guarantees"):
+/// `first..last@millis`, the range of the batch being written and when its writing began
+/// (ms since the epoch, the writer's clock). The time tells a reconciling sink how far back
+/// to read its target; an intent without it (`first..last`) is read back from the start.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Intent {
+    pub first: SequenceNumber,
+    pub last: SequenceNumber,
+    pub written_millis: Option<i64>,
+}
+
+impl Intent {
+    pub fn parse(s: &str) -> Option<Intent> {
+        let (range, written_millis) = match s.split_once('@') {
+            Some((range, millis)) => (range, Some(millis.parse().ok()?)),
+            None => (s, None),
+        };
+        let (first, last) = range.split_once("..")?;
+        Some(Intent {
+            first: SequenceNumber::parse(first).ok()?,
+            last: SequenceNumber::parse(last).ok()?,
+            written_millis,
+        })
+    }
+}
+
+impl std::fmt::Display for Intent {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}..{}", self.first, self.last)?;
+        if let Some(millis) = self.written_millis {
+            write!(f, "@{millis}")?;
+        }
+        Ok(())
+    }
+}
+
+/// How a worker came to hold a lease: decides whether its previous owner may still be sending.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Acquired {
+    /// Nobody held it.
+    Free,
+    /// It was this worker's (by id) from an earlier run of the process.
+    Own,
+    /// Its owner had not renewed it for the failover time.
+    Expired,
+    /// Taken from a live owner to balance the fleet.
+    Stolen,
+}
+
+impl Acquired {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Acquired::Free => "free",
+            Acquired::Own => "own",
+            Acquired::Expired => "expired",
+            Acquired::Stolen => "stolen",
+        }
+    }
+
+    /// Whether the previous holder may still be sending (until its own send deadline): a
+    /// live owner it was stolen from, or an earlier incarnation of this worker whose last
+    /// calls may still be in flight. An expired owner has been silent for the failover time.
+    pub fn previous_owner_may_send(self) -> bool {
+        matches!(self, Acquired::Own | Acquired::Stolen)
+    }
+}
+
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Lease {
     pub lease_key: String,
@@ -66,8 +134,9 @@ pub struct Lease {
     pub owner_switches_since_checkpoint: u64,
     pub parent_shard_ids: BTreeSet<String>,
     pub child_shard_ids: BTreeSet<String>,
-    /// Write-ahead intent of the batch in flight (`first..last`), for the exactly-once sinks.
-    pub pending_checkpoint: Option<String>,
+    /// Write-ahead intent of the batch in flight, for the exactly-once sinks. A value this
+    /// program did not write (KCL's own two-phase checkpoint) reads as none.
+    pub pending_checkpoint: Option<Intent>,
 }
 
 impl Lease {
@@ -118,7 +187,7 @@ impl Lease {
             );
         }
         if let Some(p) = &self.pending_checkpoint {
-            item.insert(PENDING_CHECKPOINT.into(), AttributeValue::S(p.clone()));
+            item.insert(PENDING_CHECKPOINT.into(), AttributeValue::S(p.to_string()));
         }
         item
     }
@@ -162,7 +231,7 @@ impl Lease {
             owner_switches_since_checkpoint: num(OWNER_SWITCHES_SINCE_CHECKPOINT)?,
             parent_shard_ids: set(PARENT_SHARD_ID)?,
             child_shard_ids: set(CHILD_SHARD_IDS)?,
-            pending_checkpoint: s(PENDING_CHECKPOINT)?,
+            pending_checkpoint: s(PENDING_CHECKPOINT)?.as_deref().and_then(Intent::parse),
             lease_key,
         })
     }
@@ -237,7 +306,7 @@ mod tests {
         lease.lease_owner = Some("w".into());
         lease.lease_counter = 4;
         lease.child_shard_ids = BTreeSet::from(["shardId-2".into(), "shardId-3".into()]);
-        lease.pending_checkpoint = Some("10..20".into());
+        lease.pending_checkpoint = Intent::parse("10..20");
         let item = lease.to_item();
         assert_eq!(item["checkpoint"], AttributeValue::S("SHARD_END".into()));
         assert_eq!(item["leaseCounter"], AttributeValue::N("4".into()));
@@ -265,5 +334,35 @@ mod tests {
         assert!(Lease::from_item(&item)
             .unwrap_err()
             .contains("leaseCounter"));
+    }
+
+    #[test]
+    fn intents_round_trip() {
+        let intent = Intent {
+            first: SequenceNumber::parse("10").unwrap(),
+            last: SequenceNumber::parse("20").unwrap(),
+            written_millis: Some(1_700_000_000_123),
+        };
+        assert_eq!(intent.to_string(), "10..20@1700000000123");
+        assert_eq!(Intent::parse("10..20@1700000000123"), Some(intent));
+        let old = Intent::parse("10..20").unwrap();
+        assert_eq!(
+            (&old.last, old.written_millis),
+            (&SequenceNumber::parse("20").unwrap(), None)
+        );
+        assert_eq!(old.to_string(), "10..20");
+        for bad in ["garbage", "10..x", "10..20@", "10..20@soon", "..20"] {
+            assert_eq!(Intent::parse(bad), None, "{bad}");
+        }
+    }
+
+    #[test]
+    fn a_pending_checkpoint_this_program_did_not_write_reads_as_none() {
+        let mut item = kcl_item();
+        item.insert(
+            "pendingCheckpoint".into(),
+            AttributeValue::S("12345".into()),
+        );
+        assert_eq!(Lease::from_item(&item).unwrap().pending_checkpoint, None);
     }
 }

@@ -8,7 +8,7 @@ use async_trait::async_trait;
 use aws_sdk_dynamodb::error::SdkError;
 use aws_sdk_dynamodb::operation::update_item::builders::UpdateItemFluentBuilder;
 use aws_sdk_dynamodb::types::{
-    AttributeDefinition, AttributeValue, BillingMode, KeySchemaElement, KeyType,
+    AttributeDefinition, AttributeValue, BillingMode, KeySchemaElement, KeyType, ReturnValue,
     ScalarAttributeType, TableStatus,
 };
 
@@ -37,28 +37,31 @@ pub trait LeaseStore: Send + Sync {
     async fn list(&self) -> Result<Vec<Lease>, LeaseError>;
     /// Creates the lease unless a row for the shard exists. True when it was created.
     async fn create_if_absent(&self, lease: &Lease) -> Result<bool, LeaseError>;
-    /// Takes `lease` for `owner`, conditional on the counter we saw. Returns it as now stored.
+    /// Takes `lease` for `owner`, conditional on the counter we saw. Returns it as now stored
+    /// (read in the same write: a checkpoint or intent written since the listing is seen).
     async fn take(&self, lease: &Lease, owner: &str) -> Result<Lease, LeaseError>;
     /// Bumps the counter, conditional on owner and counter. Returns the new counter.
     async fn renew(&self, key: &str, owner: &str, counter: u64) -> Result<u64, LeaseError>;
-    /// Moves the checkpoint and clears any intent, conditional on owner and counter; at
-    /// SHARD_END the shard's children are recorded in the same write.
+    /// Moves the checkpoint from `from` to `to` and clears any intent, conditional on owner,
+    /// counter AND the stored checkpoint being `from`: a batch applied twice or out of order is
+    /// refused (`Lost`). At SHARD_END the shard's children are recorded in the same write.
     async fn checkpoint(
         &self,
         key: &str,
         owner: &str,
         counter: u64,
-        checkpoint: &Checkpoint,
+        from: &Checkpoint,
+        to: &Checkpoint,
         children: Option<&BTreeSet<String>>,
     ) -> Result<(), LeaseError>;
     /// Writes the intent of the batch in flight (`pendingCheckpoint`), conditional on owner and
-    /// counter: the write-ahead step of the idempotent and reconciling commit protocols.
+    /// counter: the write-ahead step of the commit protocols that recover a batch.
     async fn write_intent(
         &self,
         key: &str,
         owner: &str,
         counter: u64,
-        intent: &str,
+        intent: &Intent,
     ) -> Result<(), LeaseError>;
     /// Gives the lease up (owner removed, counter bumped), conditional on owner and counter.
     async fn release(&self, key: &str, owner: &str, counter: u64) -> Result<(), LeaseError>;
@@ -265,7 +268,8 @@ impl LeaseStore for LeaseTable {
     async fn take(&self, lease: &Lease, owner: &str) -> Result<Lease, LeaseError> {
         let switched = lease.lease_owner.as_deref() != Some(owner);
         let switches = lease.owner_switches_since_checkpoint + u64::from(switched);
-        self.client
+        let out = self
+            .client
             .update_item()
             .table_name(&self.name)
             .key(LEASE_KEY, AttributeValue::S(lease.lease_key.clone()))
@@ -279,15 +283,22 @@ impl LeaseStore for LeaseTable {
             .expression_attribute_values(":c", n(lease.lease_counter))
             .expression_attribute_values(":next", n(lease.lease_counter + 1))
             .expression_attribute_values(":s", n(switches))
+            // The counter does not move on a checkpoint: the row as listed may be older than
+            // the owner's last checkpoint or intent, so the new owner starts from the row as
+            // this write leaves it.
+            .return_values(ReturnValue::AllNew)
             .send()
             .await
             .map_err(|e| lease_error("UpdateItem", &self.connector, &lease.lease_key, e))?;
         self.ok("UpdateItem");
-        let mut taken = lease.clone();
-        taken.lease_owner = Some(owner.to_string());
-        taken.lease_counter += 1;
-        taken.owner_switches_since_checkpoint = switches;
-        Ok(taken)
+        match out.attributes() {
+            Some(item) => Lease::from_item(item)
+                .map_err(|e| LeaseError::Fatal(format!("lease table {}: bad row: {e}", self.name))),
+            None => Err(LeaseError::Fatal(format!(
+                "lease table {}: UpdateItem returned no attributes for {}",
+                self.name, lease.lease_key
+            ))),
+        }
     }
 
     /// Bumps the counter, conditional on owner and counter. Returns the new counter.
@@ -300,22 +311,32 @@ impl LeaseStore for LeaseTable {
         Ok(counter + 1)
     }
 
-    /// Moves the checkpoint and clears any intent, conditional on owner and counter. At
-    /// SHARD_END the shard's children are recorded in the same write.
+    /// Moves the checkpoint from `from` to `to` and clears any intent, conditional on owner,
+    /// counter and the stored checkpoint. At SHARD_END the shard's children are recorded in the
+    /// same write.
     async fn checkpoint(
         &self,
         key: &str,
         owner: &str,
         counter: u64,
-        checkpoint: &Checkpoint,
+        from: &Checkpoint,
+        to: &Checkpoint,
         children: Option<&BTreeSet<String>>,
     ) -> Result<(), LeaseError> {
+        // A row written without a checkpoint reads as TRIM_HORIZON.
+        let stored = if *from == Checkpoint::TrimHorizon {
+            "(#cp = :from OR attribute_not_exists(#cp))"
+        } else {
+            "#cp = :from"
+        };
         let mut req = self
             .fenced_update(key, owner, counter)
+            .condition_expression(format!("#o = :o AND #c = :c AND {stored}"))
             .expression_attribute_names("#cp", CHECKPOINT)
             .expression_attribute_names("#s", OWNER_SWITCHES_SINCE_CHECKPOINT)
             .expression_attribute_names("#p", PENDING_CHECKPOINT)
-            .expression_attribute_values(":cp", AttributeValue::S(checkpoint.as_string()))
+            .expression_attribute_values(":cp", AttributeValue::S(to.as_string()))
+            .expression_attribute_values(":from", AttributeValue::S(from.as_string()))
             .expression_attribute_values(":zero", n(0));
         let mut set = "SET #cp = :cp, #s = :zero".to_string();
         if let Some(children) = children.filter(|c| !c.is_empty()) {
@@ -347,7 +368,7 @@ impl LeaseStore for LeaseTable {
         key: &str,
         owner: &str,
         counter: u64,
-        intent: &str,
+        intent: &Intent,
     ) -> Result<(), LeaseError> {
         let req = self
             .fenced_update(key, owner, counter)

@@ -1,5 +1,5 @@
 //! Accumulating a shard's records into batches for the sink: when to hand them over, and how a
-//! recovering worker cuts exactly the range of a write-ahead intent. Pure, apart from the I/O.
+//! batch whose range is fixed in advance is cut exactly. Pure, apart from the I/O.
 
 use std::time::Duration;
 
@@ -57,43 +57,8 @@ pub fn should_flush(limits: &BatchLimits, pending: &PendingBatch, now: Instant) 
         || now.saturating_duration_since(since) >= limits.max_interval
 }
 
-/// A write-ahead intent as stored in the lease row (`pendingCheckpoint`):
-/// `first..last@millis`, the range of the batch being written and when its writing began
-/// (ms since the epoch, the writer's clock). The time tells a reconciling sink how far back
-/// to read its target; an intent without it (`first..last`) is read back from the start.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct Intent {
-    pub first: SequenceNumber,
-    pub last: SequenceNumber,
-    pub written_millis: Option<i64>,
-}
-
-impl Intent {
-    pub fn parse(s: &str) -> Option<Intent> {
-        let (range, written_millis) = match s.split_once('@') {
-            Some((range, millis)) => (range, Some(millis.parse().ok()?)),
-            None => (s, None),
-        };
-        let (first, last) = range.split_once("..")?;
-        Some(Intent {
-            first: SequenceNumber::parse(first).ok()?,
-            last: SequenceNumber::parse(last).ok()?,
-            written_millis,
-        })
-    }
-}
-
-impl std::fmt::Display for Intent {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "{}..{}", self.first, self.last)?;
-        if let Some(millis) = self.written_millis {
-            write!(f, "@{millis}")?;
-        }
-        Ok(())
-    }
-}
-
-/// Splits a page at the intent's end: the records up to and including `last`, and the rest.
+/// Splits a page at a batch's required end: the records up to and including `last`, and the
+/// rest.
 pub fn split_at(
     records: Vec<SourceRecord>,
     last: &SequenceNumber,
@@ -176,23 +141,6 @@ mod tests {
         let mut p = PendingBatch::default();
         p.push(vec![out("1", 1)], seq("1"), t0);
         assert!(should_flush(&BatchLimits::PER_PAGE, &p, t0));
-    }
-
-    #[test]
-    fn intents_round_trip() {
-        let intent = Intent {
-            first: seq("10"),
-            last: seq("20"),
-            written_millis: Some(1_700_000_000_123),
-        };
-        assert_eq!(intent.to_string(), "10..20@1700000000123");
-        assert_eq!(Intent::parse("10..20@1700000000123"), Some(intent));
-        let old = Intent::parse("10..20").unwrap();
-        assert_eq!((&old.last, old.written_millis), (&seq("20"), None));
-        assert_eq!(old.to_string(), "10..20");
-        for bad in ["garbage", "10..x", "10..20@", "10..20@soon", "..20"] {
-            assert_eq!(Intent::parse(bad), None, "{bad}");
-        }
     }
 
     #[test]

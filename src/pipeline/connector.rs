@@ -16,12 +16,12 @@ use super::shard_worker::{self, ShardContext, ShardError, ShardOutcome};
 use crate::config::{ConnectorConfig, StartingPosition, StreamRef};
 use crate::lease::held::HeldLease;
 use crate::lease::lineage;
-use crate::lease::model::{Checkpoint, Lease};
+use crate::lease::model::{Acquired, Checkpoint, Lease};
 use crate::lease::planning::{self, Observations, WorkerView};
 use crate::lease::table::{LeaseError, LeaseStore, LeaseTable};
 use crate::metrics::events;
 use crate::metrics::health::{ConnectorState, Health};
-use crate::retry::Backoff;
+use crate::retry::{self, Backoff, RetryError, RetryPolicy};
 use crate::sink::Sink;
 use crate::source::dynamodb_streams::DynamoDbStreamsSource;
 use crate::source::kinesis::{KinesisSource, KinesisStreamRef};
@@ -43,30 +43,22 @@ pub enum ConnectorError {
 async fn with_retries<T, E, F, Fut>(
     connector: &str,
     what: &'static str,
-    backoff: &Backoff,
+    backoff: Backoff,
     is_transient: impl Fn(&E) -> bool,
-    mut call: F,
+    call: F,
 ) -> Result<T, E>
 where
     F: FnMut() -> Fut,
     Fut: Future<Output = Result<T, E>>,
     E: std::fmt::Display,
 {
-    let mut attempt = 0;
-    loop {
-        match call().await {
-            Ok(v) => return Ok(v),
-            Err(e) if is_transient(&e) => {
-                attempt += 1;
-                let Some(wait) = backoff.delay_random(attempt) else {
-                    return Err(e);
-                };
-                tracing::warn!(connector, what, %e, attempt, "retrying");
-                events::retry_wait(connector, what, wait);
-                tokio::time::sleep(wait).await;
-            }
-            Err(e) => return Err(e),
-        }
+    // Start-up is not cut short by a stop here: `run_all` drops the whole start on a stop.
+    let never = CancellationToken::new();
+    let policy = RetryPolicy::bounded(connector, what, backoff);
+    match retry::run(&policy, &never, is_transient, call).await {
+        Ok(v) => Ok(v),
+        Err(RetryError::Failed { error, .. }) => Err(error),
+        Err(RetryError::Stopped) => unreachable!("nothing cancels this token"),
     }
 }
 
@@ -125,7 +117,7 @@ impl Connector {
         let source: Arc<dyn ShardSource> = with_retries(
             &name,
             "connect_source",
-            &backoff,
+            backoff,
             |e: &SourceError| matches!(e, SourceError::Transient(_) | SourceError::Throttled(_)),
             || connect_source(&source_sdk, &cfg.source.stream),
         )
@@ -135,7 +127,7 @@ impl Connector {
         with_retries(
             &name,
             "lease_table",
-            &backoff,
+            backoff,
             |e: &LeaseError| matches!(e, LeaseError::Transient(_)),
             || table.ensure_exists(),
         )
@@ -456,10 +448,10 @@ impl Connector {
         let stolen: HashSet<&str> = plan.steal.iter().map(|l| l.lease_key.as_str()).collect();
         for lease in plan.all() {
             let how = match lease.lease_owner.as_deref() {
-                _ if stolen.contains(lease.lease_key.as_str()) => "stolen",
-                None => "free",
-                Some(o) if o == self.worker_id => "own",
-                Some(_) => "expired",
+                _ if stolen.contains(lease.lease_key.as_str()) => Acquired::Stolen,
+                None => Acquired::Free,
+                Some(o) if o == self.worker_id => Acquired::Own,
+                Some(_) => Acquired::Expired,
             };
             let taken = match self.table.take(lease, &self.worker_id).await {
                 Ok(t) => t,
@@ -470,7 +462,7 @@ impl Connector {
             events::lease_acquired(
                 &self.cfg.name,
                 &taken.lease_key,
-                how,
+                how.as_str(),
                 &taken.checkpoint.as_string(),
             );
             let parent_ended_at = lease
@@ -479,13 +471,7 @@ impl Connector {
                 .filter_map(|p| st.ended_at.get(p))
                 .max()
                 .copied();
-            // A stolen lease's previous owner may still be sending its batch until its own
-            // send deadline passes, and the puts of a previous incarnation of this worker (its
-            // own lease, taken at start) may still be in flight: a reconciling sink must not
-            // read the target back before. An expired lease's owner has been silent that long.
-            let previous_owner_done_by = matches!(how, "stolen" | "own")
-                .then(|| Instant::now() + Duration::from_millis(self.cfg.leases.failover_ms));
-            self.start_worker(st, &taken, parent_ended_at, previous_owner_done_by);
+            self.start_worker(st, taken, how, parent_ended_at);
         }
         events::shards_owned(&self.cfg.name, st.held.len());
         Ok(())
@@ -494,25 +480,22 @@ impl Connector {
     fn start_worker(
         &self,
         st: &mut SyncState,
-        taken: &Lease,
+        taken: Lease,
+        acquired: Acquired,
         parent_ended_at: Option<Instant>,
-        previous_owner_done_by: Option<Instant>,
     ) {
         let held_lease = Arc::new(HeldLease::new(
             self.table.clone(),
-            taken,
+            &taken,
             &self.worker_id,
             Duration::from_millis(self.cfg.leases.failover_ms),
             Duration::from_millis(self.cfg.leases.safety_margin_ms),
         ));
         st.held.insert(taken.lease_key.clone(), held_lease.clone());
+        let shard_id = taken.lease_key.clone();
         let ctx = ShardContext {
-            connector: self.cfg.name.clone(),
-            source: self.source.clone(),
-            sink: self.sink.clone(),
             format: self.cfg.format,
-            lease: held_lease,
-            start: taken.checkpoint.clone(),
+            acquired,
             skip_before_millis: match self.cfg.source.starting_position {
                 StartingPosition::AtTimestamp(ms) => Some(ms),
                 _ => None,
@@ -520,16 +503,18 @@ impl Connector {
             poll_idle: Duration::from_millis(self.cfg.source.poll_idle_ms),
             max_records: self.cfg.source.max_records,
             source_backoff: source_backoff(&self.cfg),
-            sink_backoff: Backoff::new(200, 10_000, 6),
-            checkpoint_backoff: Backoff::new(100, 5_000, 8),
             health: self.health.clone(),
             stop: st.workers_stop.child_token(),
             parent_ended_at,
             lag: self.lag.clone(),
-            pending_intent: taken.pending_checkpoint.clone(),
-            previous_owner_done_by,
+            ..ShardContext::new(
+                &self.cfg.name,
+                self.source.clone(),
+                self.sink.clone(),
+                held_lease,
+                taken,
+            )
         };
-        let shard_id = taken.lease_key.clone();
         st.tasks
             .spawn(async move { (shard_id, shard_worker::run(ctx).await) });
     }

@@ -112,6 +112,16 @@ pub enum SinkError {
     Yielded,
 }
 
+impl SinkError {
+    /// What went wrong, without the class prefix.
+    pub fn message(&self) -> &str {
+        match self {
+            SinkError::Transient(m) | SinkError::Fatal(m) => m,
+            SinkError::Yielded => "batch partly written",
+        }
+    }
+}
+
 #[async_trait]
 pub trait Sink: Send + Sync {
     fn commit_protocol(&self) -> CommitProtocol;
@@ -126,6 +136,19 @@ pub trait Sink: Send + Sync {
     /// The partition key of each record, for sinks that route by key.
     fn partition_key(&self, _record: &SourceRecord) -> Option<String> {
         None
+    }
+    /// For the transactional protocol: whether the batch `first..=last` of `shard`, begun by a
+    /// previous owner, was committed (its commit record is visible). If not, it is written
+    /// again as a recovery. Other protocols are never asked.
+    async fn batch_committed(
+        &self,
+        _shard: &str,
+        _first: &SequenceNumber,
+        _last: &SequenceNumber,
+    ) -> Result<bool, SinkError> {
+        Err(SinkError::Fatal(
+            "this sink cannot tell whether a batch committed, so it cannot use the transactional protocol".into(),
+        ))
     }
     /// Whether the `raw` format hands over the source record's bytes unchanged (a
     /// stream-to-stream sink) rather than its JSON line.

@@ -1,13 +1,14 @@
 //! An in-process lease store with the same conditional semantics as the DynamoDB table: for the
 //! deterministic stream model and property tests, where a fleet of workers shares one store.
+//! (A test helper: the release library has only the DynamoDB table.)
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::sync::Mutex;
 
 use async_trait::async_trait;
 
-use super::model::{Checkpoint, Lease};
-use super::table::{LeaseError, LeaseStore};
+use shardbridge::lease::model::{Checkpoint, Intent, Lease};
+use shardbridge::lease::table::{LeaseError, LeaseStore};
 
 #[derive(Default)]
 pub struct MemoryLeaseStore {
@@ -99,18 +100,28 @@ impl LeaseStore for MemoryLeaseStore {
         key: &str,
         owner: &str,
         counter: u64,
-        checkpoint: &Checkpoint,
+        from: &Checkpoint,
+        to: &Checkpoint,
         children: Option<&BTreeSet<String>>,
     ) -> Result<(), LeaseError> {
         self.count("UpdateItem");
-        self.update(key, owner, counter, |l| {
-            l.checkpoint = checkpoint.clone();
+        let applied = self.update(key, owner, counter, |l| {
+            if l.checkpoint != *from {
+                return false;
+            }
+            l.checkpoint = to.clone();
             l.owner_switches_since_checkpoint = 0;
             l.pending_checkpoint = None;
             if let Some(c) = children.filter(|c| !c.is_empty()) {
                 l.child_shard_ids = c.clone();
             }
-        })
+            true
+        })?;
+        if applied {
+            Ok(())
+        } else {
+            Err(LeaseError::Lost(key.to_string()))
+        }
     }
 
     async fn write_intent(
@@ -118,11 +129,11 @@ impl LeaseStore for MemoryLeaseStore {
         key: &str,
         owner: &str,
         counter: u64,
-        intent: &str,
+        intent: &Intent,
     ) -> Result<(), LeaseError> {
         self.count("UpdateItem");
         self.update(key, owner, counter, |l| {
-            l.pending_checkpoint = Some(intent.to_string());
+            l.pending_checkpoint = Some(intent.clone());
         })
     }
 
@@ -144,52 +155,5 @@ impl LeaseStore for MemoryLeaseStore {
             }
             _ => Err(LeaseError::Lost(key.to_string())),
         }
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[tokio::test]
-    async fn writes_are_conditional_on_owner_and_counter() {
-        let store = MemoryLeaseStore::default();
-        let lease = Lease::new("s", Checkpoint::TrimHorizon, BTreeSet::new());
-        assert!(store.create_if_absent(&lease).await.unwrap());
-        assert!(!store.create_if_absent(&lease).await.unwrap());
-        let a = store.take(&lease, "a").await.unwrap();
-        assert_eq!((a.lease_counter, a.owner_switches_since_checkpoint), (1, 1));
-        // A take based on a stale counter fails.
-        assert!(matches!(
-            store.take(&lease, "b").await,
-            Err(LeaseError::Lost(_))
-        ));
-        let c = store.renew("s", "a", 1).await.unwrap();
-        assert!(store.renew("s", "a", 1).await.is_err(), "stale counter");
-        assert!(store.renew("s", "b", c).await.is_err(), "wrong owner");
-        store.write_intent("s", "a", c, "1..9").await.unwrap();
-        assert!(
-            store.write_intent("s", "b", c, "1..9").await.is_err(),
-            "wrong owner"
-        );
-        assert_eq!(
-            store.list().await.unwrap()[0].pending_checkpoint.as_deref(),
-            Some("1..9")
-        );
-        let cp = Checkpoint::ShardEnd;
-        assert!(store.checkpoint("s", "b", c, &cp, None).await.is_err());
-        assert!(
-            store.delete_finished("s").await.is_err(),
-            "not finished yet"
-        );
-        store.checkpoint("s", "a", c, &cp, None).await.unwrap();
-        store.release("s", "a", c).await.unwrap();
-        let l = &store.list().await.unwrap()[0];
-        assert_eq!(
-            (l.lease_owner.clone(), l.lease_counter, l.checkpoint.clone()),
-            (None, 3, cp)
-        );
-        store.delete_finished("s").await.unwrap();
-        assert!(store.list().await.unwrap().is_empty());
     }
 }

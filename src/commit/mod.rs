@@ -1,0 +1,410 @@
+//! The commit protocols (README, "Guarantees"): how a shard's batches become durable at the
+//! sink and how the checkpoint follows them. The shard worker reads, decodes and encodes; it
+//! hands each batch to its `CommitDriver` without knowing which protocol the sink declared.
+//!
+//! Per batch: (intent) → write to the sink → checkpoint. The intent (`pendingCheckpoint`, the
+//! batch's range and when sending began) is written first by every protocol that can recover a
+//! batch: idempotent (S3: the same range gives the same object), reconciling (Kinesis: the
+//! target is read back and only what is missing is sent) and transactional (Kafka: the sink
+//! knows whether the batch's transaction committed). A new owner that finds an intent recovers
+//! that batch before anything newer (`recovery::plan`). Every checkpoint write is conditional on
+//! owner, counter and the stored checkpoint being the batch's starting point.
+
+pub mod recovery;
+
+use std::collections::BTreeSet;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::time::Instant;
+use tokio_util::sync::CancellationToken;
+
+use crate::lease::held::HeldLease;
+use crate::lease::model::{Acquired, Checkpoint, Intent, Lease};
+use crate::lease::table::LeaseError;
+use crate::metrics::events;
+use crate::metrics::health::Health;
+use crate::retry::{self, Backoff, RetryError, RetryPolicy};
+use crate::sink::{Batch, BatchLimits, CommitProtocol, OutputRecord, Recovery, Sink, SinkError};
+use crate::source::sequence::SequenceNumber;
+use recovery::RecoveryPlan;
+
+/// How long a sink write may take before /readyz reports the shard degraded.
+const SLOW_SINK: Duration = Duration::from_secs(5);
+/// How often a worker whose lease is not renewed in time looks again.
+const LEASE_RECHECK: Duration = Duration::from_millis(100);
+
+/// Back-off of the driver's retry loops.
+#[derive(Clone, Copy, Debug)]
+pub struct CommitRetries {
+    /// Sink writes: retried for as long as the lease is ours (back-pressure), waits capped.
+    pub sink: Backoff,
+    /// Intent and checkpoint writes: bounded.
+    pub lease_writes: Backoff,
+}
+
+impl Default for CommitRetries {
+    fn default() -> Self {
+        CommitRetries {
+            sink: Backoff::new(200, 10_000, 6),
+            lease_writes: Backoff::new(100, 5_000, 8),
+        }
+    }
+}
+
+/// What a shard's commit driver works with.
+pub struct CommitParts {
+    pub connector: String,
+    /// The source stream's ARN, for the sink (object keys, log lines).
+    pub stream_arn: String,
+    pub sink: Arc<dyn Sink>,
+    pub lease: Arc<HeldLease>,
+    /// The lease row as the take left it.
+    pub taken: Lease,
+    pub acquired: Acquired,
+    pub health: Arc<Health>,
+    pub stop: CancellationToken,
+    pub retries: CommitRetries,
+}
+
+/// How a step ended when it did not fail.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Step {
+    Done,
+    /// Asked to stop: nothing more is written for this lease.
+    Stopped,
+    /// Another worker holds the lease now.
+    LeaseLost,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum CommitError {
+    #[error("sink: {0}")]
+    Sink(String),
+    #[error("lease table: {0}")]
+    Lease(String),
+}
+
+pub struct CommitDriver {
+    parts: CommitParts,
+    protocol: CommitProtocol,
+    /// The checkpoint as stored: the next checkpoint write is conditional on it.
+    stored: Checkpoint,
+    /// An unfinished batch of a previous owner: the next batch is exactly its range.
+    recovering: Option<Intent>,
+    /// This shard is reported degraded (its sink is down or slow).
+    degraded: AtomicBool,
+}
+
+impl CommitDriver {
+    /// Takes over the shard's commit state: recovers what a previous owner left unfinished as
+    /// far as that can be done before reading (waiting out that owner, asking the sink).
+    pub async fn open(parts: CommitParts) -> Result<(Step, Option<CommitDriver>), CommitError> {
+        let protocol = parts.sink.commit_protocol();
+        let mut driver = CommitDriver {
+            stored: parts.taken.checkpoint.clone(),
+            protocol,
+            recovering: None,
+            degraded: AtomicBool::new(false),
+            parts,
+        };
+        let plan = recovery::plan(
+            protocol,
+            driver.parts.taken.pending_checkpoint.as_ref(),
+            driver.parts.acquired,
+        );
+        let RecoveryPlan::Recover {
+            intent,
+            ask_sink,
+            wait_for_previous_owner,
+        } = plan
+        else {
+            return Ok((Step::Done, Some(driver)));
+        };
+        let shard = driver.shard().to_string();
+        tracing::info!(connector = %driver.parts.connector, %shard, %intent, "recovering the batch of a pending intent");
+        if wait_for_previous_owner {
+            // Its send deadline is at most a failover time after our take.
+            let wait = driver.parts.lease.failover();
+            events::retry_wait(&driver.parts.connector, "previous_owner_sending", wait);
+            if !retry::pause(&driver.parts.stop, wait).await {
+                return Ok((Step::Stopped, None));
+            }
+        }
+        if ask_sink {
+            let committed = driver
+                .parts
+                .sink
+                .batch_committed(&shard, &intent.first, &intent.last)
+                .await
+                .map_err(|e| CommitError::Sink(e.to_string()))?;
+            if committed {
+                // Only the checkpoint is missing.
+                tracing::info!(connector = %driver.parts.connector, %shard, %intent, "the pending batch was committed; checkpointing it");
+                let step = driver
+                    .checkpoint(&Checkpoint::Sequence(intent.last.clone()), None)
+                    .await?;
+                return Ok((step, (step == Step::Done).then_some(driver)));
+            }
+        }
+        driver.recovering = Some(intent);
+        Ok((Step::Done, Some(driver)))
+    }
+
+    fn shard(&self) -> &str {
+        self.parts.lease.shard_id()
+    }
+
+    /// Where reading starts: the stored checkpoint.
+    pub fn checkpoint_position(&self) -> &Checkpoint {
+        &self.stored
+    }
+
+    /// When the shard worker hands its accumulated records over.
+    pub fn batch_limits(&self) -> BatchLimits {
+        self.parts.sink.batch_limits()
+    }
+
+    /// The last record of the next batch, when that batch's range is fixed in advance (a
+    /// previous owner's unfinished batch): it must be handed over exactly up to here, and
+    /// not cut short at a stop.
+    pub fn required_end(&self) -> Option<&SequenceNumber> {
+        self.recovering.as_ref().map(|i| &i.last)
+    }
+
+    /// Commits a batch: its records (possibly none, when every record read was passed over)
+    /// and the last sequence number read into it, which becomes the checkpoint.
+    pub async fn commit(
+        &mut self,
+        records: Vec<OutputRecord>,
+        last_read: SequenceNumber,
+    ) -> Result<Step, CommitError> {
+        let recovering = self.recovering.take();
+        if let Some(first) = records.first() {
+            if recovering.is_some() {
+                events::intent_replayed(&self.parts.connector, self.shard());
+            }
+            if recovery::writes_intent(self.protocol) {
+                let intent = Intent {
+                    first: first.sequence_number.clone(),
+                    last: last_read.clone(),
+                    // A recovery keeps the first attempt's time: records of the range may
+                    // have been written since then, and a later recovery must read back that
+                    // far.
+                    written_millis: match &recovering {
+                        Some(earlier) => earlier.written_millis,
+                        None => Some(now_millis()),
+                    },
+                };
+                let step = self.write_intent(&intent).await?;
+                if step != Step::Done {
+                    return Ok(step);
+                }
+                crate::fault::crash_point("after_intent");
+            }
+            let batch = Batch {
+                stream_arn: self.parts.stream_arn.clone(),
+                shard_id: self.shard().to_string(),
+                records,
+                recovery: recovering.as_ref().map(|i| Recovery {
+                    intent_millis: i.written_millis,
+                }),
+            };
+            crate::fault::crash_soon("during_upload");
+            let step = self.deliver(&batch).await?;
+            if step != Step::Done {
+                // Not delivered: no checkpoint, so whoever holds the lease next reads the
+                // batch again.
+                return Ok(step);
+            }
+            crate::fault::crash_point("after_upload");
+        }
+        self.checkpoint(&Checkpoint::Sequence(last_read), None)
+            .await
+    }
+
+    /// The shard is closed and every record of it committed: SHARD_END, with its children.
+    pub async fn finish(&mut self, children: &BTreeSet<String>) -> Result<Step, CommitError> {
+        self.checkpoint(&Checkpoint::ShardEnd, Some(children)).await
+    }
+
+    async fn write_intent(&self, intent: &Intent) -> Result<Step, CommitError> {
+        let policy = RetryPolicy::bounded(
+            &self.parts.connector,
+            "intent",
+            self.parts.retries.lease_writes,
+        );
+        let result = retry::run(&policy, &self.parts.stop, is_transient, || {
+            self.parts.lease.write_intent(intent)
+        })
+        .await;
+        lease_step(result, "intent write")
+    }
+
+    async fn checkpoint(
+        &mut self,
+        to: &Checkpoint,
+        children: Option<&BTreeSet<String>>,
+    ) -> Result<Step, CommitError> {
+        let policy = RetryPolicy::bounded(
+            &self.parts.connector,
+            "checkpoint",
+            self.parts.retries.lease_writes,
+        );
+        let from = self.stored.clone();
+        let result = retry::run(&policy, &self.parts.stop, is_transient, || {
+            self.parts.lease.checkpoint(&from, to, children)
+        })
+        .await;
+        let step = lease_step(result, "checkpoint")?;
+        match step {
+            Step::Done => self.stored = to.clone(),
+            Step::LeaseLost => {
+                tracing::warn!(connector = %self.parts.connector, shard = self.shard(), from = %from.as_string(), to = %to.as_string(), "checkpoint refused: the lease moved or the stored checkpoint is not where this batch began");
+            }
+            Step::Stopped => {}
+        }
+        Ok(step)
+    }
+
+    fn degraded(&self, why: String) {
+        self.degraded.store(true, Ordering::Relaxed);
+        self.parts
+            .health
+            .shard_degraded(&self.parts.connector, self.shard(), why);
+    }
+
+    /// Writes the batch, retrying while the sink is unavailable (back-pressure: reading
+    /// waits), never while the lease may be gone.
+    async fn deliver(&self, batch: &Batch) -> Result<Step, CommitError> {
+        let policy = RetryPolicy::forever(
+            &self.parts.connector,
+            "sink_unavailable",
+            self.parts.retries.sink,
+        );
+        let result = retry::run(
+            &policy,
+            &self.parts.stop,
+            |e: &DeliverError| matches!(e, DeliverError::Sink(SinkError::Transient(_))),
+            || self.write_once(batch),
+        )
+        .await;
+        match result {
+            Ok(()) => Ok(Step::Done),
+            Err(RetryError::Stopped) => Ok(Step::Stopped),
+            Err(RetryError::Failed { error, .. }) => match error {
+                DeliverError::Stopped => Ok(Step::Stopped),
+                DeliverError::LeaseLost => Ok(Step::LeaseLost),
+                DeliverError::Sink(e) => Err(CommitError::Sink(e.message().to_string())),
+            },
+        }
+    }
+
+    /// One attempt at the batch: as many sink calls as it takes while the lease allows
+    /// sending (a sink that yields goes on after the lease was checked again).
+    async fn write_once(&self, batch: &Batch) -> Result<(), DeliverError> {
+        let (connector, shard) = (&self.parts.connector, self.shard());
+        loop {
+            // Never send for a lease we may no longer hold.
+            while !self.parts.lease.may_send().await {
+                if self.parts.lease.is_lost().await {
+                    return Err(DeliverError::LeaseLost);
+                }
+                events::retry_wait(connector, "lease_not_renewed", LEASE_RECHECK);
+                if !retry::pause(&self.parts.stop, LEASE_RECHECK).await {
+                    return Err(DeliverError::Stopped);
+                }
+            }
+            let started = Instant::now();
+            // A sink that does not answer for a while is reported before the SDK gives up.
+            let write = self.parts.sink.write_batch(batch);
+            tokio::pin!(write);
+            let slow = tokio::time::sleep(SLOW_SINK);
+            tokio::pin!(slow);
+            let mut reported_slow = false;
+            let result = loop {
+                tokio::select! {
+                    r = &mut write => break r,
+                    _ = &mut slow, if !reported_slow => {
+                        reported_slow = true;
+                        let why = format!("sink: no answer for {} s", SLOW_SINK.as_secs());
+                        self.degraded(why);
+                    }
+                }
+            };
+            match result {
+                Ok(()) => {
+                    events::batch_written(
+                        connector,
+                        batch.records.len(),
+                        batch.bytes(),
+                        started.elapsed(),
+                    );
+                    if self.degraded.swap(false, Ordering::Relaxed) {
+                        self.parts.health.shard_well(connector, shard);
+                    }
+                    return Ok(());
+                }
+                // Partly written; the lease is checked again before the batch goes on.
+                Err(SinkError::Yielded) => continue,
+                Err(e) => {
+                    let class = match e {
+                        SinkError::Fatal(_) => "fatal",
+                        _ => "transient",
+                    };
+                    events::sink_error(connector, shard, class, &e.message());
+                    if class == "transient" {
+                        self.degraded(format!("sink: {}", e.message()));
+                    }
+                    return Err(DeliverError::Sink(e));
+                }
+            }
+        }
+    }
+}
+
+/// Why one delivery attempt ended without the batch written.
+#[derive(Debug)]
+enum DeliverError {
+    Stopped,
+    LeaseLost,
+    Sink(SinkError),
+}
+
+impl std::fmt::Display for DeliverError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            DeliverError::Stopped => write!(f, "stopped"),
+            DeliverError::LeaseLost => write!(f, "lease lost"),
+            DeliverError::Sink(e) => write!(f, "{}", e.message()),
+        }
+    }
+}
+
+fn is_transient(e: &LeaseError) -> bool {
+    matches!(e, LeaseError::Transient(_))
+}
+
+/// A lease write's outcome as a step: lost → the shard stops; a failure that is not worth
+/// retrying, or the last one, fails the shard.
+fn lease_step(result: Result<(), RetryError<LeaseError>>, what: &str) -> Result<Step, CommitError> {
+    match result {
+        Ok(()) => Ok(Step::Done),
+        Err(RetryError::Stopped) => Ok(Step::Stopped),
+        Err(RetryError::Failed { error, attempts }) => match error {
+            LeaseError::Lost(_) => Ok(Step::LeaseLost),
+            LeaseError::Fatal(m) => Err(CommitError::Lease(m)),
+            LeaseError::Transient(m) => Err(CommitError::Lease(format!(
+                "{what} failed {attempts} times in a row: {m}"
+            ))),
+        },
+    }
+}
+
+fn now_millis() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_millis() as i64)
+        .unwrap_or(0)
+}
