@@ -5,5 +5,6 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 scripts/dev-servers.sh start >/dev/null
 eval "$(scripts/dev-servers.sh env)"
-# fault-injection: the crash harness aborts workers at each step of the commit protocols.
-cargo nextest run --features fault-injection --lib --bins --tests --no-fail-fast "$@"
+# fault-injection: the crash harness aborts workers at each step of the commit protocols;
+# testsuite: connectors assembled from in-process parts (the lineage property test).
+cargo nextest run --features fault-injection,testsuite --lib --bins --tests --no-fail-fast "$@"

@@ -1,4 +1,5 @@
-//! AWS SDK configuration from `[aws]` settings: region, endpoint override, assumed role.
+//! AWS SDK configuration from `[aws]` settings (region, endpoint override, assumed role), and
+//! the classes of AWS errors that callers branch on.
 
 use std::time::Duration;
 
@@ -7,7 +8,58 @@ use aws_config::timeout::TimeoutConfig;
 use aws_config::{BehaviorVersion, Region, SdkConfig};
 use aws_sdk_dynamodb::error::{DisplayErrorContext, ProvideErrorMetadata, SdkError};
 
-use crate::config::AwsSettings;
+use crate::settings::TableReader;
+
+/// Where and as whom AWS calls go. Connector-level tables override the global `[aws]` key by key.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct AwsSettings {
+    pub region: Option<String>,
+    pub endpoint_url: Option<String>,
+    pub role_arn: Option<String>,
+}
+
+impl AwsSettings {
+    /// `self` with every unset key taken from `defaults`.
+    pub fn or(&self, defaults: &AwsSettings) -> AwsSettings {
+        AwsSettings {
+            region: self.region.clone().or_else(|| defaults.region.clone()),
+            endpoint_url: self
+                .endpoint_url
+                .clone()
+                .or_else(|| defaults.endpoint_url.clone()),
+            role_arn: self.role_arn.clone().or_else(|| defaults.role_arn.clone()),
+        }
+    }
+
+    /// Reads the table `key` of `parent` (absent: nothing set).
+    pub fn read(parent: &mut TableReader, key: &str) -> AwsSettings {
+        let Some(mut t) = parent.opt_table(key) else {
+            return AwsSettings::default();
+        };
+        let region = t.opt_string("region");
+        let endpoint_url = t.opt_string("endpoint_url");
+        if let Some(url) = &endpoint_url {
+            if !(url.starts_with("http://") || url.starts_with("https://")) {
+                t.problem(
+                    "endpoint_url",
+                    format!("{url:?} must start with http:// or https://"),
+                );
+            }
+        }
+        let role_arn = t.opt_string("role_arn");
+        if let Some(arn) = &role_arn {
+            if !arn.starts_with("arn:") {
+                t.problem("role_arn", format!("{arn:?} is not an ARN"));
+            }
+        }
+        t.finish();
+        AwsSettings {
+            region,
+            endpoint_url,
+            role_arn,
+        }
+    }
+}
 
 pub async fn sdk_config(settings: &AwsSettings) -> SdkConfig {
     let mut loader = aws_config::defaults(BehaviorVersion::latest())

@@ -17,10 +17,12 @@ const EXIT_RUNTIME: u8 = 1;
 #[command(
     name = "shardbridge",
     version,
-    about = "Forwards DynamoDB Streams change records to sinks, with leases and checkpoints",
-    long_about = "Reads change records from DynamoDB Streams, shares the shards with other \
+    about = "Forwards DynamoDB Streams and Kinesis records to sinks, with leases and checkpoints",
+    long_about = "Reads change records from DynamoDB Streams and records from Kinesis Data \
+                  Streams, shares the shards with other \
                   shardbridge processes through a KCL-compatible lease table, and forwards the \
-                  records, in per-item order, to the sinks of connectors.toml.\n\n\
+                  records, in per-item order, to the sinks of connectors.toml (stdout, file, \
+                  S3 and Kinesis; S3 and Kinesis exactly once).\n\n\
                   Exit status: 0 after a clean stop, 1 on a fatal runtime error (or when a \
                   connector failed), 2 on a configuration error. Logging: RUST_LOG (default info)."
 )]

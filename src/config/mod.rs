@@ -1,12 +1,14 @@
 //! connectors.toml: loading (file plus `SHARDBRIDGE__SECTION__KEY` environment overrides), and
 //! reading into typed settings while collecting every problem with its key path.
 
-mod model;
 mod parse;
-mod reader;
 
-pub use model::*;
-pub use reader::{ConfigErrors, ConfigProblem};
+pub use crate::aws::AwsSettings;
+pub use crate::lease::LeaseConfig;
+pub use crate::pipeline::{Config, ConnectorConfig, WorkerConfig};
+pub use crate::settings::{ConfigErrors, ConfigProblem};
+pub use crate::sink::SinkConfig;
+pub use crate::source::{SourceConfig, StartingPosition, StreamRef};
 
 use std::path::Path;
 

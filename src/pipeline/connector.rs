@@ -11,9 +11,9 @@ use tokio::time::Instant;
 use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 
+use super::config::ConnectorConfig;
 use super::lag::ConnectorLag;
 use super::shard_worker::{self, ShardContext, ShardError, ShardOutcome};
-use crate::config::{ConnectorConfig, StartingPosition, StreamRef};
 use crate::lease::held::HeldLease;
 use crate::lease::lineage;
 use crate::lease::model::{Acquired, Checkpoint, Lease};
@@ -24,8 +24,8 @@ use crate::metrics::health::{ConnectorState, Health};
 use crate::retry::{self, Backoff, RetryError, RetryPolicy};
 use crate::sink::Sink;
 use crate::source::dynamodb_streams::DynamoDbStreamsSource;
-use crate::source::kinesis::{KinesisSource, KinesisStreamRef};
-use crate::source::{Shard, ShardSource, SourceError};
+use crate::source::kinesis::KinesisSource;
+use crate::source::{Shard, ShardSource, SourceError, StartingPosition, StreamRef};
 
 #[derive(Debug, thiserror::Error)]
 pub enum ConnectorError {
@@ -90,12 +90,7 @@ async fn connect_source(
         StreamRef::Table(_) | StreamRef::StreamArn(_) => {
             Arc::new(DynamoDbStreamsSource::connect(sdk, stream).await?)
         }
-        StreamRef::KinesisName(name) => {
-            Arc::new(KinesisSource::connect(sdk, &KinesisStreamRef::Name(name.clone())).await?)
-        }
-        StreamRef::KinesisArn(arn) => {
-            Arc::new(KinesisSource::connect(sdk, &KinesisStreamRef::Arn(arn.clone())).await?)
-        }
+        StreamRef::Kinesis(stream) => Arc::new(KinesisSource::connect(sdk, stream).await?),
     })
 }
 
@@ -135,11 +130,26 @@ impl Connector {
         let sink: Arc<dyn Sink> = Arc::from(crate::sink::build(&cfg.sink, &name).await?);
         tracing::info!(connector = %name, stream = source.stream_arn(), lease_table = %cfg.leases.table,
             commit_protocol = ?sink.commit_protocol(), "connector started");
-        Ok(Connector::new(cfg, worker_id, health, source, table, sink))
+        Ok(Connector::assemble(
+            cfg, worker_id, health, source, table, sink,
+        ))
     }
 
-    /// A connector over given parts: the in-process stream model and lease store use this.
+    /// A connector over given parts (a test's in-process stream model and lease store): only
+    /// with the `testsuite` feature, the release library has just `start`.
+    #[cfg(feature = "testsuite")]
     pub fn new(
+        cfg: ConnectorConfig,
+        worker_id: String,
+        health: Arc<Health>,
+        source: Arc<dyn ShardSource>,
+        table: Arc<dyn LeaseStore>,
+        sink: Arc<dyn Sink>,
+    ) -> Self {
+        Connector::assemble(cfg, worker_id, health, source, table, sink)
+    }
+
+    fn assemble(
         cfg: ConnectorConfig,
         worker_id: String,
         health: Arc<Health>,

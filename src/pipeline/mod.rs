@@ -1,6 +1,7 @@
 //! The pipeline: every connector of the configuration, each with a worker per owned shard.
 
 pub mod batch;
+pub mod config;
 pub mod connector;
 pub mod lag;
 pub mod shard_worker;
@@ -10,8 +11,8 @@ use std::time::Duration;
 
 use tokio_util::sync::CancellationToken;
 
-use crate::config::Config;
 use crate::metrics::health::{ConnectorState, Health};
+pub use config::{Config, ConnectorConfig, WorkerConfig};
 use connector::Connector;
 
 /// Runs every connector until `stop` (or until all of them have ended). A failing connector is

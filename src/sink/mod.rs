@@ -4,18 +4,17 @@
 pub mod file;
 pub mod kinesis;
 pub mod partition_key;
-pub mod put_order;
-pub mod reconcile;
 pub mod s3;
 pub mod stdout;
 
 use async_trait::async_trait;
 
-use crate::config::SinkConfig;
+use crate::aws::AwsSettings;
+use crate::settings::TableReader;
 use crate::source::record::SourceRecord;
 use crate::source::sequence::SequenceNumber;
 
-/// How a sink keeps records from being lost or repeated (see design.md).
+/// How a sink keeps records from being lost or repeated (README, "Guarantees"; src/commit).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum CommitProtocol {
     /// Made durable, then checkpointed: a crash between the two re-sends the batch in flight,
@@ -157,10 +156,59 @@ pub trait Sink: Send + Sync {
     }
 }
 
+/// A connector's `[sink]`: one variant per sink, each with its own settings (read and checked
+/// in the sink's folder). Adding a sink: its folder, a variant here, a line in `read` and in
+/// `build`.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum SinkConfig {
+    Stdout,
+    File(file::FileSinkConfig),
+    S3 {
+        s3: s3::S3SinkConfig,
+        aws: AwsSettings,
+    },
+    Kinesis {
+        kinesis: kinesis::KinesisSinkConfig,
+        aws: AwsSettings,
+    },
+}
+
+impl SinkConfig {
+    /// Reads a `[sink]` table by its `type`; the sink's `aws` keys override `global_aws`.
+    pub fn read(t: &mut TableReader, global_aws: &AwsSettings) -> Option<SinkConfig> {
+        #[derive(Clone, Copy)]
+        enum Kind {
+            Stdout,
+            File,
+            S3,
+            Kinesis,
+        }
+        if !t.has("type") {
+            t.problem("type", "missing");
+            return None;
+        }
+        let kinds = [
+            ("stdout", Kind::Stdout),
+            ("file", Kind::File),
+            ("s3", Kind::S3),
+            ("kinesis", Kind::Kinesis),
+        ];
+        match t.choice("type", &kinds)? {
+            Kind::Stdout => Some(SinkConfig::Stdout),
+            Kind::File => file::FileSinkConfig::read(t).map(SinkConfig::File),
+            Kind::S3 => {
+                s3::S3SinkConfig::read(t, global_aws).map(|(s3, aws)| SinkConfig::S3 { s3, aws })
+            }
+            Kind::Kinesis => kinesis::KinesisSinkConfig::read(t, global_aws)
+                .map(|(kinesis, aws)| SinkConfig::Kinesis { kinesis, aws }),
+        }
+    }
+}
+
 pub async fn build(config: &SinkConfig, connector: &str) -> Result<Box<dyn Sink>, SinkError> {
     Ok(match config {
         SinkConfig::Stdout => Box::new(stdout::StdoutSink),
-        SinkConfig::File { path, fsync } => Box::new(file::FileSink::open(path, *fsync)?),
+        SinkConfig::File(f) => Box::new(file::FileSink::open(&f.path, f.fsync)?),
         SinkConfig::S3 { s3, aws } => {
             let sdk = crate::aws::sdk_config(aws).await;
             Box::new(s3::S3Sink::new(&sdk, s3.clone(), connector))

@@ -36,16 +36,16 @@ impl DynamoDbStreamsSource {
     /// Resolves the table's latest stream (when given a table) and checks that it is enabled.
     pub async fn connect(
         sdk_config: &aws_config::SdkConfig,
-        stream: &crate::config::StreamRef,
+        stream: &super::StreamRef,
     ) -> Result<Self, SourceError> {
         let stream_arn = match stream {
-            crate::config::StreamRef::KinesisName(_) | crate::config::StreamRef::KinesisArn(_) => {
+            super::StreamRef::Kinesis(_) => {
                 return Err(SourceError::Fatal(
                     "a Kinesis stream is not a DynamoDB stream".into(),
                 ))
             }
-            crate::config::StreamRef::StreamArn(arn) => arn.clone(),
-            crate::config::StreamRef::Table(table) => {
+            super::StreamRef::StreamArn(arn) => arn.clone(),
+            super::StreamRef::Table(table) => {
                 let ddb = aws_sdk_dynamodb::Client::new(sdk_config);
                 let out = ddb
                     .describe_table()

@@ -1,6 +1,7 @@
 //! Stream sources: the shard model shared by DynamoDB Streams and Kinesis, behind one trait so
 //! that the pipeline, the lease coordinator and the tests' deterministic stream model share it.
 
+pub mod config;
 pub mod dynamodb_streams;
 pub mod kinesis;
 pub mod poll;
@@ -8,6 +9,8 @@ pub mod record;
 pub mod sequence;
 
 use async_trait::async_trait;
+
+pub use config::{SourceConfig, StartingPosition, StreamRef};
 
 use record::SourceRecord;
 use sequence::SequenceNumber;

@@ -1,4 +1,4 @@
-//! One S3 object per batch, for the idempotent commit protocol (design.md, "Exactly-once" 2).
+//! One S3 object per batch, for the idempotent commit protocol (README, "Guarantees", S3).
 //!
 //! The object key and the object bytes are pure functions of the batch (its shard, its range of
 //! sequence numbers and its records) and of the configuration. A worker that recovers an intent
@@ -18,6 +18,10 @@ use aws_sdk_s3::error::{ProvideErrorMetadata, SdkError};
 use aws_sdk_s3::primitives::ByteStream;
 use aws_sdk_s3::types::{ChecksumAlgorithm, CompletedMultipartUpload, CompletedPart};
 
+pub mod config;
+
+pub use config::{Compression, S3SinkConfig};
+
 use super::file::json_lines;
 use super::{Batch, BatchLimits, CommitProtocol, Sink, SinkError};
 use crate::aws::{classify, AwsErrorClass};
@@ -35,46 +39,6 @@ const MAX_PARTS: usize = 10_000;
 pub const GZIP_LEVEL: u32 = 6;
 pub const ZSTD_LEVEL: i32 = 3;
 pub const CONTENT_TYPE: &str = "application/x-ndjson";
-
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Compression {
-    Gzip,
-    Zstd,
-    None,
-}
-
-impl Compression {
-    /// The object key's suffix after `.jsonl`.
-    pub fn extension(self) -> &'static str {
-        match self {
-            Compression::Gzip => ".gz",
-            Compression::Zstd => ".zst",
-            Compression::None => "",
-        }
-    }
-
-    /// The object's Content-Encoding, if any.
-    pub fn content_encoding(self) -> Option<&'static str> {
-        match self {
-            Compression::Gzip => Some("gzip"),
-            Compression::Zstd => Some("zstd"),
-            Compression::None => None,
-        }
-    }
-}
-
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct S3SinkConfig {
-    pub bucket: String,
-    /// Prepended verbatim to every key (may be empty; write `raw/` for a "folder").
-    pub prefix: String,
-    pub compression: Compression,
-    pub max_records: usize,
-    pub max_bytes: usize,
-    pub max_interval_ms: u64,
-    /// Path-style addressing (`endpoint/bucket/key`), for moto and MinIO.
-    pub force_path_style: bool,
-}
 
 pub struct S3Sink {
     client: aws_sdk_s3::Client,

@@ -8,6 +8,10 @@ use std::sync::{Arc, Mutex};
 
 use async_trait::async_trait;
 
+pub mod config;
+
+pub use config::FileSinkConfig;
+
 use super::{Batch, CommitProtocol, Sink, SinkError};
 
 pub struct FileSink {

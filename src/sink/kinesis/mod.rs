@@ -1,5 +1,5 @@
-//! Kinesis Data Streams as a sink, with the reconciling protocol (design.md, "Exactly-once" 3)
-//! and strict per-key order (design.md, "Ordering into Kinesis").
+//! Kinesis Data Streams as a sink, with the reconciling protocol and strict per-key order
+//! (README, "Guarantees": Kinesis).
 //!
 //! A batch goes out in PutRecords calls planned by `put_order` (at most one record per
 //! partition key per call, a key's next record only after the previous one was acknowledged),
@@ -20,9 +20,13 @@ use futures_util::stream::{FuturesUnordered, StreamExt};
 use tokio::sync::{Mutex, OnceCell};
 use tokio::time::Instant;
 
-use super::partition_key::{self, PartitionKeyRule};
-use super::put_order::{PlanError, PutLimits, PutOrder, MAX_RECORD_BYTES};
-use super::reconcile::already_written;
+pub mod config;
+pub mod put_order;
+pub mod reconcile;
+
+pub use config::{KinesisSinkConfig, OnOversize};
+
+use super::partition_key;
 use super::{Batch, BatchLimits, CommitProtocol, Sink, SinkError};
 use crate::aws::{classify, AwsErrorClass};
 use crate::retry::Backoff;
@@ -30,38 +34,8 @@ use crate::source::kinesis::{KinesisSource, KinesisStreamRef};
 use crate::source::record::SourceRecord;
 use crate::source::sequence::SequenceNumber;
 use crate::source::{ShardSource, SourceError};
-
-/// What to do with a record over Kinesis' 1 MiB limit (data plus partition key).
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum OnOversize {
-    /// Stop the connector, naming the record: nothing is passed over silently.
-    Fail,
-    /// Leave it out, counted and logged with its source identity.
-    Skip,
-}
-
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct KinesisSinkConfig {
-    pub stream: KinesisStreamRef,
-    pub partition_key: PartitionKeyRule,
-    pub on_oversize: OnOversize,
-    /// PutRecords calls in flight at once, per shard being written.
-    pub max_in_flight: usize,
-    pub max_records: usize,
-    pub max_bytes: usize,
-    pub max_interval_ms: u64,
-    /// How far before an intent's time a new owner starts reading the target back: covers
-    /// the clock difference between the old owner and the Kinesis service.
-    pub reconcile_margin_ms: u64,
-}
-
-/// Defaults: batches big enough that the two lease-table writes per batch (intent and
-/// checkpoint) cost little, small enough for low latency.
-pub const DEFAULT_MAX_RECORDS: usize = 10_000;
-pub const DEFAULT_MAX_BYTES: usize = 8 * 1024 * 1024;
-pub const DEFAULT_MAX_INTERVAL_MS: u64 = 200;
-pub const DEFAULT_MAX_IN_FLIGHT: usize = 4;
-pub const DEFAULT_RECONCILE_MARGIN_MS: u64 = 60_000;
+use put_order::{PlanError, PutLimits, PutOrder, MAX_RECORD_BYTES};
+use reconcile::already_written;
 
 /// A `write_batch` call stops starting new PutRecords calls after this long and yields, so the
 /// shard worker can check the lease is still ours before the batch goes on.

@@ -1,4 +1,4 @@
-//! Recovery for the reconciling protocol (design.md, "Exactly-once" 3): which records of an
+//! Recovery for the reconciling protocol (README, "Guarantees", Kinesis): which records of an
 //! intent's range a crashed owner already wrote to the target stream.
 //!
 //! What makes this decidable: the old owner sent each partition key's records strictly in order,

@@ -1,7 +1,7 @@
 //! Which records go into the next PutRecords call, so that each partition key's records land
 //! in order although Kinesis does not promise order within a call.
 //!
-//! The rule (design.md, "Ordering into Kinesis"): a call carries at most one record per key,
+//! The rule (README, "Guarantees", Kinesis): a call carries at most one record per key,
 //! and a key's next record goes only after the previous one was acknowledged. A record that
 //! failed stays at the head of its key's queue, so it is retried before anything newer with
 //! that key, while other keys keep flowing. Pure: the sink does the I/O.

@@ -1,5 +1,6 @@
-//! Reads a configuration tree and collects every problem with its key path, instead of stopping
-//! at the first one: `validate` prints one line per problem.
+//! Reading typed settings out of a configuration tree, collecting every problem with its key
+//! path instead of stopping at the first one (`validate` prints one line per problem). At the
+//! bottom of the crate so that each module reads its own section (a sink its `[sink]` table).
 
 use std::collections::BTreeSet;
 use std::fmt;

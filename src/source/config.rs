@@ -1,0 +1,165 @@
+//! A connector's `[source]` table: which stream, where to start, how to poll.
+
+use aws_smithy_types::date_time::{DateTime, Format};
+
+use super::kinesis::KinesisStreamRef;
+use crate::aws::AwsSettings;
+use crate::settings::TableReader;
+
+/// The stream a connector reads.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum StreamRef {
+    /// DynamoDB Streams: the table's latest stream, resolved at start.
+    Table(String),
+    /// DynamoDB Streams: a stream ARN.
+    StreamArn(String),
+    /// Kinesis Data Streams, by name or ARN.
+    Kinesis(KinesisStreamRef),
+}
+
+impl StreamRef {
+    pub fn is_kinesis(&self) -> bool {
+        matches!(self, StreamRef::Kinesis(_))
+    }
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum StartingPosition {
+    TrimHorizon,
+    Latest,
+    /// Records older than this (milliseconds since the epoch) are skipped. DynamoDB Streams has
+    /// no AT_TIMESTAMP iterator, so reading starts at the trim horizon and filters.
+    AtTimestamp(i64),
+}
+
+#[derive(Clone, Debug)]
+pub struct SourceConfig {
+    pub stream: StreamRef,
+    pub starting_position: StartingPosition,
+    /// Wait after an empty GetRecords before polling the shard again.
+    pub poll_idle_ms: u64,
+    /// GetRecords limit (1..=1000).
+    pub max_records: u32,
+    /// Consecutive failed calls tolerated (with back-off) before the connector stops.
+    pub max_retries: u32,
+    pub aws: AwsSettings,
+}
+
+pub const DEFAULT_POLL_IDLE_MS: u64 = 250;
+pub const DEFAULT_MAX_RECORDS: u64 = 1000;
+pub const DEFAULT_MAX_RETRIES: u64 = 10;
+
+impl SourceConfig {
+    /// Reads a `[source]` table; connector-level `aws` keys override `global_aws`.
+    pub fn read(t: &mut TableReader, global_aws: &AwsSettings) -> Option<SourceConfig> {
+        #[derive(Clone, Copy)]
+        enum Kind {
+            DynamoDbStreams,
+            Kinesis,
+        }
+        let kind = if t.has("type") {
+            t.choice(
+                "type",
+                &[
+                    ("dynamodb-streams", Kind::DynamoDbStreams),
+                    ("kinesis", Kind::Kinesis),
+                ],
+            )
+        } else {
+            t.problem("type", "missing");
+            None
+        };
+        let stream = match kind {
+            Some(Kind::DynamoDbStreams) => dynamodb_stream(t),
+            Some(Kind::Kinesis) => read_kinesis_stream(t).map(StreamRef::Kinesis),
+            None => None,
+        };
+        let starting_position = match t.opt_string("starting_position") {
+            None => Some(StartingPosition::TrimHorizon),
+            Some(s) => match s.as_str() {
+                "trim_horizon" => Some(StartingPosition::TrimHorizon),
+                "latest" => Some(StartingPosition::Latest),
+                other => match DateTime::from_str(other, Format::DateTime) {
+                    Ok(ts) => ts.to_millis().ok().map(StartingPosition::AtTimestamp),
+                    Err(_) => {
+                        t.problem(
+                            "starting_position",
+                            format!("{other:?}: expected \"trim_horizon\", \"latest\" or an RFC 3339 timestamp"),
+                        );
+                        None
+                    }
+                },
+            },
+        };
+        let poll_idle_ms = t
+            .opt_u64("poll_idle_ms", 0, 60_000)
+            .unwrap_or(DEFAULT_POLL_IDLE_MS);
+        let max_records = t
+            .opt_u64("max_records", 1, 1000)
+            .unwrap_or(DEFAULT_MAX_RECORDS) as u32;
+        let max_retries = t
+            .opt_u64("max_retries", 0, 1000)
+            .unwrap_or(DEFAULT_MAX_RETRIES) as u32;
+        let aws = AwsSettings::read(t, "aws").or(global_aws);
+        Some(SourceConfig {
+            stream: stream?,
+            starting_position: starting_position?,
+            poll_idle_ms,
+            max_records,
+            max_retries,
+            aws,
+        })
+    }
+}
+
+fn dynamodb_stream(t: &mut TableReader) -> Option<StreamRef> {
+    let table = t.opt_string("table");
+    let arn = t.opt_string("stream_arn");
+    match (table, arn) {
+        (Some(table), None) => Some(StreamRef::Table(table)),
+        (None, Some(arn)) => {
+            if arn.starts_with("arn:") && arn.contains(":table/") && arn.contains("/stream/") {
+                Some(StreamRef::StreamArn(arn))
+            } else {
+                t.problem(
+                    "stream_arn",
+                    format!("{arn:?} is not a DynamoDB stream ARN"),
+                );
+                None
+            }
+        }
+        (Some(_), Some(_)) => {
+            t.problem("stream_arn", "give either table or stream_arn, not both");
+            None
+        }
+        (None, None) => {
+            t.problem("table", "missing (or give stream_arn)");
+            None
+        }
+    }
+}
+
+/// A Kinesis stream named by `stream` or `stream_arn` (a source's, or the Kinesis sink's).
+pub fn read_kinesis_stream(t: &mut TableReader) -> Option<KinesisStreamRef> {
+    let name = t.opt_string("stream");
+    let arn = t.opt_string("stream_arn");
+    match (name, arn) {
+        (Some(name), None) => Some(KinesisStreamRef::Name(name)),
+        (None, Some(arn)) => {
+            if arn.starts_with("arn:") && arn.contains(":kinesis:") && arn.contains(":stream/") {
+                Some(KinesisStreamRef::Arn(arn))
+            } else {
+                t.problem("stream_arn", format!("{arn:?} is not a Kinesis stream ARN"));
+                None
+            }
+        }
+        (Some(_), Some(_)) => {
+            t.problem("stream_arn", "give either stream or stream_arn, not both");
+            None
+        }
+        (None, None) => {
+            t.problem("stream", "missing (or give stream_arn)");
+            None
+        }
+    }
+}
