@@ -29,7 +29,8 @@
 # BENCH_BARE_PUT_CONCURRENCY (2: a page's two calls of 500 in flight together) and
 # BENCH_BARE_PUT_RECORDS (500: records per PutRecords call, at most); BENCH_KEEP
 # (1: keep the work dir: configs, logs, /metrics, progress traces); BENCH_KEEP_STREAMS (1: do
-# not delete the streams); BENCH_PROBE (1: run `kinesis_throughput probe` after loading).
+# not delete the streams); BENCH_PROBE (1: run `kinesis_throughput probe` after loading);
+# BENCH_SHARDBRIDGE_BIN (the shardbridge binary to measure; default this tree's release build).
 set -euo pipefail
 
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
@@ -61,7 +62,9 @@ start_servers
 log "building (release)"
 cargo build --release --example kinesis_throughput --bin shardbridge
 EX="$ROOT/target/release/examples/kinesis_throughput"
-SB="$ROOT/target/release/shardbridge"
+# BENCH_SHARDBRIDGE_BIN: measure another shardbridge binary (say, an older build kept aside)
+# against the same bare loop, to compare builds run by run.
+SB="${BENCH_SHARDBRIDGE_BIN:-$ROOT/target/release/shardbridge}"
 
 TAG="bench-$(date +%s)-$$"
 STREAM="$TAG-source"

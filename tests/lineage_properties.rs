@@ -56,7 +56,7 @@ use shardbridge::lease::model::{Checkpoint, Intent, Lease};
 use shardbridge::lease::table::{LeaseError, LeaseStore};
 use shardbridge::metrics::health::Health;
 use shardbridge::pipeline::connector::{Connector, ConnectorError};
-use shardbridge::sink::{Batch, CommitProtocol, Sink, SinkError};
+use shardbridge::sink::{Batch, CommitProtocol, SendPermit, Sink, SinkError};
 use shardbridge::source::{
     IteratorPosition, RecordPage, Shard, ShardIterator, ShardSource, SourceError,
 };
@@ -414,7 +414,7 @@ impl Sink for RecordingSink {
         CommitProtocol::FlushThenCheckpoint
     }
 
-    async fn write_batch(&self, batch: &Batch) -> Result<(), SinkError> {
+    async fn write_batch(&self, batch: &Batch, _permit: &dyn SendPermit) -> Result<(), SinkError> {
         if !self
             .in_flight
             .lock()

@@ -6,7 +6,7 @@ mod common;
 use std::io::Read;
 
 use shardbridge::sink::s3::{Compression, S3Sink, S3SinkConfig};
-use shardbridge::sink::{Batch, CommitProtocol, OutputRecord, Sink, SinkError};
+use shardbridge::sink::{Batch, CommitProtocol, OutputRecord, Sink, SinkError, Unconditional};
 use shardbridge::source::sequence::SequenceNumber;
 
 const TABLE_ARN: &str =
@@ -157,7 +157,7 @@ async fn writes_one_object_per_batch_for_every_compression() {
         let sink = S3Sink::new(&env.sdk, config(&env.bucket, compression), "s3test");
         assert_eq!(sink.commit_protocol(), CommitProtocol::Idempotent);
         let b = batch(TABLE_ARN, 4_200_000_000_000_000_000, 250, 60);
-        sink.write_batch(&b).await.unwrap();
+        sink.write_batch(&b, &Unconditional).await.unwrap();
 
         let key = format!(
             "raw/orders/dt=2024-05-01/hour=13/{SHARD}/{}-{}.jsonl{ext}",
@@ -182,7 +182,7 @@ async fn kinesis_streams_are_named_after_the_stream() {
     let sink = S3Sink::new(&env.sdk, config(&env.bucket, Compression::Gzip), "s3test");
     let seq: u64 = 49_590_338_271_490_256;
     let b = batch(KINESIS_ARN, seq, 3, 10);
-    sink.write_batch(&b).await.unwrap();
+    sink.write_batch(&b, &Unconditional).await.unwrap();
     assert_eq!(
         keys(&env).await,
         vec![format!(
@@ -200,14 +200,14 @@ async fn the_same_batch_twice_is_one_object_with_the_same_bytes() {
         // Two sinks, as a crashed worker and the new owner that re-uploads its intent.
         let b = batch(TABLE_ARN, 77, 500, 80);
         let first = S3Sink::new(&env.sdk, config(&env.bucket, compression), "s3test");
-        first.write_batch(&b).await.unwrap();
+        first.write_batch(&b, &Unconditional).await.unwrap();
         let key = first.object_key(&b);
         let before = get(&env, &key).await;
 
         let again = batch(TABLE_ARN, 77, 500, 80);
         let second = S3Sink::new(&env.sdk, config(&env.bucket, compression), "s3test");
         assert_eq!(second.object_key(&again), key);
-        second.write_batch(&again).await.unwrap();
+        second.write_batch(&again, &Unconditional).await.unwrap();
         let after = get(&env, &key).await;
 
         assert_eq!(before.e_tag, after.e_tag, "{compression:?}");
@@ -224,7 +224,7 @@ async fn bodies_over_8_mib_go_through_multipart_upload() {
     let b = batch(TABLE_ARN, 1, 4_300, 4_096);
     let expected = lines(&b);
     assert!(expected.len() > 16 * 1024 * 1024, "{}", expected.len());
-    sink.write_batch(&b).await.unwrap();
+    sink.write_batch(&b, &Unconditional).await.unwrap();
 
     let key = sink.object_key(&b);
     let obj = get(&env, &key).await;
@@ -241,7 +241,7 @@ async fn bodies_over_8_mib_go_through_multipart_upload() {
     );
 
     // Re-uploading it (recovery) leaves one object with the same ETag: the parts are the same.
-    sink.write_batch(&b).await.unwrap();
+    sink.write_batch(&b, &Unconditional).await.unwrap();
     assert_eq!(get(&env, &key).await.e_tag, obj.e_tag);
     assert_eq!(keys(&env).await, vec![key]);
 
@@ -263,7 +263,7 @@ async fn compressed_bodies_over_8_mib_use_multipart_and_read_back_intact() {
     let b = batch(TABLE_ARN, 1, 3_000, 4_096);
     let body = sink.object_body(&b);
     assert!(body.len() > 8 * 1024 * 1024, "compressed to {}", body.len());
-    sink.write_batch(&b).await.unwrap();
+    sink.write_batch(&b, &Unconditional).await.unwrap();
     let obj = get(&env, &sink.object_key(&b)).await;
     assert!(obj.e_tag.trim_matches('"').ends_with("-2"), "{}", obj.e_tag);
     assert_eq!(obj.content_encoding.as_deref(), Some("zstd"));
@@ -279,7 +279,7 @@ async fn a_missing_bucket_is_fatal_and_named() {
         // Small bodies fail at PutObject, large ones at CreateMultipartUpload.
         let sink = S3Sink::new(&env.sdk, config(&missing, compression), "s3test");
         let b = batch(TABLE_ARN, 1, records, 4_096);
-        match sink.write_batch(&b).await {
+        match sink.write_batch(&b, &Unconditional).await {
             Err(SinkError::Fatal(msg)) => {
                 assert!(msg.contains(&missing), "{msg}");
                 assert!(msg.contains(&sink.object_key(&b)), "{msg}");
@@ -301,7 +301,10 @@ async fn an_unreachable_endpoint_is_transient() {
     let port = common::free_port();
     let sdk = common::sdk_config(&format!("http://127.0.0.1:{port}")).await;
     let sink = S3Sink::new(&sdk, config("nowhere", Compression::Gzip), "s3test");
-    match sink.write_batch(&batch(TABLE_ARN, 1, 3, 10)).await {
+    match sink
+        .write_batch(&batch(TABLE_ARN, 1, 3, 10), &Unconditional)
+        .await
+    {
         Err(SinkError::Transient(msg)) => {
             assert!(msg.contains("s3://nowhere/raw/orders/"), "{msg}")
         }
@@ -323,8 +326,8 @@ fn metrics_count_objects_and_compressed_bytes_per_connector() {
             let sink = S3Sink::new(&env.sdk, config(&env.bucket, Compression::Gzip), "metered");
             let a = batch(TABLE_ARN, 1, 100, 50);
             let b = batch(TABLE_ARN, 101, 100, 50);
-            sink.write_batch(&a).await.unwrap();
-            sink.write_batch(&b).await.unwrap();
+            sink.write_batch(&a, &Unconditional).await.unwrap();
+            sink.write_batch(&b, &Unconditional).await.unwrap();
             (sink.object_body(&a).len() + sink.object_body(&b).len(), 2)
         })
     });

@@ -21,7 +21,7 @@ use shardbridge::lease::table::{LeaseError, LeaseStore, LeaseTable};
 use shardbridge::metrics::health::{describe, is_ready, ConnectorState, Health};
 use shardbridge::pipeline::shard_worker::{self, ShardContext, ShardError, ShardOutcome};
 use shardbridge::retry::Backoff;
-use shardbridge::sink::{Batch, BatchLimits, CommitProtocol, Sink, SinkError};
+use shardbridge::sink::{Batch, BatchLimits, CommitProtocol, SendPermit, Sink, SinkError};
 use shardbridge::source::sequence::SequenceNumber;
 use shardbridge::source::IteratorPosition;
 use tokio_util::sync::CancellationToken;
@@ -55,7 +55,7 @@ impl Sink for RecordingSink {
     fn batch_limits(&self) -> BatchLimits {
         self.idempotent.unwrap_or(BatchLimits::PER_PAGE)
     }
-    async fn write_batch(&self, batch: &Batch) -> Result<(), SinkError> {
+    async fn write_batch(&self, batch: &Batch, _permit: &dyn SendPermit) -> Result<(), SinkError> {
         if self.fail_next.load(Ordering::SeqCst) > 0 {
             self.fail_next.fetch_sub(1, Ordering::SeqCst);
             return Err(SinkError::Transient("sink down".into()));
@@ -504,7 +504,7 @@ impl Sink for PerShardSink {
     fn commit_protocol(&self) -> CommitProtocol {
         CommitProtocol::FlushThenCheckpoint
     }
-    async fn write_batch(&self, batch: &Batch) -> Result<(), SinkError> {
+    async fn write_batch(&self, batch: &Batch, _permit: &dyn SendPermit) -> Result<(), SinkError> {
         if self.failing.lock().unwrap().contains(&batch.shard_id) {
             return Err(SinkError::Transient(format!("{} refused", batch.shard_id)));
         }
@@ -662,8 +662,8 @@ impl Sink for TransactionalSink {
             max_interval: Duration::from_secs(3600),
         }
     }
-    async fn write_batch(&self, batch: &Batch) -> Result<(), SinkError> {
-        self.inner.write_batch(batch).await
+    async fn write_batch(&self, batch: &Batch, _permit: &dyn SendPermit) -> Result<(), SinkError> {
+        self.inner.write_batch(batch, _permit).await
     }
     async fn batch_committed(
         &self,

@@ -26,7 +26,9 @@ use crate::lease::table::LeaseError;
 use crate::metrics::events;
 use crate::metrics::health::Health;
 use crate::retry::{self, Backoff, RetryError, RetryPolicy};
-use crate::sink::{Batch, BatchLimits, CommitProtocol, OutputRecord, Recovery, Sink, SinkError};
+use crate::sink::{
+    Batch, BatchLimits, CommitProtocol, OutputRecord, Recovery, SendPermit, Sink, SinkError,
+};
 use crate::source::sequence::SequenceNumber;
 use recovery::RecoveryPlan;
 
@@ -318,7 +320,8 @@ impl CommitDriver {
             }
             let started = Instant::now();
             // A sink that does not answer for a while is reported before the SDK gives up.
-            let write = self.parts.sink.write_batch(batch);
+            let permit = LeasePermit(&self.parts.lease);
+            let write = self.parts.sink.write_batch(batch, &permit);
             tokio::pin!(write);
             let slow = tokio::time::sleep(SLOW_SINK);
             tokio::pin!(slow);
@@ -347,7 +350,7 @@ impl CommitDriver {
                     return Ok(());
                 }
                 // Partly written; the lease is checked again before the batch goes on.
-                Err(SinkError::Yielded) => continue,
+                Err(SinkError::NotPermitted) => continue,
                 Err(e) => {
                     let class = match e {
                         SinkError::Fatal(_) => "fatal",
@@ -361,6 +364,16 @@ impl CommitDriver {
                 }
             }
         }
+    }
+}
+
+/// The lease's send permit, as a sink checks it between the calls of one batch.
+struct LeasePermit<'a>(&'a HeldLease);
+
+#[async_trait::async_trait]
+impl SendPermit for LeasePermit<'_> {
+    async fn may_send(&self) -> bool {
+        self.0.may_send().await
     }
 }
 

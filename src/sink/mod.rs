@@ -97,6 +97,22 @@ impl BatchLimits {
     };
 }
 
+/// Whether this worker may still send for a shard's lease (its last renewal is recent enough).
+#[async_trait]
+pub trait SendPermit: Send + Sync {
+    async fn may_send(&self) -> bool;
+}
+
+/// A permit that is never withdrawn: for a sink used on its own (tools, tests).
+pub struct Unconditional;
+
+#[async_trait]
+impl SendPermit for Unconditional {
+    async fn may_send(&self) -> bool {
+        true
+    }
+}
+
 #[derive(Debug, thiserror::Error)]
 pub enum SinkError {
     /// Worth retrying with back-off (the destination is down or slow): back-pressure.
@@ -104,11 +120,11 @@ pub enum SinkError {
     Transient(String),
     #[error("sink failed: {0}")]
     Fatal(String),
-    /// Part of the batch is written and the sink remembers which part; call again with the
-    /// same batch (after checking the lease) to go on. Lets a long batch stop sending as soon
-    /// as the lease is in doubt.
-    #[error("batch partly written; to be continued")]
-    Yielded,
+    /// The send permit was withdrawn (the lease is in doubt) before the batch was complete:
+    /// nothing more was sent, and the sink remembers what was written; call again with the
+    /// same batch once the lease is renewed.
+    #[error("sending paused: the lease is in doubt")]
+    NotPermitted,
 }
 
 impl SinkError {
@@ -116,7 +132,7 @@ impl SinkError {
     pub fn message(&self) -> &str {
         match self {
             SinkError::Transient(m) | SinkError::Fatal(m) => m,
-            SinkError::Yielded => "batch partly written",
+            SinkError::NotPermitted => "sending paused: the lease is in doubt",
         }
     }
 }
@@ -130,8 +146,10 @@ pub trait Sink: Send + Sync {
     }
     /// Returns once every record of `batch` is durable at the destination. For the idempotent
     /// protocol the output must be a pure function of the batch (and the configuration): a
-    /// recovering worker writes the same range again and must produce the same bytes.
-    async fn write_batch(&self, batch: &Batch) -> Result<(), SinkError>;
+    /// recovering worker writes the same range again and must produce the same bytes. A sink
+    /// that makes several calls for one batch checks `permit` before each: a worker that may
+    /// have lost its lease must not keep writing.
+    async fn write_batch(&self, batch: &Batch, permit: &dyn SendPermit) -> Result<(), SinkError>;
     /// The partition key of each record, for sinks that route by key.
     fn partition_key(&self, _record: &SourceRecord) -> Option<String> {
         None

@@ -12,7 +12,7 @@ pub mod config;
 
 pub use config::FileSinkConfig;
 
-use super::{Batch, CommitProtocol, Sink, SinkError};
+use super::{Batch, CommitProtocol, SendPermit, Sink, SinkError};
 
 pub struct FileSink {
     path: PathBuf,
@@ -54,7 +54,7 @@ impl Sink for FileSink {
         CommitProtocol::FlushThenCheckpoint
     }
 
-    async fn write_batch(&self, batch: &Batch) -> Result<(), SinkError> {
+    async fn write_batch(&self, batch: &Batch, _permit: &dyn SendPermit) -> Result<(), SinkError> {
         let buf = json_lines(batch);
         let file = self.file.clone();
         let fsync = self.fsync;
@@ -80,6 +80,7 @@ impl Sink for FileSink {
 mod tests {
     use super::*;
     use crate::sink::OutputRecord;
+    use crate::sink::Unconditional;
     use crate::source::sequence::SequenceNumber;
 
     #[tokio::test]
@@ -102,12 +103,12 @@ mod tests {
         };
         FileSink::open(&path, true)
             .unwrap()
-            .write_batch(&batch(&["1", "2"]))
+            .write_batch(&batch(&["1", "2"]), &Unconditional)
             .await
             .unwrap();
         FileSink::open(&path, false)
             .unwrap()
-            .write_batch(&batch(&["3"]))
+            .write_batch(&batch(&["3"]), &Unconditional)
             .await
             .unwrap();
         let text = std::fs::read_to_string(&path).unwrap();

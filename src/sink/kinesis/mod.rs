@@ -3,9 +3,9 @@
 //!
 //! A batch goes out in PutRecords calls planned by `put_order` (at most one record per
 //! partition key per call, a key's next record only after the previous one was acknowledged),
-//! several calls in flight. What is acknowledged is remembered per shard, so a batch that is
-//! interrupted (the sink yields, or fails transiently) goes on where it stopped when the shard
-//! worker hands it over again: nothing acknowledged is sent twice by this process. A new owner
+//! several calls in flight, each started only while the lease's send permit holds. What is
+//! acknowledged is remembered per shard, so a batch that is interrupted (the permit withdrawn,
+//! or a transient failure) goes on where it stopped when the shard worker hands it over again: nothing acknowledged is sent twice by this process. A new owner
 //! that finds an intent reads the target back from the intent's time and sends only what is
 //! missing (`reconcile`).
 
@@ -21,13 +21,14 @@ use tokio::sync::{Mutex, OnceCell};
 use tokio::time::Instant;
 
 pub mod config;
+mod events;
 pub mod put_order;
 pub mod reconcile;
 
 pub use config::{KinesisSinkConfig, OnOversize};
 
 use super::partition_key;
-use super::{Batch, BatchLimits, CommitProtocol, Sink, SinkError};
+use super::{Batch, BatchLimits, CommitProtocol, SendPermit, Sink, SinkError};
 use crate::aws::{classify, AwsErrorClass};
 use crate::retry::Backoff;
 use crate::source::kinesis::{KinesisSource, KinesisStreamRef};
@@ -37,9 +38,6 @@ use crate::source::{ShardSource, SourceError};
 use put_order::{PlanError, PutLimits, PutOrder, MAX_RECORD_BYTES};
 use reconcile::already_written;
 
-/// A `write_batch` call stops starting new PutRecords calls after this long and yields, so the
-/// shard worker can check the lease is still ours before the batch goes on.
-const YIELD_AFTER: Duration = Duration::from_secs(1);
 /// Rounds in a row in which nothing was acknowledged before the batch is handed back as a
 /// transient failure (the shard worker then backs off and reports the sink degraded).
 const PUT_BACKOFF: Backoff = Backoff::new(50, 5_000, 8);
@@ -59,6 +57,7 @@ pub struct KinesisSink {
     sdk: aws_config::SdkConfig,
     config: KinesisSinkConfig,
     connector: String,
+    events: events::KinesisEvents,
     target: OnceCell<KinesisSource>,
     /// Per source shard, the batch in progress.
     progress: Mutex<HashMap<String, Progress>>,
@@ -78,11 +77,11 @@ impl<'a> Entry<'a> {
 
 impl KinesisSink {
     pub fn new(sdk: &aws_config::SdkConfig, config: KinesisSinkConfig, connector: &str) -> Self {
-        describe_metrics();
         KinesisSink {
             sdk: sdk.clone(),
             config,
             connector: connector.to_string(),
+            events: events::KinesisEvents::new(connector),
             target: OnceCell::new(),
             progress: Mutex::new(HashMap::new()),
         }
@@ -148,25 +147,27 @@ impl KinesisSink {
     }
 
     /// Sends `entries` not yet `done`, in per-key order, until all are acknowledged or the
-    /// call's time is up. Marks what was acknowledged in `done`.
+    /// permit is withdrawn (then the calls in flight are answered first). Marks what was
+    /// acknowledged in `done`.
     async fn send(
         &self,
         batch: &Batch,
         entries: &[Entry<'_>],
         done: &mut [bool],
+        permit: &dyn SendPermit,
     ) -> Result<(), SinkError> {
         let target = self.target().await?;
         let (name, arn) = target.address();
         let mut order = PutOrder::with_done(entries.iter().map(|e| (e.key, e.size())), done);
-        let started = Instant::now();
         let mut calls = FuturesUnordered::new();
         let mut stalled_rounds = 0u32;
         let mut pause_until: Option<Instant> = None;
         let mut last_error = String::new();
         loop {
-            let yielding = started.elapsed() >= YIELD_AFTER;
+            // Never start a call for a lease that may be gone.
+            let permitted = permit.may_send().await;
             let paused = pause_until.is_some_and(|t| Instant::now() < t);
-            while !yielding && !paused && calls.len() < self.config.max_in_flight {
+            while permitted && !paused && calls.len() < self.config.max_in_flight {
                 let call = order.next_call(&PutLimits::KINESIS);
                 if call.is_empty() {
                     break;
@@ -197,8 +198,8 @@ impl KinesisSink {
                 return Ok(());
             }
             let Some((call, result, took)) = calls.next().await else {
-                if yielding {
-                    return Err(SinkError::Yielded);
+                if !permitted {
+                    return Err(SinkError::NotPermitted);
                 }
                 // Nothing in flight and nothing sendable: waiting out a back-off.
                 if let Some(t) = pause_until.take() {
@@ -206,7 +207,7 @@ impl KinesisSink {
                 }
                 continue;
             };
-            histogram_put(&self.connector, took);
+            self.events.call_answered(took);
             let mut acked = 0usize;
             let mut throttled = false;
             match result {
@@ -224,7 +225,7 @@ impl KinesisSink {
                                 let code = code.unwrap_or("MissingResult");
                                 failed += 1;
                                 throttled |= is_throttle(code);
-                                record_failed(&self.connector, code);
+                                self.events.record_failed(code);
                                 last_error = format!("PutRecords: record failed with {code}");
                                 order.failed(i).map_err(plan_error)?;
                             }
@@ -235,8 +236,7 @@ impl KinesisSink {
                         .filter(|&&i| done[i])
                         .map(|&i| entries[i].size())
                         .sum();
-                    records_put(&self.connector, acked, bytes, failed);
-                    records_retried(&self.connector, failed);
+                    self.events.records_put(acked, bytes, failed);
                 }
                 Err(e) => {
                     let (class, detail) = classify("PutRecords", &e);
@@ -246,7 +246,7 @@ impl KinesisSink {
                     match class {
                         AwsErrorClass::Throttled => {
                             throttled = true;
-                            call_throttled(&self.connector);
+                            self.events.call_throttled();
                         }
                         AwsErrorClass::NotFound | AwsErrorClass::Fatal => {
                             drain(&mut calls, &mut order, done).await?;
@@ -258,7 +258,7 @@ impl KinesisSink {
                         }
                         _ => {}
                     }
-                    records_retried(&self.connector, call.len());
+                    self.events.records_retried(call.len());
                     last_error = detail;
                 }
             }
@@ -325,7 +325,7 @@ impl Sink for KinesisSink {
         true
     }
 
-    async fn write_batch(&self, batch: &Batch) -> Result<(), SinkError> {
+    async fn write_batch(&self, batch: &Batch, permit: &dyn SendPermit) -> Result<(), SinkError> {
         let (Some(first), Some(last)) = (batch.first(), batch.last()) else {
             return Ok(());
         };
@@ -361,7 +361,7 @@ impl Sink for KinesisSink {
                     .await?;
                 progress.reconciled = true;
             }
-            self.send(batch, &entries, &mut progress.done).await
+            self.send(batch, &entries, &mut progress.done, permit).await
         }
         .await;
         if result.is_err() {
@@ -393,12 +393,11 @@ impl KinesisSink {
             );
             match self.config.on_oversize {
                 OnOversize::Fail => {
-                    oversize_record(&self.connector, "fail");
+                    self.events.oversize_failed();
                     return Err(SinkError::Fatal(format!("{what} (on_oversize = \"fail\")")));
                 }
                 OnOversize::Skip => {
-                    oversize_record(&self.connector, "skip");
-                    tracing::warn!(connector = %self.connector, "{what}: skipped (on_oversize = \"skip\")");
+                    self.events.oversize_skipped(&what);
                     done[i] = true;
                 }
             }
@@ -429,15 +428,12 @@ impl KinesisSink {
             }
         }
         let resent = done.iter().filter(|d| !**d).count();
-        reconciled(&self.connector, found, resent);
-        tracing::info!(
-            connector = %self.connector,
-            shard = %batch.shard_id,
+        self.events.reconciled(
+            &batch.shard_id,
             found,
             resent,
-            target_records_read = target.len(),
-            took_ms = started.elapsed().as_millis() as u64,
-            "reconciled a pending intent with the target stream"
+            target.len(),
+            started.elapsed(),
         );
         Ok(())
     }
@@ -525,111 +521,6 @@ fn parents_first(shards: &[crate::source::Shard]) -> Vec<&crate::source::Shard> 
         .collect();
     ordered.sort_by_key(|(d, i, _)| (*d, *i));
     ordered.into_iter().map(|(_, _, s)| s).collect()
-}
-
-fn describe_metrics() {
-    use metrics::{describe_counter, describe_histogram, Unit};
-    describe_counter!(
-        "shardbridge_kinesis_records_put_total",
-        Unit::Count,
-        "Records acknowledged by Kinesis PutRecords."
-    );
-    describe_counter!(
-        "shardbridge_kinesis_bytes_put_total",
-        Unit::Bytes,
-        "Data plus partition key bytes acknowledged by Kinesis."
-    );
-    describe_counter!(
-        "shardbridge_kinesis_put_records_calls_total",
-        Unit::Count,
-        "PutRecords calls answered."
-    );
-    describe_counter!(
-        "shardbridge_kinesis_partial_failures_total",
-        Unit::Count,
-        "PutRecords calls that failed some of their records."
-    );
-    describe_counter!(
-        "shardbridge_kinesis_failed_records_total",
-        Unit::Count,
-        "Records a PutRecords call did not write, by error code (each is retried)."
-    );
-    describe_counter!(
-        "shardbridge_kinesis_throttles_total",
-        Unit::Count,
-        "Whole PutRecords calls refused for throughput."
-    );
-    describe_counter!(
-        "shardbridge_kinesis_records_retried_total",
-        Unit::Count,
-        "Records sent again after a failure."
-    );
-    describe_counter!(
-        "shardbridge_kinesis_records_reconciled_total",
-        Unit::Count,
-        "Records of a pending intent: found already written, or re-sent."
-    );
-    describe_counter!(
-        "shardbridge_kinesis_records_oversize_total",
-        Unit::Count,
-        "Records over the 1 MiB limit, by action (fail, skip)."
-    );
-    describe_histogram!(
-        "shardbridge_kinesis_put_duration_seconds",
-        Unit::Seconds,
-        "PutRecords latency."
-    );
-}
-
-fn histogram_put(connector: &str, took: Duration) {
-    metrics::histogram!("shardbridge_kinesis_put_duration_seconds", "connector" => connector.to_string())
-        .record(took.as_secs_f64());
-    metrics::counter!("shardbridge_kinesis_put_records_calls_total", "connector" => connector.to_string())
-        .increment(1);
-}
-
-fn records_put(connector: &str, records: usize, bytes: usize, failed: usize) {
-    metrics::counter!("shardbridge_kinesis_records_put_total", "connector" => connector.to_string())
-        .increment(records as u64);
-    metrics::counter!("shardbridge_kinesis_bytes_put_total", "connector" => connector.to_string())
-        .increment(bytes as u64);
-    if failed > 0 {
-        metrics::counter!("shardbridge_kinesis_partial_failures_total", "connector" => connector.to_string())
-            .increment(1);
-    }
-}
-
-fn record_failed(connector: &str, code: &str) {
-    let code = if is_throttle(code) || code == "InternalFailure" {
-        code.to_string()
-    } else {
-        // Bounded label values: codes Kinesis does not document go under one name.
-        "other".to_string()
-    };
-    metrics::counter!("shardbridge_kinesis_failed_records_total", "connector" => connector.to_string(), "code" => code)
-        .increment(1);
-}
-
-fn records_retried(connector: &str, n: usize) {
-    metrics::counter!("shardbridge_kinesis_records_retried_total", "connector" => connector.to_string())
-        .increment(n as u64);
-}
-
-fn call_throttled(connector: &str) {
-    metrics::counter!("shardbridge_kinesis_throttles_total", "connector" => connector.to_string())
-        .increment(1);
-}
-
-fn reconciled(connector: &str, found: usize, resent: usize) {
-    metrics::counter!("shardbridge_kinesis_records_reconciled_total", "connector" => connector.to_string(), "result" => "found")
-        .increment(found as u64);
-    metrics::counter!("shardbridge_kinesis_records_reconciled_total", "connector" => connector.to_string(), "result" => "resent")
-        .increment(resent as u64);
-}
-
-fn oversize_record(connector: &str, action: &'static str) {
-    metrics::counter!("shardbridge_kinesis_records_oversize_total", "connector" => connector.to_string(), "action" => action)
-        .increment(1);
 }
 
 #[cfg(test)]

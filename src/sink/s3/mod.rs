@@ -19,11 +19,12 @@ use aws_sdk_s3::primitives::ByteStream;
 use aws_sdk_s3::types::{ChecksumAlgorithm, CompletedMultipartUpload, CompletedPart};
 
 pub mod config;
+mod events;
 
 pub use config::{Compression, S3SinkConfig};
 
 use super::file::json_lines;
-use super::{Batch, BatchLimits, CommitProtocol, Sink, SinkError};
+use super::{Batch, BatchLimits, CommitProtocol, SendPermit, Sink, SinkError};
 use crate::aws::{classify, AwsErrorClass};
 use crate::source::dynamodb_streams::table_name_of;
 use crate::source::kinesis::parse_stream_arn;
@@ -44,6 +45,7 @@ pub struct S3Sink {
     client: aws_sdk_s3::Client,
     config: S3SinkConfig,
     connector: String,
+    events: events::S3Events,
 }
 
 impl S3Sink {
@@ -52,11 +54,11 @@ impl S3Sink {
         if config.force_path_style {
             builder = builder.force_path_style(true);
         }
-        describe_metrics();
         S3Sink {
             client: aws_sdk_s3::Client::from_conf(builder.build()),
             config,
             connector: connector.to_string(),
+            events: events::S3Events::new(connector),
         }
     }
 
@@ -211,7 +213,13 @@ impl Sink for S3Sink {
         }
     }
 
-    async fn write_batch(&self, batch: &Batch) -> Result<(), SinkError> {
+    async fn write_batch(
+        &self,
+        batch: &Batch,
+        // Not checked: whoever writes this batch's key writes the same bytes, so a worker that
+        // lost its lease mid-upload does no harm by finishing.
+        _permit: &dyn SendPermit,
+    ) -> Result<(), SinkError> {
         if batch.records.is_empty() {
             // Nothing to make durable, and no range to name an object after.
             return Ok(());
@@ -232,33 +240,9 @@ impl Sink for S3Sink {
         } else {
             self.put(&key, body).await?;
         }
-        let connector = self.connector.clone();
-        metrics::histogram!("shardbridge_sink_upload_duration_seconds", "connector" => connector.clone())
-            .record(started.elapsed().as_secs_f64());
-        metrics::counter!("shardbridge_sink_objects_written_total", "connector" => connector.clone())
-            .increment(1);
-        metrics::counter!("shardbridge_sink_object_bytes_written_total", "connector" => connector)
-            .increment(size as u64);
+        self.events.object_written(size, started.elapsed());
         Ok(())
     }
-}
-
-fn describe_metrics() {
-    metrics::describe_counter!(
-        "shardbridge_sink_objects_written_total",
-        metrics::Unit::Count,
-        "Objects uploaded by the S3 sink."
-    );
-    metrics::describe_counter!(
-        "shardbridge_sink_object_bytes_written_total",
-        metrics::Unit::Bytes,
-        "Bytes uploaded by the S3 sink (after compression)."
-    );
-    metrics::describe_histogram!(
-        "shardbridge_sink_upload_duration_seconds",
-        metrics::Unit::Seconds,
-        "Time to upload one object (PutObject, or the whole multipart upload)."
-    );
 }
 
 /// S3 speaks its own error codes, most of which `classify`'s table does not know (it sends
@@ -416,6 +400,7 @@ pub fn compress(compression: Compression, data: &[u8]) -> Vec<u8> {
 mod tests {
     use super::*;
     use crate::sink::OutputRecord;
+    use crate::sink::Unconditional;
     use crate::source::sequence::SequenceNumber;
     use std::io::Read;
 
@@ -648,7 +633,9 @@ mod tests {
         assert_eq!(sink.object_body(&b), sink.object_body(&b));
         assert_eq!(gunzip(&sink.object_body(&b)), json_lines(&b));
         // An empty batch uploads nothing (no request is made: this client has no credentials).
-        sink.write_batch(&batch(DDB_ARN, vec![])).await.unwrap();
+        sink.write_batch(&batch(DDB_ARN, vec![]), &Unconditional)
+            .await
+            .unwrap();
     }
 
     #[test]

@@ -4,7 +4,7 @@ use std::io::Write;
 
 use async_trait::async_trait;
 
-use super::{Batch, CommitProtocol, Sink, SinkError};
+use super::{Batch, CommitProtocol, SendPermit, Sink, SinkError};
 
 pub struct StdoutSink;
 
@@ -14,7 +14,7 @@ impl Sink for StdoutSink {
         CommitProtocol::FlushThenCheckpoint
     }
 
-    async fn write_batch(&self, batch: &Batch) -> Result<(), SinkError> {
+    async fn write_batch(&self, batch: &Batch, _permit: &dyn SendPermit) -> Result<(), SinkError> {
         let buf = super::file::json_lines(batch);
         // One locked write per batch: lines of concurrent shards never interleave.
         let mut out = std::io::stdout().lock();
