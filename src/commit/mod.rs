@@ -80,6 +80,13 @@ pub enum Step {
     LeaseLost,
 }
 
+/// How opening a shard's commit state ended.
+pub enum Opened {
+    Ready(Box<CommitDriver>),
+    /// Stopped or lease lost before reading could begin.
+    Ended(Step),
+}
+
 #[derive(Debug, thiserror::Error)]
 pub enum CommitError {
     #[error("sink: {0}")]
@@ -102,7 +109,7 @@ pub struct CommitDriver {
 impl CommitDriver {
     /// Takes over the shard's commit state: recovers what a previous owner left unfinished as
     /// far as that can be done before reading (waiting out that owner, asking the sink).
-    pub async fn open(parts: CommitParts) -> Result<(Step, Option<CommitDriver>), CommitError> {
+    pub async fn open(parts: CommitParts) -> Result<Opened, CommitError> {
         let protocol = parts.sink.commit_protocol();
         let mut driver = CommitDriver {
             stored: parts.taken.checkpoint.clone(),
@@ -122,7 +129,7 @@ impl CommitDriver {
             wait_for_previous_owner,
         } = plan
         else {
-            return Ok((Step::Done, Some(driver)));
+            return Ok(Opened::Ready(Box::new(driver)));
         };
         let shard = driver.shard().to_string();
         tracing::info!(connector = %driver.parts.connector, %shard, %intent, "recovering the batch of a pending intent");
@@ -131,7 +138,7 @@ impl CommitDriver {
             let wait = driver.parts.lease.failover();
             events::retry_wait(&driver.parts.connector, "previous_owner_sending", wait);
             if !retry::pause(&driver.parts.stop, wait).await {
-                return Ok((Step::Stopped, None));
+                return Ok(Opened::Ended(Step::Stopped));
             }
         }
         if ask_sink {
@@ -147,11 +154,14 @@ impl CommitDriver {
                 let step = driver
                     .checkpoint(&Checkpoint::Sequence(intent.last.clone()), None)
                     .await?;
-                return Ok((step, (step == Step::Done).then_some(driver)));
+                return Ok(match step {
+                    Step::Done => Opened::Ready(Box::new(driver)),
+                    ended => Opened::Ended(ended),
+                });
             }
         }
         driver.recovering = Some(intent);
-        Ok((Step::Done, Some(driver)))
+        Ok(Opened::Ready(Box::new(driver)))
     }
 
     fn shard(&self) -> &str {

@@ -1,5 +1,7 @@
 //! A lease this worker holds: its fencing counter and when it was last renewed. Renewals and
-//! checkpoints go through one lock, so each write uses the counter the previous one left.
+//! checkpoints go through one lock, so each write uses the counter the previous one left. The
+//! send permit (renewed recently enough, not lost) is read without that lock: a sink checking
+//! it between calls never waits for a renewal in flight.
 
 use std::collections::BTreeSet;
 use std::sync::Arc;
@@ -19,6 +21,11 @@ pub fn may_send(since_renewal: Duration, failover: Duration, safety_margin: Dura
 
 struct HeldState {
     counter: u64,
+    lost: bool,
+}
+
+/// When the lease was last renewed and whether it is lost, readable without waiting.
+struct Freshness {
     renewed_at: Instant,
     lost: bool,
 }
@@ -30,6 +37,7 @@ pub struct HeldLease {
     failover: Duration,
     safety_margin: Duration,
     state: Mutex<HeldState>,
+    freshness: std::sync::Mutex<Freshness>,
 }
 
 impl HeldLease {
@@ -49,6 +57,9 @@ impl HeldLease {
             safety_margin,
             state: Mutex::new(HeldState {
                 counter: lease.lease_counter,
+                lost: false,
+            }),
+            freshness: std::sync::Mutex::new(Freshness {
                 // Conservative: the take happened no later than now.
                 renewed_at: Instant::now(),
                 lost: false,
@@ -65,14 +76,24 @@ impl HeldLease {
         self.failover
     }
 
+    fn freshness(&self) -> std::sync::MutexGuard<'_, Freshness> {
+        self.freshness.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Marks the lease lost, for the writes and the permit alike.
+    fn lose(&self, s: &mut HeldState) {
+        s.lost = true;
+        self.freshness().lost = true;
+    }
+
     pub async fn is_lost(&self) -> bool {
-        self.state.lock().await.lost
+        self.freshness().lost
     }
 
     /// True while this worker may still send for the lease.
     pub async fn may_send(&self) -> bool {
-        let s = self.state.lock().await;
-        !s.lost && may_send(s.renewed_at.elapsed(), self.failover, self.safety_margin)
+        let f = self.freshness();
+        !f.lost && may_send(f.renewed_at.elapsed(), self.failover, self.safety_margin)
     }
 
     pub async fn renew(&self) -> Result<(), LeaseError> {
@@ -89,12 +110,12 @@ impl HeldLease {
             Ok(counter) => {
                 s.counter = counter;
                 // The write may have landed any time after we sent it: count from the send.
-                s.renewed_at = started;
+                self.freshness().renewed_at = started;
                 Ok(())
             }
             Err(e) => {
                 if matches!(e, LeaseError::Lost(_)) {
-                    s.lost = true;
+                    self.lose(&mut s);
                 }
                 Err(e)
             }
@@ -117,7 +138,7 @@ impl HeldLease {
             .checkpoint(&self.shard_id, &self.owner, s.counter, from, to, children)
             .await;
         if matches!(res, Err(LeaseError::Lost(_))) {
-            s.lost = true;
+            self.lose(&mut s);
         }
         res
     }
@@ -133,7 +154,7 @@ impl HeldLease {
             .write_intent(&self.shard_id, &self.owner, s.counter, intent)
             .await;
         if matches!(res, Err(LeaseError::Lost(_))) {
-            s.lost = true;
+            self.lose(&mut s);
         }
         res
     }
@@ -144,7 +165,7 @@ impl HeldLease {
         if s.lost {
             return Ok(());
         }
-        s.lost = true;
+        self.lose(&mut s);
         self.table
             .release(&self.shard_id, &self.owner, s.counter)
             .await

@@ -10,7 +10,7 @@ use tokio::time::Instant;
 
 use tokio_util::sync::CancellationToken;
 
-use crate::commit::{CommitDriver, CommitError, CommitParts, CommitRetries, Step};
+use crate::commit::{CommitDriver, CommitError, CommitParts, CommitRetries, Opened, Step};
 use crate::format::{self, FormatKind};
 use crate::lease::held::HeldLease;
 use crate::lease::model::{Acquired, Checkpoint, Lease};
@@ -176,7 +176,7 @@ fn ended(step: Step) -> Option<ShardOutcome> {
 
 async fn read_shard(ctx: ShardContext) -> Result<ShardOutcome, ShardError> {
     let shard = ctx.lease.shard_id().to_string();
-    let (step, commit) = CommitDriver::open(CommitParts {
+    let opened = CommitDriver::open(CommitParts {
         connector: ctx.connector.clone(),
         stream_arn: ctx.source.stream_arn().to_string(),
         sink: ctx.sink.clone(),
@@ -188,8 +188,9 @@ async fn read_shard(ctx: ShardContext) -> Result<ShardOutcome, ShardError> {
         retries: ctx.commit_retries,
     })
     .await?;
-    let Some(mut commit) = commit else {
-        return Ok(ended(step).unwrap_or(ShardOutcome::Stopped));
+    let mut commit = match opened {
+        Opened::Ready(driver) => *driver,
+        Opened::Ended(step) => return Ok(ended(step).unwrap_or(ShardOutcome::Stopped)),
     };
     let mut position = match commit.checkpoint_position() {
         Checkpoint::ShardEnd => return Ok(ShardOutcome::ShardEnd(Vec::new())),
