@@ -87,12 +87,18 @@ pub enum Opened {
     Ended(Step),
 }
 
+/// Why a shard's commit failed for good. Each keeps the error it came from.
 #[derive(Debug, thiserror::Error)]
 pub enum CommitError {
-    #[error("sink: {0}")]
-    Sink(String),
-    #[error("lease table: {0}")]
-    Lease(String),
+    #[error("sink: {}", .0.message())]
+    Sink(#[source] SinkError),
+    #[error("lease table: {what}: {source}")]
+    Lease {
+        /// The write that failed, and how often.
+        what: String,
+        #[source]
+        source: LeaseError,
+    },
 }
 
 pub struct CommitDriver {
@@ -147,7 +153,7 @@ impl CommitDriver {
                 .sink
                 .batch_committed(&shard, &intent.first, &intent.last)
                 .await
-                .map_err(|e| CommitError::Sink(e.to_string()))?;
+                .map_err(CommitError::Sink)?;
             if committed {
                 // Only the checkpoint is missing.
                 tracing::info!(connector = %driver.parts.connector, %shard, %intent, "the pending batch was committed; checkpointing it");
@@ -308,7 +314,7 @@ impl CommitDriver {
             Err(RetryError::Failed { error, .. }) => match error {
                 DeliverError::Stopped => Ok(Step::Stopped),
                 DeliverError::LeaseLost => Ok(Step::LeaseLost),
-                DeliverError::Sink(e) => Err(CommitError::Sink(e.message().to_string())),
+                DeliverError::Sink(e) => Err(CommitError::Sink(e)),
             },
         }
     }
@@ -417,10 +423,14 @@ fn lease_step(result: Result<(), RetryError<LeaseError>>, what: &str) -> Result<
         Err(RetryError::Stopped) => Ok(Step::Stopped),
         Err(RetryError::Failed { error, attempts }) => match error {
             LeaseError::Lost(_) => Ok(Step::LeaseLost),
-            LeaseError::Fatal(m) => Err(CommitError::Lease(m)),
-            LeaseError::Transient(m) => Err(CommitError::Lease(format!(
-                "{what} failed {attempts} times in a row: {m}"
-            ))),
+            source @ LeaseError::Fatal(_) => Err(CommitError::Lease {
+                what: what.to_string(),
+                source,
+            }),
+            source @ LeaseError::Transient(_) => Err(CommitError::Lease {
+                what: format!("{what} failed {attempts} times in a row"),
+                source,
+            }),
         },
     }
 }
@@ -430,4 +440,48 @@ fn now_millis() -> i64 {
         .duration_since(std::time::UNIX_EPOCH)
         .map(|d| d.as_millis() as i64)
         .unwrap_or(0)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::error::Error;
+
+    #[test]
+    fn lease_write_outcomes() {
+        assert_eq!(lease_step(Ok(()), "checkpoint").unwrap(), Step::Done);
+        assert_eq!(
+            lease_step(Err(RetryError::Stopped), "checkpoint").unwrap(),
+            Step::Stopped
+        );
+        let lost = RetryError::Failed {
+            error: LeaseError::Lost("s".into()),
+            attempts: 1,
+        };
+        assert_eq!(
+            lease_step(Err(lost), "checkpoint").unwrap(),
+            Step::LeaseLost
+        );
+    }
+
+    #[test]
+    fn a_failed_lease_write_keeps_its_cause() {
+        let gave_up = RetryError::Failed {
+            error: LeaseError::Transient("UpdateItem: timed out".into()),
+            attempts: 9,
+        };
+        let e = lease_step(Err(gave_up), "checkpoint").unwrap_err();
+        assert_eq!(
+            e.to_string(),
+            "lease table: checkpoint failed 9 times in a row: UpdateItem: timed out"
+        );
+        let source = e.source().expect("the lease error is kept");
+        assert!(matches!(
+            source.downcast_ref::<LeaseError>(),
+            Some(LeaseError::Transient(_))
+        ));
+        let sink = CommitError::Sink(SinkError::Fatal("PutRecords: AccessDenied".into()));
+        assert_eq!(sink.to_string(), "sink: PutRecords: AccessDenied");
+        assert!(sink.source().is_some());
+    }
 }
