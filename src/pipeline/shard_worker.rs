@@ -11,7 +11,7 @@ use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
 use crate::commit::{CommitDriver, CommitError, CommitParts, CommitRetries, Opened, Step};
-use crate::format::{self, FormatKind};
+use crate::format::FormatKind;
 use crate::lease::held::HeldLease;
 use crate::lease::model::{Acquired, Checkpoint, Lease};
 use crate::metrics::events;
@@ -19,7 +19,7 @@ use crate::metrics::health::Health;
 use crate::pipeline::batch::{self, PendingBatch};
 use crate::pipeline::lag::ConnectorLag;
 use crate::retry::{self, Backoff, RetryError, RetryPolicy};
-use crate::sink::{Batch, OutputRecord, Sink};
+use crate::sink::{self, Sink};
 use crate::source::poll::{after_error, after_page, ErrorAction, PollAction};
 use crate::source::record::SourceRecord;
 use crate::source::{IteratorPosition, Shard, ShardIterator, ShardSource, SourceError};
@@ -95,61 +95,6 @@ pub enum ShardError {
     Source(String),
     #[error(transparent)]
     Commit(#[from] CommitError),
-}
-
-pub fn encode_batch(
-    shard_id: &str,
-    records: &[SourceRecord],
-    kind: FormatKind,
-    skip_before_millis: Option<i64>,
-    sink: &dyn Sink,
-) -> Result<(Batch, usize), ShardError> {
-    let mut skipped = 0;
-    let mut out = Vec::with_capacity(records.len());
-    for r in records {
-        if let (Some(min), Some(ts)) = (skip_before_millis, r.created_millis()) {
-            if ts < min {
-                skipped += 1;
-                continue;
-            }
-        }
-        let payload = match r {
-            // Stream to stream, `raw` is the record's own bytes (its key goes along).
-            SourceRecord::Kinesis(k) if kind == FormatKind::Raw && sink.takes_raw_bytes() => {
-                k.data.clone()
-            }
-            _ => {
-                let mut payload = Vec::with_capacity(512);
-                // Config validation pairs formats with sources; a mismatch here is a bug,
-                // reported with the record's identity rather than skipped.
-                format::encode(kind, r, &mut payload).map_err(|e| {
-                    ShardError::Source(format!(
-                        "record {} of shard {shard_id}: {e}",
-                        r.sequence_number()
-                    ))
-                })?;
-                payload
-            }
-        };
-        out.push(OutputRecord {
-            sequence_number: r.sequence_number().clone(),
-            created_millis: r.created_millis(),
-            partition_key: sink.partition_key(r),
-            payload,
-        });
-    }
-    Ok((
-        Batch {
-            stream_arn: records
-                .first()
-                .map(|r| r.identity().stream_arn.clone())
-                .unwrap_or_default(),
-            shard_id: shard_id.to_string(),
-            records: out,
-            recovery: None,
-        },
-        skipped,
-    ))
 }
 
 pub async fn run(ctx: ShardContext) -> Result<ShardOutcome, ShardError> {
@@ -337,7 +282,8 @@ async fn shard_is_gone(ctx: &ShardContext, shard: &str) -> bool {
     }
 }
 
-/// Encodes records into the pending batch.
+/// Encodes records into the pending batch, as the sink takes them. Records created before
+/// the starting position are read (the checkpoint moves past them) but not forwarded.
 fn add_to_batch(
     ctx: &ShardContext,
     shard: &str,
@@ -347,21 +293,28 @@ fn add_to_batch(
     let Some(last) = records.last() else {
         return Ok(());
     };
-    let (batch, skipped) = encode_batch(
-        shard,
-        records,
-        ctx.format,
-        ctx.skip_before_millis,
-        ctx.sink.as_ref(),
-    )?;
+    let mut skipped = 0;
+    let mut out = Vec::with_capacity(records.len());
+    for r in records {
+        if let (Some(min), Some(ts)) = (ctx.skip_before_millis, r.created_millis()) {
+            if ts < min {
+                skipped += 1;
+                continue;
+            }
+        }
+        // Config validation pairs formats with sources; a mismatch here is a bug, reported
+        // with the record's identity rather than skipped.
+        out.push(sink::encode(ctx.sink.as_ref(), ctx.format, r).map_err(|e| {
+            ShardError::Source(format!(
+                "record {} of shard {shard}: {e}",
+                r.sequence_number()
+            ))
+        })?);
+    }
     if skipped > 0 {
         events::records_skipped(&ctx.connector, "before_starting_position", skipped);
     }
-    pending.push(
-        batch.records,
-        last.sequence_number().clone(),
-        Instant::now(),
-    );
+    pending.push(out, last.sequence_number().clone(), Instant::now());
     Ok(())
 }
 

@@ -10,6 +10,7 @@ pub mod stdout;
 use async_trait::async_trait;
 
 use crate::aws::AwsSettings;
+use crate::format::{self, FormatKind, FormatMismatch};
 use crate::settings::TableReader;
 use crate::source::record::SourceRecord;
 use crate::source::sequence::SequenceNumber;
@@ -172,6 +173,31 @@ pub trait Sink: Send + Sync {
     fn takes_raw_bytes(&self) -> bool {
         false
     }
+}
+
+/// A record as `sink` takes it: its encoding in the connector's format (stream to stream in
+/// `raw`, the source record's own bytes, when the sink takes them) and its partition key.
+pub fn encode(
+    sink: &dyn Sink,
+    kind: FormatKind,
+    record: &SourceRecord,
+) -> Result<OutputRecord, FormatMismatch> {
+    let payload = match record {
+        SourceRecord::Kinesis(k) if kind == FormatKind::Raw && sink.takes_raw_bytes() => {
+            k.data.clone()
+        }
+        _ => {
+            let mut payload = Vec::with_capacity(512);
+            format::encode(kind, record, &mut payload)?;
+            payload
+        }
+    };
+    Ok(OutputRecord {
+        sequence_number: record.sequence_number().clone(),
+        created_millis: record.created_millis(),
+        partition_key: sink.partition_key(record),
+        payload,
+    })
 }
 
 /// A connector's `[sink]`: one variant per sink, each with its own settings (read and checked
