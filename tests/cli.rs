@@ -258,3 +258,94 @@ fn kinesis_sinks_are_checked_key_by_key() {
         "{err}"
     );
 }
+
+/// Writes `text` to `name` in a fresh directory; returns (dir, path).
+fn config_file(name: &str, text: &str) -> (tempfile::TempDir, String) {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join(name);
+    std::fs::write(&path, text).unwrap();
+    let path = path.to_str().unwrap().to_string();
+    (dir, path)
+}
+
+#[test]
+fn a_syntax_error_names_the_file_it_is_in() {
+    let (_dir, path) = config_file("other.toml", "[worker\nid = \"a\"\n");
+    let o = run(&["validate", "--config", &path], &[]);
+    assert_eq!(o.status.code(), Some(2));
+    let err = stderr(&o);
+    assert!(err.starts_with(&format!("{path}: ")), "{err}");
+    assert!(!err.contains("connectors.toml"), "{err}");
+}
+
+#[test]
+fn an_unknown_type_is_one_problem_not_a_cascade() {
+    let text = r#"
+[[connectors]]
+name = "orders"
+[connectors.source]
+type = "dynamodb-stream"
+table = "orders"
+[connectors.sink]
+type = "filez"
+path = "out.jsonl"
+"#;
+    let (_dir, path) = config_file("connectors.toml", text);
+    let o = run(&["validate", "--config", &path], &[]);
+    assert_eq!(o.status.code(), Some(2));
+    let err = stderr(&o);
+    let lines: Vec<&str> = err.lines().collect();
+    assert_eq!(lines.len(), 2, "{err}");
+    assert!(
+        lines[0].starts_with("connectors[0].source.type: unknown value \"dynamodb-stream\""),
+        "{err}"
+    );
+    assert!(
+        lines[1].starts_with("connectors[0].sink.type: unknown value \"filez\""),
+        "{err}"
+    );
+}
+
+#[test]
+fn connector_keys_are_overridden_by_connector_name_or_index() {
+    let example = repo_example();
+    // The repository example's connector is "orders": by name (any case) and by index.
+    for var in [
+        "SHARDBRIDGE__CONNECTORS__ORDERS__SOURCE__POLL_IDLE_MS",
+        "SHARDBRIDGE__CONNECTORS__orders__SOURCE__POLL_IDLE_MS",
+        "SHARDBRIDGE__CONNECTORS__0__SOURCE__POLL_IDLE_MS",
+    ] {
+        let o = run(&["validate", "--config", &example], &[(var, "100")]);
+        assert_eq!(o.status.code(), Some(0), "{var}: {}", stderr(&o));
+        // The value reaches the connector's key: an out-of-range one is refused there.
+        let o = run(&["validate", "--config", &example], &[(var, "999999")]);
+        assert_eq!(o.status.code(), Some(2));
+        assert!(
+            stderr(&o).contains("connectors[0].source.poll_idle_ms: 999999 is out of range"),
+            "{var}: {}",
+            stderr(&o)
+        );
+    }
+    let o = run(
+        &["validate", "--config", &example],
+        &[("SHARDBRIDGE__CONNECTORS__ORDERS__SINK__COLOUR", "x")],
+    );
+    assert_eq!(o.status.code(), Some(2));
+    assert!(
+        stderr(&o).contains("connectors[0].sink.colour: unknown key"),
+        "{}",
+        stderr(&o)
+    );
+    let o = run(
+        &["validate", "--config", &example],
+        &[("SHARDBRIDGE__CONNECTORS__INVOICES__SINK__PATH", "x.jsonl")],
+    );
+    assert_eq!(o.status.code(), Some(2));
+    assert!(
+        stderr(&o).contains(
+            "SHARDBRIDGE__CONNECTORS__INVOICES__SINK__PATH: no connector named or numbered INVOICES"
+        ),
+        "{}",
+        stderr(&o)
+    );
+}

@@ -229,6 +229,7 @@ impl SinkConfig {
         }
         if !t.has("type") {
             t.problem("type", "missing");
+            t.ignore_rest();
             return None;
         }
         let kinds = [
@@ -237,7 +238,11 @@ impl SinkConfig {
             ("s3", Kind::S3),
             ("kinesis", Kind::Kinesis),
         ];
-        match t.choice("type", &kinds)? {
+        let Some(kind) = t.choice("type", &kinds) else {
+            t.ignore_rest();
+            return None;
+        };
+        match kind {
             Kind::Stdout => Some(SinkConfig::Stdout),
             Kind::File => file::FileSinkConfig::read(t).map(SinkConfig::File),
             Kind::S3 => {

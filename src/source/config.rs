@@ -72,7 +72,11 @@ impl SourceConfig {
         let stream = match kind {
             Some(Kind::DynamoDbStreams) => dynamodb_stream(t),
             Some(Kind::Kinesis) => read_kinesis_stream(t).map(StreamRef::Kinesis),
-            None => None,
+            None => {
+                // Which keys belong depends on the type: judge none of them.
+                t.ignore_rest();
+                return None;
+            }
         };
         let starting_position = match t.opt_string("starting_position") {
             None => Some(StartingPosition::TrimHorizon),
