@@ -16,7 +16,18 @@ pub struct AwsSettings {
     pub region: Option<String>,
     pub endpoint_url: Option<String>,
     pub role_arn: Option<String>,
+    /// Time to establish a connection (default `DEFAULT_CONNECT_TIMEOUT_MS`).
+    pub connect_timeout_ms: Option<u64>,
+    /// Time one attempt of a call may take (default `DEFAULT_ATTEMPT_TIMEOUT_MS`).
+    pub attempt_timeout_ms: Option<u64>,
+    /// Time a call may take with its SDK retries (default `DEFAULT_OPERATION_TIMEOUT_MS`): a
+    /// half-open connection cannot hang a shard longer than this.
+    pub operation_timeout_ms: Option<u64>,
 }
+
+pub const DEFAULT_CONNECT_TIMEOUT_MS: u64 = 3_000;
+pub const DEFAULT_ATTEMPT_TIMEOUT_MS: u64 = 30_000;
+pub const DEFAULT_OPERATION_TIMEOUT_MS: u64 = 60_000;
 
 impl AwsSettings {
     /// `self` with every unset key taken from `defaults`.
@@ -28,6 +39,9 @@ impl AwsSettings {
                 .clone()
                 .or_else(|| defaults.endpoint_url.clone()),
             role_arn: self.role_arn.clone().or_else(|| defaults.role_arn.clone()),
+            connect_timeout_ms: self.connect_timeout_ms.or(defaults.connect_timeout_ms),
+            attempt_timeout_ms: self.attempt_timeout_ms.or(defaults.attempt_timeout_ms),
+            operation_timeout_ms: self.operation_timeout_ms.or(defaults.operation_timeout_ms),
         }
     }
 
@@ -52,22 +66,49 @@ impl AwsSettings {
                 t.problem("role_arn", format!("{arn:?} is not an ARN"));
             }
         }
+        let connect_timeout_ms = t.opt_u64("connect_timeout_ms", 100, 600_000);
+        let attempt_timeout_ms = t.opt_u64("attempt_timeout_ms", 100, 3_600_000);
+        let operation_timeout_ms = t.opt_u64("operation_timeout_ms", 100, 3_600_000);
+        if let (Some(a), Some(o)) = (attempt_timeout_ms, operation_timeout_ms) {
+            if a > o {
+                t.problem(
+                    "attempt_timeout_ms",
+                    format!("{a} must not exceed operation_timeout_ms ({o})"),
+                );
+            }
+        }
         t.finish();
         AwsSettings {
             region,
             endpoint_url,
             role_arn,
+            connect_timeout_ms,
+            attempt_timeout_ms,
+            operation_timeout_ms,
         }
     }
 }
 
+fn ms(value: Option<u64>, default: u64) -> Duration {
+    Duration::from_millis(value.unwrap_or(default))
+}
+
+/// The SDK configuration for `settings`. Every call has connect, attempt and operation
+/// timeouts, so nothing waits on a silent server; a timeout is a transient error.
 pub async fn sdk_config(settings: &AwsSettings) -> SdkConfig {
     let mut loader = aws_config::defaults(BehaviorVersion::latest())
         // Fail fast on an unreachable endpoint; our own loops retry with back-off and metrics.
         .timeout_config(
             TimeoutConfig::builder()
-                .connect_timeout(Duration::from_secs(3))
-                .operation_attempt_timeout(Duration::from_secs(30))
+                .connect_timeout(ms(settings.connect_timeout_ms, DEFAULT_CONNECT_TIMEOUT_MS))
+                .operation_attempt_timeout(ms(
+                    settings.attempt_timeout_ms,
+                    DEFAULT_ATTEMPT_TIMEOUT_MS,
+                ))
+                .operation_timeout(ms(
+                    settings.operation_timeout_ms,
+                    DEFAULT_OPERATION_TIMEOUT_MS,
+                ))
                 .build(),
         )
         .retry_config(RetryConfig::standard().with_max_attempts(2));

@@ -349,3 +349,31 @@ fn connector_keys_are_overridden_by_connector_name_or_index() {
         stderr(&o)
     );
 }
+
+#[test]
+fn aws_timeouts_are_checked() {
+    let example = repo_example();
+    let o = run(
+        &["validate", "--config", &example],
+        &[
+            ("SHARDBRIDGE__AWS__ATTEMPT_TIMEOUT_MS", "5000"),
+            ("SHARDBRIDGE__AWS__OPERATION_TIMEOUT_MS", "20000"),
+            ("SHARDBRIDGE__AWS__CONNECT_TIMEOUT_MS", "1000"),
+        ],
+    );
+    assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
+    let o = run(
+        &["validate", "--config", &example],
+        &[
+            ("SHARDBRIDGE__AWS__ATTEMPT_TIMEOUT_MS", "5000"),
+            ("SHARDBRIDGE__AWS__OPERATION_TIMEOUT_MS", "1000"),
+        ],
+    );
+    assert_eq!(o.status.code(), Some(2));
+    assert!(
+        stderr(&o)
+            .contains("aws.attempt_timeout_ms: 5000 must not exceed operation_timeout_ms (1000)"),
+        "{}",
+        stderr(&o)
+    );
+}

@@ -32,7 +32,7 @@ pub async fn sdk(endpoint: &Option<String>, region: &str) -> Result<aws_config::
     Ok(shardbridge::aws::sdk_config(&AwsSettings {
         region: Some(region.to_string()),
         endpoint_url: Some(url.clone()),
-        role_arn: None,
+        ..AwsSettings::default()
     })
     .await)
 }
