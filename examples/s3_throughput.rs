@@ -375,6 +375,7 @@ async fn read_shard(
                     sequence_number: r.sequence_number().clone(),
                     created_millis: r.created_millis(),
                     partition_key: None,
+                    event_name: None,
                     payload,
                 });
             }
@@ -382,6 +383,7 @@ async fn read_shard(
                 stream_arn: source.stream_arn().to_string(),
                 shard_id: shard.to_string(),
                 recovery: None,
+                number: None,
                 records,
             };
             let key = object_key(sink, &batch);
@@ -535,6 +537,7 @@ async fn probe(cli: &Cli, stream: &str, bucket: &str, calls: usize) -> Result<()
             sequence_number: r.sequence_number().clone(),
             created_millis: r.created_millis(),
             partition_key: None,
+            event_name: None,
             payload,
         });
     }
@@ -544,6 +547,7 @@ async fn probe(cli: &Cli, stream: &str, bucket: &str, calls: usize) -> Result<()
             stream_arn: source.stream_arn().to_string(),
             shard_id: shards[0].shard_id.clone(),
             recovery: None,
+            number: None,
             records,
         }),
     );

@@ -34,6 +34,7 @@ fn batch(arn: &str, first_seq: u64, n: usize, payload_len: usize) -> Batch {
         stream_arn: arn.to_string(),
         shard_id: SHARD.to_string(),
         recovery: None,
+        number: None,
         records: (0..n)
             .map(|i| {
                 let seq = (first_seq + i as u64).to_string();
@@ -55,6 +56,7 @@ fn batch(arn: &str, first_seq: u64, n: usize, payload_len: usize) -> Batch {
                     sequence_number: SequenceNumber::parse(&seq).unwrap(),
                     created_millis: Some(T + i as i64),
                     partition_key: None,
+                    event_name: None,
                     payload: format!("{{\"seq\":\"{seq}\",\"data\":\"{filler}\"}}").into_bytes(),
                 }
             })

@@ -22,7 +22,6 @@ use shardbridge::metrics::health::{describe, is_ready, ConnectorState, Health};
 use shardbridge::pipeline::shard_worker::{self, ShardContext, ShardError, ShardOutcome};
 use shardbridge::retry::Backoff;
 use shardbridge::sink::{Batch, BatchLimits, CommitProtocol, SendPermit, Sink, SinkError};
-use shardbridge::source::sequence::SequenceNumber;
 use shardbridge::source::IteratorPosition;
 use tokio_util::sync::CancellationToken;
 
@@ -643,11 +642,12 @@ async fn a_checkpoint_that_does_not_start_at_the_stored_one_is_refused() {
     }
 }
 
-/// A transactional sink: answers whether a begun batch committed as told.
+/// A transactional sink whose commit record counts `next_batch` batches of the shard.
 struct TransactionalSink {
-    committed: bool,
+    next_batch: u64,
     inner: RecordingSink,
-    asked: Mutex<Vec<(String, String)>>,
+    /// Every call of open_shard / close_shard, and each written batch's number.
+    calls: Mutex<Vec<String>>,
 }
 
 #[async_trait]
@@ -663,32 +663,32 @@ impl Sink for TransactionalSink {
         }
     }
     async fn write_batch(&self, batch: &Batch, _permit: &dyn SendPermit) -> Result<(), SinkError> {
-        self.inner.write_batch(batch, _permit).await
-    }
-    async fn batch_committed(
-        &self,
-        _shard: &str,
-        first: &SequenceNumber,
-        last: &SequenceNumber,
-    ) -> Result<bool, SinkError> {
-        self.asked
+        self.calls
             .lock()
             .unwrap()
-            .push((first.to_string(), last.to_string()));
-        Ok(self.committed)
+            .push(format!("batch {:?}", batch.number));
+        self.inner.write_batch(batch, _permit).await
+    }
+    async fn open_shard(&self, _stream_arn: &str, shard: &str) -> Result<Option<u64>, SinkError> {
+        self.calls.lock().unwrap().push(format!("open {shard}"));
+        Ok(Some(self.next_batch))
+    }
+    async fn close_shard(&self, shard: &str) {
+        self.calls.lock().unwrap().push(format!("close {shard}"));
     }
 }
 
 #[tokio::test]
 async fn transactional_recovery_asks_the_sink_and_resends_only_an_uncommitted_batch() {
+    // The intent is batch 5: a commit record counting 6 batches says it committed.
     for committed in [true, false] {
         let store: Arc<dyn LeaseStore> = Arc::new(MemoryLeaseStore::default());
         let sink = Arc::new(TransactionalSink {
-            committed,
+            next_batch: if committed { 6 } else { 5 },
             inner: RecordingSink::default(),
-            asked: Mutex::new(Vec::new()),
+            calls: Mutex::new(Vec::new()),
         });
-        let intent = format!("{}..{}@1700000000000", seq_of(20), seq_of(34));
+        let intent = format!("{}..{}@1700000000000#5", seq_of(20), seq_of(34));
         let ctx = memory_context(
             store.clone(),
             shard(100, &[]),
@@ -701,10 +701,17 @@ async fn transactional_recovery_asks_the_sink_and_resends_only_an_uncommitted_ba
             shard_worker::run(ctx).await.unwrap(),
             ShardOutcome::ShardEnd(vec![])
         );
-        assert_eq!(
-            *sink.asked.lock().unwrap(),
-            [(seq_of(20).to_string(), seq_of(34).to_string())]
-        );
+        let calls = sink.calls.lock().unwrap().clone();
+        let (first, last) = (calls.first().unwrap(), calls.last().unwrap());
+        assert_eq!(first, &format!("open {SHARD}"), "{calls:?}");
+        assert_eq!(last, &format!("close {SHARD}"), "{calls:?}");
+        // Batches are numbered on from the commit record's count, the recovered one first.
+        let numbers: Vec<&String> = calls[1..calls.len() - 1].iter().collect();
+        let expected: Vec<String> = (0..numbers.len())
+            .map(|i| format!("batch {:?}", Some(if committed { 6 } else { 5 } + i as u64)))
+            .collect();
+        assert_eq!(numbers, expected.iter().collect::<Vec<_>>());
+        assert!(!numbers.is_empty());
         let written = sink.inner.written.lock().unwrap().clone();
         let batches = sink.inner.batches.lock().unwrap().clone();
         if committed {

@@ -108,6 +108,9 @@ pub struct CommitDriver {
     stored: Checkpoint,
     /// An unfinished batch of a previous owner: the next batch is exactly its range.
     recovering: Option<Intent>,
+    /// Transactional: the number of the next batch (the sink's commit record counts the
+    /// batches committed); None for the other protocols.
+    next_batch: Option<u64>,
     /// This shard is reported degraded (its sink is down or slow).
     degraded: AtomicBool,
 }
@@ -117,10 +120,22 @@ impl CommitDriver {
     /// far as that can be done before reading (waiting out that owner, asking the sink).
     pub async fn open(parts: CommitParts) -> Result<Opened, CommitError> {
         let protocol = parts.sink.commit_protocol();
+        let shard = parts.lease.shard_id().to_string();
+        // Before anything else: the sink fences an earlier owner's producer, so what it says
+        // of the shard's committed batches cannot change afterwards.
+        let next_batch = match parts.sink.open_shard(&parts.stream_arn, &shard).await {
+            Ok(next) => next,
+            Err(SinkError::Fenced(why)) => {
+                tracing::warn!(connector = %parts.connector, %shard, %why, "the sink fenced this worker out of the shard; giving the lease up");
+                return Ok(Opened::Ended(Step::LeaseLost));
+            }
+            Err(e) => return Err(CommitError::Sink(e)),
+        };
         let mut driver = CommitDriver {
             stored: parts.taken.checkpoint.clone(),
             protocol,
             recovering: None,
+            next_batch,
             degraded: AtomicBool::new(false),
             parts,
         };
@@ -128,46 +143,37 @@ impl CommitDriver {
             protocol,
             driver.parts.taken.pending_checkpoint.as_ref(),
             driver.parts.acquired,
+            next_batch,
         );
-        let RecoveryPlan::Recover {
-            intent,
-            ask_sink,
-            wait_for_previous_owner,
-        } = plan
-        else {
-            return Ok(Opened::Ready(Box::new(driver)));
-        };
-        let shard = driver.shard().to_string();
-        tracing::info!(connector = %driver.parts.connector, %shard, %intent, "recovering the batch of a pending intent");
-        if wait_for_previous_owner {
-            // Its send deadline is at most a failover time after our take.
-            let wait = driver.parts.lease.failover();
-            events::retry_wait(&driver.parts.connector, "previous_owner_sending", wait);
-            if !retry::pause(&driver.parts.stop, wait).await {
-                return Ok(Opened::Ended(Step::Stopped));
-            }
-        }
-        if ask_sink {
-            let committed = driver
-                .parts
-                .sink
-                .batch_committed(&shard, &intent.first, &intent.last)
-                .await
-                .map_err(CommitError::Sink)?;
-            if committed {
-                // Only the checkpoint is missing.
+        match plan {
+            RecoveryPlan::Nothing => Ok(Opened::Ready(Box::new(driver))),
+            RecoveryPlan::Checkpoint { intent } => {
                 tracing::info!(connector = %driver.parts.connector, %shard, %intent, "the pending batch was committed; checkpointing it");
                 let step = driver
                     .checkpoint(&Checkpoint::Sequence(intent.last.clone()), None)
                     .await?;
-                return Ok(match step {
+                Ok(match step {
                     Step::Done => Opened::Ready(Box::new(driver)),
                     ended => Opened::Ended(ended),
-                });
+                })
+            }
+            RecoveryPlan::Recover {
+                intent,
+                wait_for_previous_owner,
+            } => {
+                tracing::info!(connector = %driver.parts.connector, %shard, %intent, "recovering the batch of a pending intent");
+                if wait_for_previous_owner {
+                    // Its send deadline is at most a failover time after our take.
+                    let wait = driver.parts.lease.failover();
+                    events::retry_wait(&driver.parts.connector, "previous_owner_sending", wait);
+                    if !retry::pause(&driver.parts.stop, wait).await {
+                        return Ok(Opened::Ended(Step::Stopped));
+                    }
+                }
+                driver.recovering = Some(intent);
+                Ok(Opened::Ready(Box::new(driver)))
             }
         }
-        driver.recovering = Some(intent);
-        Ok(Opened::Ready(Box::new(driver)))
     }
 
     fn shard(&self) -> &str {
@@ -214,6 +220,9 @@ impl CommitDriver {
                         Some(earlier) => earlier.written_millis,
                         None => Some(now_millis()),
                     },
+                    // A recovered batch takes the number the commit record expects next:
+                    // that is the intent's own number unless its commit record is gone.
+                    batch: self.next_batch,
                 };
                 let step = self.write_intent(&intent).await?;
                 if step != Step::Done {
@@ -228,6 +237,7 @@ impl CommitDriver {
                 recovery: recovering.as_ref().map(|i| Recovery {
                     intent_millis: i.written_millis,
                 }),
+                number: self.next_batch,
             };
             crate::fault::crash_soon("during_upload");
             let step = self.deliver(&batch).await?;
@@ -237,6 +247,9 @@ impl CommitDriver {
                 return Ok(step);
             }
             crate::fault::crash_point("after_upload");
+            if let Some(n) = self.next_batch.as_mut() {
+                *n += 1;
+            }
         }
         self.checkpoint(&Checkpoint::Sequence(last_read), None)
             .await
@@ -314,6 +327,10 @@ impl CommitDriver {
             Err(RetryError::Failed { error, .. }) => match error {
                 DeliverError::Stopped => Ok(Step::Stopped),
                 DeliverError::LeaseLost => Ok(Step::LeaseLost),
+                DeliverError::Fenced(why) => {
+                    tracing::warn!(connector = %self.parts.connector, shard = self.shard(), %why, "the sink fenced this worker out of the shard; giving the lease up");
+                    Ok(Step::LeaseLost)
+                }
                 DeliverError::Sink(e) => Err(CommitError::Sink(e)),
             },
         }
@@ -367,6 +384,7 @@ impl CommitDriver {
                 }
                 // Partly written; the lease is checked again before the batch goes on.
                 Err(SinkError::NotPermitted) => continue,
+                Err(SinkError::Fenced(why)) => return Err(DeliverError::Fenced(why)),
                 Err(e) => {
                     let class = match e {
                         SinkError::Fatal(_) => "fatal",
@@ -398,6 +416,8 @@ impl SendPermit for LeasePermit<'_> {
 enum DeliverError {
     Stopped,
     LeaseLost,
+    /// The sink's producer for the shard was fenced by a new owner's.
+    Fenced(String),
     Sink(SinkError),
 }
 
@@ -406,6 +426,7 @@ impl std::fmt::Display for DeliverError {
         match self {
             DeliverError::Stopped => write!(f, "stopped"),
             DeliverError::LeaseLost => write!(f, "lease lost"),
+            DeliverError::Fenced(why) => write!(f, "fenced: {why}"),
             DeliverError::Sink(e) => write!(f, "{}", e.message()),
         }
     }

@@ -60,15 +60,23 @@ impl Checkpoint {
 /// `first..last@millis`, the range of the batch being written and when its writing began
 /// (ms since the epoch, the writer's clock). The time tells a reconciling sink how far back
 /// to read its target; an intent without it (`first..last`) is read back from the start.
+/// The transactional protocol adds the batch's number: `first..last@millis#n` (its commit
+/// record at the sink says n+1 once the batch committed).
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Intent {
     pub first: SequenceNumber,
     pub last: SequenceNumber,
     pub written_millis: Option<i64>,
+    /// The batch's number, for the transactional protocol.
+    pub batch: Option<u64>,
 }
 
 impl Intent {
     pub fn parse(s: &str) -> Option<Intent> {
+        let (s, batch) = match s.split_once('#') {
+            Some((rest, n)) => (rest, Some(n.parse().ok()?)),
+            None => (s, None),
+        };
         let (range, written_millis) = match s.split_once('@') {
             Some((range, millis)) => (range, Some(millis.parse().ok()?)),
             None => (s, None),
@@ -78,6 +86,7 @@ impl Intent {
             first: SequenceNumber::parse(first).ok()?,
             last: SequenceNumber::parse(last).ok()?,
             written_millis,
+            batch,
         })
     }
 }
@@ -87,6 +96,9 @@ impl std::fmt::Display for Intent {
         write!(f, "{}..{}", self.first, self.last)?;
         if let Some(millis) = self.written_millis {
             write!(f, "@{millis}")?;
+        }
+        if let Some(n) = self.batch {
+            write!(f, "#{n}")?;
         }
         Ok(())
     }
@@ -342,16 +354,31 @@ mod tests {
             first: SequenceNumber::parse("10").unwrap(),
             last: SequenceNumber::parse("20").unwrap(),
             written_millis: Some(1_700_000_000_123),
+            batch: None,
         };
         assert_eq!(intent.to_string(), "10..20@1700000000123");
-        assert_eq!(Intent::parse("10..20@1700000000123"), Some(intent));
+        assert_eq!(Intent::parse("10..20@1700000000123"), Some(intent.clone()));
+        let numbered = Intent {
+            batch: Some(41),
+            ..intent
+        };
+        assert_eq!(numbered.to_string(), "10..20@1700000000123#41");
+        assert_eq!(Intent::parse("10..20@1700000000123#41"), Some(numbered));
         let old = Intent::parse("10..20").unwrap();
         assert_eq!(
             (&old.last, old.written_millis),
             (&SequenceNumber::parse("20").unwrap(), None)
         );
         assert_eq!(old.to_string(), "10..20");
-        for bad in ["garbage", "10..x", "10..20@", "10..20@soon", "..20"] {
+        for bad in [
+            "garbage",
+            "10..x",
+            "10..20@",
+            "10..20@soon",
+            "..20",
+            "10..20@1#",
+            "10..20@1#-1",
+        ] {
             assert_eq!(Intent::parse(bad), None, "{bad}");
         }
     }

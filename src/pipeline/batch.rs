@@ -86,6 +86,7 @@ mod tests {
             sequence_number: SequenceNumber::parse(seq).unwrap(),
             created_millis: None,
             partition_key: None,
+            event_name: None,
             payload: vec![b'x'; bytes],
         }
     }

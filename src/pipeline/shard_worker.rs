@@ -98,13 +98,16 @@ pub enum ShardError {
 }
 
 pub async fn run(ctx: ShardContext) -> Result<ShardOutcome, ShardError> {
-    let (connector, lag, health, shard) = (
+    let (connector, lag, health, shard, sink) = (
         ctx.connector.clone(),
         ctx.lag.clone(),
         ctx.health.clone(),
         ctx.lease.shard_id().to_string(),
+        ctx.sink.clone(),
     );
     let outcome = read_shard(ctx).await;
+    // Whatever ended the lease: the sink lets go of the shard (a Kafka producer is closed).
+    sink.close_shard(&shard).await;
     events::iterator_age(&connector, lag.remove(&shard));
     health.shard_well(&connector, &shard);
     outcome

@@ -43,6 +43,8 @@ pub struct OutputRecord {
     pub created_millis: Option<i64>,
     /// Where a keyed sink (Kinesis) puts it; None for sinks without keys.
     pub partition_key: Option<String>,
+    /// INSERT, MODIFY or REMOVE for a DynamoDB change; None for a Kinesis record.
+    pub event_name: Option<&'static str>,
     pub payload: Vec<u8>,
 }
 
@@ -56,6 +58,9 @@ pub struct Batch {
     /// Set when this batch is the range of an intent a previous owner left: the sink may have
     /// written part of it already.
     pub recovery: Option<Recovery>,
+    /// For the transactional protocol: the batch's number in its shard (its commit record
+    /// counts n+1 batches once it committed).
+    pub number: Option<u64>,
 }
 
 /// What is known of an earlier, unfinished attempt at a batch.
@@ -126,13 +131,18 @@ pub enum SinkError {
     /// same batch once the lease is renewed.
     #[error("sending paused: the lease is in doubt")]
     NotPermitted,
+    /// Another worker's producer took over the shard at the sink (a transactional producer
+    /// was fenced): nothing of this batch is committed, and this worker must give the lease
+    /// up without sending again.
+    #[error("fenced: {0}")]
+    Fenced(String),
 }
 
 impl SinkError {
     /// What went wrong, without the class prefix.
     pub fn message(&self) -> &str {
         match self {
-            SinkError::Transient(m) | SinkError::Fatal(m) => m,
+            SinkError::Transient(m) | SinkError::Fatal(m) | SinkError::Fenced(m) => m,
             SinkError::NotPermitted => "sending paused: the lease is in doubt",
         }
     }
@@ -155,19 +165,17 @@ pub trait Sink: Send + Sync {
     fn partition_key(&self, _record: &SourceRecord) -> Option<String> {
         None
     }
-    /// For the transactional protocol: whether the batch `first..=last` of `shard`, begun by a
-    /// previous owner, was committed (its commit record is visible). If not, it is written
-    /// again as a recovery. Other protocols are never asked.
-    async fn batch_committed(
-        &self,
-        _shard: &str,
-        _first: &SequenceNumber,
-        _last: &SequenceNumber,
-    ) -> Result<bool, SinkError> {
-        Err(SinkError::Fatal(
-            "this sink cannot tell whether a batch committed, so it cannot use the transactional protocol".into(),
-        ))
+    /// A shard's lease was taken: a sink that keeps state per shard sets it up. For the
+    /// transactional protocol this fences the producer of any earlier owner of the shard (its
+    /// open transaction is aborted, it can commit nothing more) and returns the number of the
+    /// shard's next batch as its commit record says; a previous owner's batch n committed
+    /// exactly when this is n+1. Other sinks return None.
+    async fn open_shard(&self, _stream_arn: &str, _shard: &str) -> Result<Option<u64>, SinkError> {
+        Ok(None)
     }
+    /// The shard's lease ended (shard end, stop, loss, failure): whatever `open_shard` set up
+    /// is let go of.
+    async fn close_shard(&self, _shard: &str) {}
     /// Whether the `raw` format hands over the source record's bytes unchanged (a
     /// stream-to-stream sink) rather than its JSON line.
     fn takes_raw_bytes(&self) -> bool {
@@ -196,6 +204,10 @@ pub fn encode(
         sequence_number: record.sequence_number().clone(),
         created_millis: record.created_millis(),
         partition_key: sink.partition_key(record),
+        event_name: match record {
+            SourceRecord::DynamoDb(c) => Some(c.operation.event_name()),
+            SourceRecord::Kinesis(_) => None,
+        },
         payload,
     })
 }

@@ -91,12 +91,14 @@ mod tests {
             stream_arn: "arn".into(),
             shard_id: "s".into(),
             recovery: None,
+            number: None,
             records: seqs
                 .iter()
                 .map(|s| OutputRecord {
                     sequence_number: SequenceNumber::parse(s).unwrap(),
                     created_millis: None,
                     partition_key: None,
+                    event_name: None,
                     payload: format!("{{\"seq\":\"{s}\"}}").into_bytes(),
                 })
                 .collect(),

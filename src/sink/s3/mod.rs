@@ -427,6 +427,7 @@ mod tests {
             sequence_number: SequenceNumber::parse(seq).unwrap(),
             created_millis: created,
             partition_key: None,
+            event_name: None,
             payload: format!("{{\"seq\":\"{seq}\",\"v\":\"{}\"}}", "x".repeat(40)).into_bytes(),
         }
     }
@@ -436,6 +437,7 @@ mod tests {
             stream_arn: arn.into(),
             shard_id: "shardId-00000001714571100000-abcdef12".into(),
             recovery: None,
+            number: None,
             records,
         }
     }
