@@ -154,6 +154,29 @@ impl<'a> TableReader<'a> {
         self.opt_string(key)
     }
 
+    /// Every key of the table, in order.
+    pub fn keys(&self) -> Vec<String> {
+        self.table.keys().cloned().collect()
+    }
+
+    /// A string, number or boolean, as text (pass-through settings such as librdkafka's).
+    pub fn scalar_text(&mut self, key: &str) -> Option<String> {
+        let v = self.take(key)?;
+        match v.kind {
+            ValueKind::String(s) => Some(s),
+            ValueKind::Boolean(b) => Some(b.to_string()),
+            ValueKind::I64(n) => Some(n.to_string()),
+            ValueKind::I128(n) => Some(n.to_string()),
+            ValueKind::U64(n) => Some(n.to_string()),
+            ValueKind::U128(n) => Some(n.to_string()),
+            ValueKind::Float(n) => Some(n.to_string()),
+            other => {
+                self.type_problem(key, "a string, number or boolean", &other);
+                None
+            }
+        }
+    }
+
     /// A non-negative integer within `min..=max`. Strings of digits are accepted, since
     /// environment overrides arrive as strings.
     pub fn opt_u64(&mut self, key: &str, min: u64, max: u64) -> Option<u64> {

@@ -123,13 +123,9 @@ impl CommitDriver {
         let shard = parts.lease.shard_id().to_string();
         // Before anything else: the sink fences an earlier owner's producer, so what it says
         // of the shard's committed batches cannot change afterwards.
-        let next_batch = match parts.sink.open_shard(&parts.stream_arn, &shard).await {
+        let next_batch = match open_at_sink(&parts, &shard).await? {
             Ok(next) => next,
-            Err(SinkError::Fenced(why)) => {
-                tracing::warn!(connector = %parts.connector, %shard, %why, "the sink fenced this worker out of the shard; giving the lease up");
-                return Ok(Opened::Ended(Step::LeaseLost));
-            }
-            Err(e) => return Err(CommitError::Sink(e)),
+            Err(step) => return Ok(Opened::Ended(step)),
         };
         let mut driver = CommitDriver {
             stored: parts.taken.checkpoint.clone(),
@@ -398,6 +394,57 @@ impl CommitDriver {
                 }
             }
         }
+    }
+}
+
+/// Opens the shard at the sink, retrying while the sink is unavailable for as long as the
+/// lease is ours: the sink's answer (the next batch number, for transactions), or the step
+/// that ended the lease.
+async fn open_at_sink(
+    parts: &CommitParts,
+    shard: &str,
+) -> Result<Result<Option<u64>, Step>, CommitError> {
+    let policy = RetryPolicy::forever(&parts.connector, "sink_unavailable", parts.retries.sink);
+    let result = retry::run(
+        &policy,
+        &parts.stop,
+        |e: &DeliverError| matches!(e, DeliverError::Sink(SinkError::Transient(_))),
+        || async {
+            if parts.lease.is_lost().await {
+                return Err(DeliverError::LeaseLost);
+            }
+            match parts.sink.open_shard(&parts.stream_arn, shard).await {
+                Ok(next) => Ok(next),
+                Err(SinkError::Fenced(why)) => Err(DeliverError::Fenced(why)),
+                Err(e) => {
+                    let class = match e {
+                        SinkError::Fatal(_) => "fatal",
+                        _ => "transient",
+                    };
+                    events::sink_error(&parts.connector, shard, class, &e.message());
+                    if class == "transient" {
+                        let why = format!("sink: {}", e.message());
+                        parts.health.shard_degraded(&parts.connector, shard, why);
+                    }
+                    Err(DeliverError::Sink(e))
+                }
+            }
+        },
+    )
+    .await;
+    parts.health.shard_well(&parts.connector, shard);
+    match result {
+        Ok(next) => Ok(Ok(next)),
+        Err(RetryError::Stopped) => Ok(Err(Step::Stopped)),
+        Err(RetryError::Failed { error, .. }) => match error {
+            DeliverError::Stopped => Ok(Err(Step::Stopped)),
+            DeliverError::LeaseLost => Ok(Err(Step::LeaseLost)),
+            DeliverError::Fenced(why) => {
+                tracing::warn!(connector = %parts.connector, %shard, %why, "the sink fenced this worker out of the shard; giving the lease up");
+                Ok(Err(Step::LeaseLost))
+            }
+            DeliverError::Sink(e) => Err(CommitError::Sink(e)),
+        },
     }
 }
 

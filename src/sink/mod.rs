@@ -2,6 +2,7 @@
 //! advances a checkpoint only after `write_batch` returned, i.e. after the batch is durable.
 
 pub mod file;
+pub mod kafka;
 pub mod kinesis;
 pub mod partition_key;
 pub mod s3;
@@ -227,6 +228,10 @@ pub enum SinkConfig {
         kinesis: kinesis::KinesisSinkConfig,
         aws: AwsSettings,
     },
+    Kafka {
+        kafka: kafka::config::KafkaSinkConfig,
+        aws: AwsSettings,
+    },
 }
 
 impl SinkConfig {
@@ -238,6 +243,7 @@ impl SinkConfig {
             File,
             S3,
             Kinesis,
+            Kafka,
         }
         if !t.has("type") {
             t.problem("type", "missing");
@@ -249,6 +255,7 @@ impl SinkConfig {
             ("file", Kind::File),
             ("s3", Kind::S3),
             ("kinesis", Kind::Kinesis),
+            ("kafka", Kind::Kafka),
         ];
         let Some(kind) = t.choice("type", &kinds) else {
             t.ignore_rest();
@@ -262,6 +269,8 @@ impl SinkConfig {
             }
             Kind::Kinesis => kinesis::KinesisSinkConfig::read(t, global_aws)
                 .map(|(kinesis, aws)| SinkConfig::Kinesis { kinesis, aws }),
+            Kind::Kafka => kafka::config::KafkaSinkConfig::read(t, global_aws)
+                .map(|(kafka, aws)| SinkConfig::Kafka { kafka, aws }),
         }
     }
 }
@@ -277,6 +286,9 @@ pub async fn build(config: &SinkConfig, connector: &str) -> Result<Box<dyn Sink>
         SinkConfig::Kinesis { kinesis, aws } => {
             let sdk = crate::aws::sdk_config(aws).await;
             Box::new(kinesis::KinesisSink::new(&sdk, kinesis.clone(), connector))
+        }
+        SinkConfig::Kafka { kafka, aws } => {
+            Box::new(kafka::KafkaSink::new(kafka.clone(), aws, connector).await?)
         }
     })
 }

@@ -54,7 +54,12 @@ impl PartitionKeyRule {
 
 /// The partition key of `record` under `rule`: 1..=256 characters.
 pub fn derive(rule: &PartitionKeyRule, record: &SourceRecord) -> String {
-    let key = match (rule, record) {
+    fit(key_text(rule, record))
+}
+
+/// The key of `record` under `rule` at full length (a Kafka record key has no length limit).
+pub fn key_text(rule: &PartitionKeyRule, record: &SourceRecord) -> String {
+    match (rule, record) {
         (PartitionKeyRule::Shard, r) => r.identity().shard_id.clone(),
         (PartitionKeyRule::Random, _) => format!("{:032x}", rand::random::<u128>()),
         (PartitionKeyRule::ItemKey, SourceRecord::DynamoDb(c)) => item_key(&c.keys),
@@ -69,8 +74,7 @@ pub fn derive(rule: &PartitionKeyRule, record: &SourceRecord) -> String {
         }
         // Config validation refuses attributes for Kinesis sources; keep their order anyway.
         (PartitionKeyRule::Attribute(_), SourceRecord::Kinesis(k)) => k.partition_key.clone(),
-    };
-    fit(key)
+    }
 }
 
 /// The key attributes' values in attribute-name order, joined by `|`: the hash key's value
