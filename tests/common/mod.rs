@@ -10,6 +10,7 @@ use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::{Duration, Instant};
 
 pub mod harness;
+pub mod kafka;
 pub mod memory_lease_store;
 pub mod scripted_source;
 pub mod stream_model;
