@@ -3,7 +3,8 @@
 //! (default: the first) it reaches POINT. Points: `after_intent`, `during_upload`,
 //! `after_upload` (of the commit protocols' steps: `after_upload` is after the sink's last
 //! write, before the checkpoint), `between_puts` (the Kinesis sink, between PutRecords calls
-//! of one batch).
+//! of one batch), `inside_transaction` (the Kafka sink: records and commit record sent, the
+//! transaction not committed).
 
 #[cfg(feature = "fault-injection")]
 mod enabled {

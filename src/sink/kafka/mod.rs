@@ -16,7 +16,6 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use async_trait::async_trait;
-use futures_util::FutureExt;
 use rdkafka::consumer::{BaseConsumer, Consumer, ConsumerGroupMetadata};
 use rdkafka::error::{KafkaError, RDKafkaErrorCode};
 use rdkafka::message::{Header, OwnedHeaders};
@@ -287,9 +286,23 @@ impl KafkaSink {
         })
         .await;
         if let Err(e) = sent {
-            let failed = too_large(deliveries);
+            return Err(self.failed(entry, "send_offsets", e, n, batch, &[]).await);
+        }
+        // Every record acknowledged before the commit is asked for (the commit would wait for
+        // them anyway): a refused record is named, and the commit is only asked of a
+        // transaction whose records are all in.
+        for (i, delivery) in deliveries.into_iter().enumerate() {
+            let refused = match delivery.await {
+                Ok(Ok(_)) => continue,
+                Ok(Err((e, _))) => e,
+                Err(_) => KafkaError::Canceled,
+            };
+            let too_large = match refused.rdkafka_error_code() {
+                Some(RDKafkaErrorCode::MessageSizeTooLarge) => vec![i],
+                _ => Vec::new(),
+            };
             return Err(self
-                .failed(entry, "send_offsets", e, n, batch, &failed)
+                .failed(entry, "produce", refused, n, batch, &too_large)
                 .await);
         }
         crate::fault::crash_point("inside_transaction");
@@ -312,10 +325,7 @@ impl KafkaSink {
                 self.events.produced(batch.records.len(), batch.bytes());
                 Ok(())
             }
-            Err(e) => {
-                let failed = too_large(deliveries);
-                Err(self.failed(entry, "commit", e, n, batch, &failed).await)
-            }
+            Err(e) => Err(self.failed(entry, "commit", e, n, batch, &[]).await),
         }
     }
 
@@ -495,23 +505,6 @@ fn describe(batch: &Batch, r: &OutputRecord) -> String {
         batch.stream_arn,
         r.payload.len()
     )
-}
-
-/// The records whose delivery the cluster refused as too large, among the deliveries already
-/// reported (a failed commit has flushed them all).
-fn too_large(deliveries: Vec<DeliveryFuture>) -> Vec<usize> {
-    deliveries
-        .into_iter()
-        .enumerate()
-        .filter_map(|(i, d)| match d.now_or_never() {
-            Some(Ok(Err((e, _))))
-                if e.rdkafka_error_code() == Some(RDKafkaErrorCode::MessageSizeTooLarge) =>
-            {
-                Some(i)
-            }
-            _ => None,
-        })
-        .collect()
 }
 
 #[async_trait]
