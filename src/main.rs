@@ -22,7 +22,7 @@ const EXIT_RUNTIME: u8 = 1;
                   Streams, shares the shards with other \
                   shardbridge processes through a KCL-compatible lease table, and forwards the \
                   records, in per-item order, to the sinks of connectors.toml (stdout, file, \
-                  S3 and Kinesis; S3 and Kinesis exactly once).\n\n\
+                  S3, Kinesis and Kafka; S3, Kinesis and Kafka exactly once).\n\n\
                   Exit status: 0 after a clean stop, 1 on a fatal runtime error (or when a \
                   connector failed), 2 on a configuration error. Logging: RUST_LOG (default info)."
 )]

@@ -377,3 +377,76 @@ fn aws_timeouts_are_checked() {
         stderr(&o)
     );
 }
+
+#[test]
+fn kafka_sinks_are_checked_key_by_key_and_never_print_option_values() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("kafka.toml");
+    let write = |source: &str, sink: &str| {
+        std::fs::write(
+            &path,
+            format!(
+                "[[connectors]]\nname = \"k\"\n[connectors.source]\n{source}\n\
+                 [connectors.format]\ntype = \"lambda\"\n[connectors.sink]\ntype = \"kafka\"\n{sink}\n"
+            ),
+        )
+        .unwrap();
+    };
+    let ddb = "type = \"dynamodb-streams\"\ntable = \"orders\"";
+    let validate = || run(&["validate", "--config", path.to_str().unwrap()], &[]);
+    // The commented example of connectors.toml, as a user would uncomment it.
+    let example = std::fs::read_to_string(repo_example()).unwrap();
+    let kafka: String = example
+        .lines()
+        .skip_while(|l| !l.starts_with("# type = \"kafka\""))
+        .map(|l| l.trim_start_matches("# ").trim_start_matches('#'))
+        .filter(|l| !l.starts_with("type = "))
+        .collect::<Vec<_>>()
+        .join("\n")
+        .replace("[connectors.sink.options]", "[connectors.sink.options]\n");
+    assert!(
+        kafka.contains("brokers = "),
+        "the example has a Kafka sink:\n{kafka}"
+    );
+    write(ddb, &kafka);
+    let o = validate();
+    assert_eq!(o.status.code(), Some(0), "{kafka}\n{}", stderr(&o));
+
+    write(
+        ddb,
+        "brokers = \"b:9092\"\ntopic = \"cdc/{tabel}\"\nkey = \"random\"\nexactly_once = \"maybe\"\n\
+         [connectors.sink.options]\n\"transactional.id\" = \"x\"\n\"sasl.pasword\" = \"hunter2\"\n\
+         \"linger.ms\" = \"hunter3\"",
+    );
+    let o = validate();
+    assert_eq!(o.status.code(), Some(2));
+    let err = stderr(&o);
+    for want in [
+        "connectors[0].sink.topic: ",
+        "connectors[0].sink.key: \"random\" is not one of",
+        "connectors[0].sink.exactly_once: expected a boolean",
+        "connectors[0].sink.options.transactional.id: set by shardbridge",
+        "connectors[0].sink.options.sasl.pasword: ",
+        "connectors[0].sink.options.linger.ms: ",
+    ] {
+        assert!(err.contains(want), "{want}\n{err}");
+    }
+    assert!(
+        !err.contains("hunter"),
+        "an option's value was printed:\n{err}"
+    );
+    write("", "topic = \"t\"");
+    assert!(stderr(&validate()).contains("connectors[0].sink.brokers: missing"));
+    // Kinesis records have no attributes to key by, and no table.
+    write(
+        "type = \"kinesis\"\nstream = \"clicks\"",
+        "brokers = \"b:9092\"\ntopic = \"{table}\"\nkey = \"attribute:user\"",
+    );
+    let err = stderr(&validate());
+    for want in [
+        "connectors[0].sink.key: \"attribute:NAME\" needs a DynamoDB source",
+        "connectors[0].sink.topic: {table} needs a DynamoDB source",
+    ] {
+        assert!(err.contains(want), "{want}\n{err}");
+    }
+}

@@ -13,6 +13,7 @@ use crate::format::FormatKind;
 use crate::lease::LeaseConfig;
 use crate::pipeline::{Config, ConnectorConfig, WorkerConfig};
 use crate::settings::{ConfigErrors, Problems, TableReader};
+use crate::sink::kafka::config::KafkaKey;
 use crate::sink::SinkConfig;
 use crate::source::SourceConfig;
 
@@ -189,6 +190,25 @@ fn connector(mut t: TableReader, global_aws: &AwsSettings) -> Option<ConnectorCo
                 "sink.partition_key",
                 "\"attribute:NAME\" needs a DynamoDB source (Kinesis records have no attributes; use \"item-key\" to keep their partition keys)",
             );
+        }
+    }
+    if let (Some(s), Some(SinkConfig::Kafka { kafka, .. })) = (&source, &sink) {
+        if s.stream.is_kinesis() {
+            if matches!(
+                kafka.key,
+                KafkaKey::Rule(crate::sink::partition_key::PartitionKeyRule::Attribute(_))
+            ) {
+                t.problem(
+                    "sink.key",
+                    "\"attribute:NAME\" needs a DynamoDB source (Kinesis records have no attributes; use \"item-key\" to keep their partition keys)",
+                );
+            }
+            if kafka.topic.as_str().contains("{table}") {
+                t.problem(
+                    "sink.topic",
+                    "{table} needs a DynamoDB source (use {stream} for a Kinesis stream's name)",
+                );
+            }
         }
     }
     t.finish();

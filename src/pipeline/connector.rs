@@ -217,6 +217,10 @@ impl Connector {
                     if retry_sync_at.is_some() => sync_now = Some(true),
                 _ = renew.tick() => {
                     for lease in st.held.values() {
+                        if lease.is_lost().await {
+                            // Reported once; its shard worker is ending.
+                            continue;
+                        }
                         match lease.renew().await {
                             Ok(()) => {}
                             Err(LeaseError::Lost(k)) => events::lease_lost(&name, &k),

@@ -237,3 +237,64 @@ impl Conn {
         (records, data.high_watermark)
     }
 }
+
+/// A tansu broker of a test's own (memory storage), for faults that must not disturb the
+/// shared broker: it is frozen, resumed and killed by the test.
+pub struct PrivateBroker {
+    pub child: std::process::Child,
+    pub bootstrap: String,
+}
+
+impl PrivateBroker {
+    pub fn start(log: &std::path::Path) -> PrivateBroker {
+        let bin = std::env::var("SHARDBRIDGE_TEST_TANSU_BIN").unwrap_or_else(|_| {
+            panic!(
+                "SHARDBRIDGE_TEST_TANSU_BIN is not set: run the tests through scripts/test.sh or \
+                 `eval \"$(scripts/dev-servers.sh env)\"`"
+            )
+        });
+        let port = super::free_port();
+        let url = format!("tcp://127.0.0.1:{port}");
+        let child = std::process::Command::new(bin)
+            .env_remove("SCHEMA_REGISTRY")
+            .env_remove("OTEL_EXPORTER_OTLP_ENDPOINT")
+            .args(["broker", "--cluster-id", "shardbridge-private"])
+            .args(["--listener-url", &url, "--advertised-listener-url", &url])
+            .args(["--storage-engine", "memory://tansu/"])
+            .stdout(std::fs::File::create(log).unwrap())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .expect("start a private tansu broker");
+        let bootstrap = format!("127.0.0.1:{port}");
+        super::wait_for("the private broker", Duration::from_secs(30), || {
+            TcpStream::connect(&bootstrap).ok()
+        });
+        PrivateBroker { child, bootstrap }
+    }
+
+    pub fn signal(&self, sig: &str) {
+        let ok = std::process::Command::new("kill")
+            .arg(format!("-{sig}"))
+            .arg(self.child.id().to_string())
+            .status()
+            .unwrap()
+            .success();
+        assert!(ok, "kill -{sig} the private broker");
+    }
+}
+
+impl Drop for PrivateBroker {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// A process' resident memory (VmRSS) in KiB.
+pub fn rss_kib(pid: u32) -> Option<u64> {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+}

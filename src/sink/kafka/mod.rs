@@ -319,6 +319,7 @@ impl KafkaSink {
             }
             return Err(SinkError::NotPermitted);
         }
+        crate::fault::crash_point("before_commit");
         match Self::blocking(&txn, move |p| p.commit_transaction(timeout)).await {
             Ok(()) => {
                 self.events.committed(started.elapsed());
