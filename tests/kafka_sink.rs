@@ -15,7 +15,7 @@ use serde_json::Value;
 
 const PARTITIONS: i32 = 4;
 
-fn worker(endpoint: &str) -> String {
+fn worker(endpoint: &str, port: u16) -> String {
     format!(
         r#"
 [worker]
@@ -28,7 +28,7 @@ region = "us-east-1"
 endpoint_url = "{endpoint}"
 "#,
         unique("worker"),
-        free_port()
+        port
     )
 }
 
@@ -211,7 +211,8 @@ async fn a_dynamodb_stream_lands_in_kafka_once_in_item_order() {
     let sink = |topic: &str| {
         format!("brokers = \"{bootstrap}\"\ntopic = \"{topic}\"\nmax_records = 150\n")
     };
-    let cfg = worker(&endpoint)
+    let port = free_port();
+    let cfg = worker(&endpoint, port)
         + &connector(
             "k-lambda",
             &table,
@@ -248,6 +249,30 @@ async fn a_dynamodb_stream_lands_in_kafka_once_in_item_order() {
         );
         tokio::time::sleep(Duration::from_millis(500)).await;
     }
+    // The sink's own metrics say the same, per connector.
+    let metrics = wait_for("/metrics", Duration::from_secs(10), || {
+        http_get(port, "/metrics").map(|(_, body)| body)
+    });
+    for c in ["k-lambda", "k-plain"] {
+        let label = format!("connector=\"{c}\"");
+        let produced = metric_value(&metrics, "shardbridge_kafka_records_produced_total", &label);
+        assert_eq!(
+            produced,
+            Some(total as f64),
+            "{c}: records produced\n{metrics}"
+        );
+        let committed = metric_value(
+            &metrics,
+            "shardbridge_kafka_transactions_total",
+            &format!("{label},outcome=\"committed\""),
+        );
+        assert!(
+            committed.unwrap_or(0.0) >= 1.0,
+            "{c}: transactions\n{metrics}"
+        );
+        let producers = metric_value(&metrics, "shardbridge_kafka_producers", &label);
+        assert_eq!(producers, Some(1.0), "{c}: one producer per leased shard");
+    }
     assert_eq!(run.stop(Duration::from_secs(30)), 0, "{}", run.log_text());
     for (format, topic) in [("lambda", &lambda_topic), ("plain", &plain_topic)] {
         let got = read(&bootstrap, topic).await;
@@ -259,4 +284,61 @@ async fn a_dynamodb_stream_lands_in_kafka_once_in_item_order() {
             got.aborted
         );
     }
+}
+
+/// A record larger than the producer accepts stops the connector naming the record; nothing of
+/// its batch is committed (the transaction is aborted), and it is not skipped silently.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_record_too_large_stops_the_connector_naming_it() {
+    use aws_sdk_kinesis::primitives::Blob;
+    let (aws, kinesis, bootstrap) = (aws_endpoint(), kinesis_endpoint(), kafka::bootstrap());
+    let k = common::harness::kinesis_client(&kinesis).await;
+    let (stream, topic) = (unique("big"), unique("big"));
+    kafka::create_topic(&bootstrap, &topic, PARTITIONS).await;
+    common::harness::create_stream(&k, &stream, 1).await;
+    let mut sequences = Vec::new();
+    for size in [100, 5000] {
+        let put = k
+            .put_record()
+            .stream_name(&stream)
+            .partition_key("p")
+            .data(Blob::new(vec![b'x'; size]))
+            .send()
+            .await
+            .unwrap();
+        sequences.push(put.sequence_number().to_string());
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let config = common::harness::kinesis_raw_worker(
+        "b1",
+        "big",
+        &aws,
+        &kinesis,
+        &stream,
+        &unique("big-leases"),
+        free_port(),
+    ) + &format!(
+        "[connectors.sink]\ntype = \"kafka\"\nbrokers = \"{bootstrap}\"\ntopic = \"{topic}\"\n\
+         [connectors.sink.options]\n\"message.max.bytes\" = 2000\n"
+    );
+    let path = dir.path().join("big.toml");
+    std::fs::write(&path, config).unwrap();
+    let mut run = Running::start(&path, &dir.path().join("big.log"));
+    let code = run.wait(Duration::from_secs(60));
+    let log = run.log_text();
+    assert_eq!(code, 1, "the connector stops with an error:\n{log}");
+    let named = format!("the record {} of shard shardId-000000000000", sequences[1]);
+    assert!(
+        log.contains(&named),
+        "the error names the record ({named}):\n{log}"
+    );
+    assert!(log.contains("5000 bytes"), "{log}");
+    eprintln!(
+        "{}",
+        log.lines()
+            .rfind(|l| l.contains("larger than"))
+            .unwrap_or_default()
+    );
+    let got = read(&bootstrap, &topic).await;
+    assert_eq!(got.committed.len(), 0, "nothing of the batch is committed");
 }

@@ -285,6 +285,43 @@ mod tests {
         }
     }
 
+    /// The token Amazon MSK takes: a presigned `kafka-cluster:Connect` URL, base64url, from the
+    /// sink's credentials and region; librdkafka is told when it expires.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn msk_iam_tokens_are_signed_from_the_credentials() {
+        use base64::Engine as _;
+        let signer = MskIamSigner {
+            region: aws_config::Region::new("eu-west-1"),
+            credentials: aws_credential_types::provider::SharedCredentialsProvider::new(
+                aws_credential_types::Credentials::new("AKIDEXAMPLE", "secret", None, None, "t"),
+            ),
+            runtime: tokio::runtime::Handle::current(),
+        };
+        let token = tokio::task::spawn_blocking(move || signer.token().map_err(|e| e.to_string()))
+            .await
+            .unwrap()
+            .unwrap();
+        let url = base64::engine::general_purpose::URL_SAFE_NO_PAD
+            .decode(token.token.trim_end_matches('='))
+            .expect("base64url");
+        let url = String::from_utf8(url).unwrap();
+        assert!(
+            url.starts_with("https://kafka.eu-west-1.amazonaws.com/"),
+            "{url}"
+        );
+        assert!(url.contains("Action=kafka-cluster%3AConnect"), "{url}");
+        assert!(url.contains("X-Amz-Credential=AKIDEXAMPLE"), "{url}");
+        assert!(
+            !url.contains("secret"),
+            "the secret key is not in the token"
+        );
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap()
+            .as_millis() as i64;
+        assert!(token.lifetime_ms > now, "expires in the future");
+    }
+
     #[test]
     fn user_options_override_defaults_but_msk_iam_sets_its_mechanism() {
         let mut c: KafkaSinkConfig = crate::sink::kafka::tests::config("b:1", "t");

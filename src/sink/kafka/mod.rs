@@ -273,7 +273,11 @@ impl KafkaSink {
         let deliveries = match self.enqueue(&txn.producer, &entry.topic, batch).await {
             Ok(d) => d,
             Err((at, e)) => {
-                return Err(self.failed(entry, "produce", e, n, batch, &[at]).await);
+                let too_large = match classify(&e) {
+                    Failure::TooLarge => vec![at],
+                    _ => Vec::new(),
+                };
+                return Err(self.failed(entry, "produce", e, n, batch, &too_large).await);
             }
         };
         let mut offsets = TopicPartitionList::new();
