@@ -8,7 +8,8 @@ use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 
 use common::harness::{self, Delivery, Fleet};
-use common::kafka::{self, PrivateBroker, TopicRead};
+use common::kafka::{self, TopicRead};
+use common::kafka_broker::{rss_kib, PrivateBroker};
 use common::*;
 
 const PARTITIONS: i32 = 4;
@@ -146,11 +147,33 @@ async fn zombie(point: &str) {
     assert_eq!(got.open, 0, "no transaction left open");
 }
 
+/// How a broker is unavailable for 30 s.
+#[derive(Clone, Copy, Debug, PartialEq)]
+enum Outage {
+    /// Frozen (SIGSTOP): connections hang, calls time out.
+    Frozen,
+    /// Stopped: connections are refused; started again on the same storage.
+    Stopped,
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_broker_that_stops_answering_for_30_s_loses_nothing() {
+    broker_outage(Outage::Frozen).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_broker_that_is_stopped_for_30_s_loses_nothing() {
+    broker_outage(Outage::Stopped).await;
+}
+
+async fn broker_outage(how: Outage) {
     let (aws, kinesis) = (aws_endpoint(), kinesis_endpoint());
     let dir = tempfile::tempdir().unwrap();
-    let broker = PrivateBroker::start(&dir.path().join("tansu.out"));
+    let log = dir.path().join("tansu.out");
+    let mut broker = match how {
+        Outage::Frozen => PrivateBroker::start(&log),
+        Outage::Stopped => PrivateBroker::start_on_s3(&log, &unique("tansu").to_lowercase()).await,
+    };
     let k = harness::kinesis_client(&kinesis).await;
     let (stream, topic, leases) = (unique("outage"), unique("outage"), unique("outage-leases"));
     kafka::create_topic(&broker.bootstrap, &topic, PARTITIONS).await;
@@ -169,8 +192,10 @@ async fn a_broker_that_stops_answering_for_30_s_loses_nothing() {
     let ready = || http_get(port, "/readyz").map(|(status, _)| status);
     assert_eq!(ready(), Some(200));
 
-    // The broker stops answering (frozen: connections hang, nothing is refused).
-    broker.signal("STOP");
+    match how {
+        Outage::Frozen => broker.signal("STOP"),
+        Outage::Stopped => broker.kill(),
+    }
     let outage = Instant::now();
     let mut degraded = false;
     let mut max_rss = 0;
@@ -181,10 +206,13 @@ async fn a_broker_that_stops_answering_for_30_s_loses_nothing() {
             harness::put_version(&k, &stream, &keys, v).await;
         }
         degraded |= ready() == Some(503);
-        max_rss = max_rss.max(kafka::rss_kib(run.child.id()).unwrap_or(0));
+        max_rss = max_rss.max(rss_kib(run.child.id()).unwrap_or(0));
         tokio::time::sleep(Duration::from_millis(500)).await;
     }
-    broker.signal("CONT");
+    match how {
+        Outage::Frozen => broker.signal("CONT"),
+        Outage::Stopped => broker.start_again(),
+    }
     expected.values_mut().for_each(|x| *x = v);
     wait_all(&broker.bootstrap, &topic, &expected, "after the outage").await;
     wait_for("/readyz ready again", Duration::from_secs(30), || {
@@ -194,7 +222,7 @@ async fn a_broker_that_stops_answering_for_30_s_loses_nothing() {
     let got = read(&broker.bootstrap, &topic).await;
     let verdict = harness::verify(&expected, &deliveries(&got));
     eprintln!(
-        "verifier: {verdict}; during the outage: max RSS {max_rss} KiB, /readyz degraded: {degraded}"
+        "{how:?}: verifier: {verdict}; during the outage: max RSS {max_rss} KiB, /readyz degraded: {degraded}"
     );
     assert_eq!(
         (verdict.lost, verdict.duplicated, verdict.out_of_order),

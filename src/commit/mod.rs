@@ -5,8 +5,9 @@
 //! Per batch: (intent) → write to the sink → checkpoint. The intent (`pendingCheckpoint`, the
 //! batch's range and when sending began) is written first by every protocol that can recover a
 //! batch: idempotent (S3: the same range gives the same object), reconciling (Kinesis: the
-//! target is read back and only what is missing is sent) and transactional (Kafka: the sink
-//! knows whether the batch's transaction committed). A new owner that finds an intent recovers
+//! target is read back and only what is missing is sent) and transactional (Kafka: the intent
+//! carries the batch's number n, the transaction commits the records with a commit record
+//! counting n+1 batches, and a new owner, after fencing the old producer, reads that count). A new owner that finds an intent recovers
 //! that batch before anything newer (`recovery::plan`). Every checkpoint write is conditional on
 //! owner, counter and the stored checkpoint being the batch's starting point.
 

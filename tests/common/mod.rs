@@ -11,6 +11,7 @@ use std::time::{Duration, Instant};
 
 pub mod harness;
 pub mod kafka;
+pub mod kafka_broker;
 pub mod memory_lease_store;
 pub mod scripted_source;
 pub mod stream_model;

@@ -450,6 +450,11 @@ impl KafkaSink {
                         if Instant::now() < deadline =>
                     {
                         record = back;
+                        crate::metrics::events::retry_wait(
+                            &self.connector,
+                            "kafka_queue_full",
+                            QUEUE_FULL_WAIT,
+                        );
                         tokio::time::sleep(QUEUE_FULL_WAIT).await;
                     }
                     Err((e, _)) => return Err((i, e)),
