@@ -5,7 +5,7 @@
 # idempotent producer, the record's bytes under its partition key; no transactions, no leases,
 # no intents, no checkpoints) on the same servers and the same data.
 #
-# Usage: scripts/bench_kafka.sh [N]      (N records, default 50000)
+# Usage: scripts/bench_kafka.sh [N]      (N records, default 200000: fewer, and the start-up (lease table, first shard sync) weighs on the ratio)
 #
 # Steps: start the servers, build release, load one 4-shard source stream with N records
 # (`kinesis_throughput load`: 1000 keys, each key's records carrying an increasing version),
@@ -28,7 +28,7 @@ set -euo pipefail
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 cd "$ROOT"
 
-N="${1:-50000}"
+N="${1:-200000}"
 RUNS="${BENCH_RUNS:-3}"
 SHARDS="${BENCH_SHARDS:-4}"
 TIMEOUT_S="${BENCH_TIMEOUT_S:-300}"

@@ -43,7 +43,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use async_trait::async_trait;
-use common::memory_lease_store::MemoryLeaseStore;
+use common::memory_lease_store::{cw, MemoryLeaseStore};
 use common::stream_model::{
     key_name, ModelParams, Sabotage, SplitMix64, StreamModel, MODEL_STREAM,
 };
@@ -52,7 +52,7 @@ use shardbridge::config::{
     StreamRef,
 };
 use shardbridge::format::FormatKind;
-use shardbridge::lease::model::{Checkpoint, Intent, Lease};
+use shardbridge::lease::model::{Checkpoint, CheckpointWrite, Intent, Lease};
 use shardbridge::lease::table::{LeaseError, LeaseStore};
 use shardbridge::metrics::health::Health;
 use shardbridge::pipeline::connector::{Connector, ConnectorError};
@@ -547,16 +547,11 @@ impl LeaseStore for ObservedStore {
         key: &str,
         owner: &str,
         counter: u64,
-        from: &Checkpoint,
-        checkpoint: &Checkpoint,
-        children: Option<&std::collections::BTreeSet<String>>,
+        write: &CheckpointWrite<'_>,
     ) -> Result<(), LeaseError> {
         self.pause().await;
-        let r = self
-            .inner
-            .checkpoint(key, owner, counter, from, checkpoint, children)
-            .await;
-        if r.is_ok() && *checkpoint == Checkpoint::ShardEnd {
+        let r = self.inner.checkpoint(key, owner, counter, write).await;
+        if r.is_ok() && *write.to == Checkpoint::ShardEnd {
             lock(&self.log).events.push(Ev::Finished {
                 inc: self.inc,
                 shard: key.to_string(),
@@ -1657,16 +1652,16 @@ async fn writes_are_conditional_on_owner_and_counter() {
     );
     let cp = Checkpoint::ShardEnd;
     let th = Checkpoint::TrimHorizon;
-    assert!(store.checkpoint("s", "b", c, &th, &cp, None).await.is_err());
+    assert!(store.checkpoint("s", "b", c, &cw(&th, &cp)).await.is_err());
     assert!(
         store.delete_finished("s").await.is_err(),
         "not finished yet"
     );
     assert!(
-        store.checkpoint("s", "a", c, &cp, &cp, None).await.is_err(),
+        store.checkpoint("s", "a", c, &cw(&cp, &cp)).await.is_err(),
         "not from the stored checkpoint"
     );
-    store.checkpoint("s", "a", c, &th, &cp, None).await.unwrap();
+    store.checkpoint("s", "a", c, &cw(&th, &cp)).await.unwrap();
     store.release("s", "a", c).await.unwrap();
     let l = &store.list().await.unwrap()[0];
     assert_eq!(

@@ -9,14 +9,14 @@ use std::sync::{Arc, Mutex, OnceLock};
 use std::time::Duration;
 
 use async_trait::async_trait;
-use common::memory_lease_store::MemoryLeaseStore;
+use common::memory_lease_store::{cw, MemoryLeaseStore};
 use common::scripted_source::{seq_of, Fault, ScriptedShard, ScriptedSource};
 use common::{aws_endpoint, metric_value, sdk_config, unique};
 use metrics_exporter_prometheus::{PrometheusBuilder, PrometheusHandle};
 use shardbridge::commit::CommitRetries;
 use shardbridge::format::FormatKind;
 use shardbridge::lease::held::HeldLease;
-use shardbridge::lease::model::{Checkpoint, Intent, Lease};
+use shardbridge::lease::model::{Checkpoint, CheckpointWrite, Intent, Lease};
 use shardbridge::lease::table::{LeaseError, LeaseStore, LeaseTable};
 use shardbridge::metrics::health::{describe, is_ready, ConnectorState, Health};
 use shardbridge::pipeline::shard_worker::{self, ShardContext, ShardError, ShardOutcome};
@@ -390,17 +390,13 @@ impl LeaseStore for FlakyCheckpoints {
         key: &str,
         owner: &str,
         counter: u64,
-        from: &Checkpoint,
-        to: &Checkpoint,
-        children: Option<&BTreeSet<String>>,
+        write: &CheckpointWrite<'_>,
     ) -> Result<(), LeaseError> {
         if self.failing.load(Ordering::SeqCst) {
             self.failed.fetch_add(1, Ordering::SeqCst);
             return Err(LeaseError::Transient("lease table unavailable".into()));
         }
-        self.inner
-            .checkpoint(key, owner, counter, from, to, children)
-            .await
+        self.inner.checkpoint(key, owner, counter, write).await
     }
     async fn write_intent(
         &self,
@@ -620,14 +616,14 @@ async fn a_checkpoint_that_does_not_start_at_the_stored_one_is_refused() {
             Checkpoint::Sequence(seq_of(9)),
         );
         store
-            .checkpoint(SHARD, "me", c, &th, &at5, None)
+            .checkpoint(SHARD, "me", c, &cw(&th, &at5))
             .await
             .unwrap();
         // The same batch applied again, and a batch that does not follow the stored one.
         for (from, to) in [(&th, &at5), (&th, &at9), (&at9, &at9)] {
             assert!(
                 matches!(
-                    store.checkpoint(SHARD, "me", c, from, to, None).await,
+                    store.checkpoint(SHARD, "me", c, &cw(from, to)).await,
                     Err(LeaseError::Lost(_))
                 ),
                 "{from:?} -> {to:?} refused"
@@ -635,10 +631,22 @@ async fn a_checkpoint_that_does_not_start_at_the_stored_one_is_refused() {
         }
         assert_eq!(store.list().await.unwrap()[0].checkpoint, at5);
         store
-            .checkpoint(SHARD, "me", c, &at5, &at9, None)
+            .checkpoint(SHARD, "me", c, &cw(&at5, &at9))
             .await
             .unwrap();
-        assert_eq!(store.list().await.unwrap()[0].checkpoint, at9);
+        let row = store.list().await.unwrap().remove(0);
+        assert_eq!(row.checkpoint, at9);
+        // The times `shardbridge status` reads: the take, and the checkpoint's write.
+        assert!(row.renewed_at_millis.is_some_and(|t| t > 1_700_000_000_000));
+        assert!(row.checkpointed_at_millis >= row.renewed_at_millis);
+        let (from, to) = (at9.clone(), Checkpoint::Sequence(seq_of(12)));
+        let with_time = CheckpointWrite {
+            record_millis: Some(1_700_000_000_123),
+            ..cw(&from, &to)
+        };
+        store.checkpoint(SHARD, "me", c, &with_time).await.unwrap();
+        let row = store.list().await.unwrap().remove(0);
+        assert_eq!(row.checkpoint_record_millis, Some(1_700_000_000_123));
     }
 }
 

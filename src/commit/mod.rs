@@ -22,7 +22,7 @@ use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
 use crate::lease::held::HeldLease;
-use crate::lease::model::{Acquired, Checkpoint, Intent, Lease};
+use crate::lease::model::{Acquired, Checkpoint, CheckpointWrite, Intent, Lease};
 use crate::lease::table::LeaseError;
 use crate::metrics::events;
 use crate::metrics::health::Health;
@@ -147,7 +147,7 @@ impl CommitDriver {
             RecoveryPlan::Checkpoint { intent } => {
                 tracing::info!(connector = %driver.parts.connector, %shard, %intent, "the pending batch was committed; checkpointing it");
                 let step = driver
-                    .checkpoint(&Checkpoint::Sequence(intent.last.clone()), None)
+                    .checkpoint(&Checkpoint::Sequence(intent.last.clone()), None, None)
                     .await?;
                 Ok(match step {
                     Step::Done => Opened::Ready(Box::new(driver)),
@@ -202,6 +202,7 @@ impl CommitDriver {
         last_read: SequenceNumber,
     ) -> Result<Step, CommitError> {
         let recovering = self.recovering.take();
+        let record_millis = records.last().and_then(|r| r.created_millis);
         if let Some(first) = records.first() {
             if recovering.is_some() {
                 events::intent_replayed(&self.parts.connector, self.shard());
@@ -248,13 +249,14 @@ impl CommitDriver {
                 *n += 1;
             }
         }
-        self.checkpoint(&Checkpoint::Sequence(last_read), None)
+        self.checkpoint(&Checkpoint::Sequence(last_read), None, record_millis)
             .await
     }
 
     /// The shard is closed and every record of it committed: SHARD_END, with its children.
     pub async fn finish(&mut self, children: &BTreeSet<String>) -> Result<Step, CommitError> {
-        self.checkpoint(&Checkpoint::ShardEnd, Some(children)).await
+        self.checkpoint(&Checkpoint::ShardEnd, Some(children), None)
+            .await
     }
 
     async fn write_intent(&self, intent: &Intent) -> Result<Step, CommitError> {
@@ -270,10 +272,12 @@ impl CommitDriver {
         lease_step(result, "intent write")
     }
 
+    /// `record_millis`: when the newest record checkpointed entered the stream, if known.
     async fn checkpoint(
         &mut self,
         to: &Checkpoint,
         children: Option<&BTreeSet<String>>,
+        record_millis: Option<i64>,
     ) -> Result<Step, CommitError> {
         let policy = RetryPolicy::bounded(
             &self.parts.connector,
@@ -281,8 +285,14 @@ impl CommitDriver {
             self.parts.retries.lease_writes,
         );
         let from = self.stored.clone();
+        let write = CheckpointWrite {
+            from: &from,
+            to,
+            children,
+            record_millis,
+        };
         let result = retry::run(&policy, &self.parts.stop, is_transient, || {
-            self.parts.lease.checkpoint(&from, to, children)
+            self.parts.lease.checkpoint(&write)
         })
         .await;
         let step = lease_step(result, "checkpoint")?;

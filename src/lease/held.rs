@@ -3,14 +3,13 @@
 //! send permit (renewed recently enough, not lost) is read without that lock: a sink checking
 //! it between calls never waits for a renewal in flight.
 
-use std::collections::BTreeSet;
 use std::sync::Arc;
 use std::time::Duration;
 
 use tokio::sync::Mutex;
 use tokio::time::Instant;
 
-use super::model::{Checkpoint, Intent, Lease};
+use super::model::{CheckpointWrite, Intent, Lease};
 use super::table::{LeaseError, LeaseStore};
 
 /// A worker may send for a lease only while its last renewal is younger than
@@ -123,19 +122,14 @@ impl HeldLease {
     }
 
     /// Moves the checkpoint from `from` (the stored one) to `to`; see `LeaseStore::checkpoint`.
-    pub async fn checkpoint(
-        &self,
-        from: &Checkpoint,
-        to: &Checkpoint,
-        children: Option<&BTreeSet<String>>,
-    ) -> Result<(), LeaseError> {
+    pub async fn checkpoint(&self, write: &CheckpointWrite<'_>) -> Result<(), LeaseError> {
         let mut s = self.state.lock().await;
         if s.lost {
             return Err(LeaseError::Lost(self.shard_id.clone()));
         }
         let res = self
             .table
-            .checkpoint(&self.shard_id, &self.owner, s.counter, from, to, children)
+            .checkpoint(&self.shard_id, &self.owner, s.counter, write)
             .await;
         if matches!(res, Err(LeaseError::Lost(_))) {
             self.lose(&mut s);

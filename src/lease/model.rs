@@ -17,6 +17,12 @@ pub const OWNER_SWITCHES_SINCE_CHECKPOINT: &str = "ownerSwitchesSinceCheckpoint"
 pub const PARENT_SHARD_ID: &str = "parentShardId";
 pub const CHILD_SHARD_IDS: &str = "childShardIds";
 pub const PENDING_CHECKPOINT: &str = "pendingCheckpoint";
+/// Extra attributes (KCL ignores them), for `shardbridge status`: when the owner last took or
+/// renewed the lease, when the checkpoint was written, and when the newest record it covers
+/// entered the stream (ms since the epoch, the writer's clock).
+pub const RENEWED_AT_MILLIS: &str = "renewedAtMillis";
+pub const CHECKPOINTED_AT_MILLIS: &str = "checkpointedAtMillis";
+pub const CHECKPOINT_RECORD_MILLIS: &str = "checkpointRecordMillis";
 
 /// Where a shard's processing stands.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -149,6 +155,20 @@ pub struct Lease {
     /// Write-ahead intent of the batch in flight, for the exactly-once sinks. A value this
     /// program did not write (KCL's own two-phase checkpoint) reads as none.
     pub pending_checkpoint: Option<Intent>,
+    pub renewed_at_millis: Option<i64>,
+    pub checkpointed_at_millis: Option<i64>,
+    pub checkpoint_record_millis: Option<i64>,
+}
+
+/// A checkpoint write: from the stored checkpoint to the new one.
+#[derive(Clone, Copy, Debug)]
+pub struct CheckpointWrite<'a> {
+    pub from: &'a Checkpoint,
+    pub to: &'a Checkpoint,
+    /// At SHARD_END: the shard's children, recorded in the same write.
+    pub children: Option<&'a BTreeSet<String>>,
+    /// When the newest record of what is checkpointed entered the stream, if known.
+    pub record_millis: Option<i64>,
 }
 
 impl Lease {
@@ -163,6 +183,9 @@ impl Lease {
             parent_shard_ids: parents,
             child_shard_ids: BTreeSet::new(),
             pending_checkpoint: None,
+            renewed_at_millis: None,
+            checkpointed_at_millis: None,
+            checkpoint_record_millis: None,
         }
     }
 
@@ -201,6 +224,15 @@ impl Lease {
         if let Some(p) = &self.pending_checkpoint {
             item.insert(PENDING_CHECKPOINT.into(), AttributeValue::S(p.to_string()));
         }
+        for (k, v) in [
+            (RENEWED_AT_MILLIS, self.renewed_at_millis),
+            (CHECKPOINTED_AT_MILLIS, self.checkpointed_at_millis),
+            (CHECKPOINT_RECORD_MILLIS, self.checkpoint_record_millis),
+        ] {
+            if let Some(v) = v {
+                item.insert(k.into(), AttributeValue::N(v.to_string()));
+            }
+        }
         item
     }
 
@@ -231,6 +263,16 @@ impl Lease {
                 Some(other) => Err(format!("{k}: expected a string set, found {other:?}")),
             }
         };
+        let millis = |k: &str| -> Result<Option<i64>, String> {
+            match item.get(k) {
+                None | Some(AttributeValue::Null(_)) => Ok(None),
+                Some(AttributeValue::N(v)) => v
+                    .parse::<i64>()
+                    .map(Some)
+                    .map_err(|_| format!("{k}: {v:?} is not a whole number")),
+                Some(other) => Err(format!("{k}: expected a number, found {other:?}")),
+            }
+        };
         let lease_key = s(LEASE_KEY)?.ok_or_else(|| format!("{LEASE_KEY}: missing"))?;
         Ok(Lease {
             lease_owner: s(LEASE_OWNER)?,
@@ -244,9 +286,20 @@ impl Lease {
             parent_shard_ids: set(PARENT_SHARD_ID)?,
             child_shard_ids: set(CHILD_SHARD_IDS)?,
             pending_checkpoint: s(PENDING_CHECKPOINT)?.as_deref().and_then(Intent::parse),
+            renewed_at_millis: millis(RENEWED_AT_MILLIS)?,
+            checkpointed_at_millis: millis(CHECKPOINTED_AT_MILLIS)?,
+            checkpoint_record_millis: millis(CHECKPOINT_RECORD_MILLIS)?,
             lease_key,
         })
     }
+}
+
+/// Now, in ms since the epoch (this machine's clock): the time attributes of a lease row.
+pub fn now_millis() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_millis() as i64)
+        .unwrap_or(0)
 }
 
 pub fn n(v: u64) -> AttributeValue {
@@ -381,6 +434,24 @@ mod tests {
         ] {
             assert_eq!(Intent::parse(bad), None, "{bad}");
         }
+    }
+
+    #[test]
+    fn the_status_times_round_trip_and_a_kcl_row_has_none() {
+        let mut lease = Lease::new("s", Checkpoint::TrimHorizon, BTreeSet::new());
+        lease.renewed_at_millis = Some(1);
+        lease.checkpointed_at_millis = Some(2);
+        lease.checkpoint_record_millis = Some(-3);
+        assert_eq!(Lease::from_item(&lease.to_item()).unwrap(), lease);
+        let kcl = Lease::from_item(&kcl_item()).unwrap();
+        assert_eq!(
+            (
+                kcl.renewed_at_millis,
+                kcl.checkpointed_at_millis,
+                kcl.checkpoint_record_millis
+            ),
+            (None, None, None)
+        );
     }
 
     #[test]

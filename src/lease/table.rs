@@ -1,7 +1,7 @@
 //! The lease table in DynamoDB: every write that matters is conditional on the lease's owner and
 //! counter, so a worker that lost a lease cannot move its checkpoint.
 
-use std::collections::{BTreeSet, HashMap};
+use std::collections::HashMap;
 use std::time::Duration;
 
 use async_trait::async_trait;
@@ -42,17 +42,16 @@ pub trait LeaseStore: Send + Sync {
     async fn take(&self, lease: &Lease, owner: &str) -> Result<Lease, LeaseError>;
     /// Bumps the counter, conditional on owner and counter. Returns the new counter.
     async fn renew(&self, key: &str, owner: &str, counter: u64) -> Result<u64, LeaseError>;
-    /// Moves the checkpoint from `from` to `to` and clears any intent, conditional on owner,
-    /// counter AND the stored checkpoint being `from`: a batch applied twice or out of order is
-    /// refused (`Lost`). At SHARD_END the shard's children are recorded in the same write.
+    /// Moves the checkpoint from `write.from` to `write.to` and clears any intent, conditional
+    /// on owner, counter AND the stored checkpoint being `from`: a batch applied twice or out of
+    /// order is refused (`Lost`). At SHARD_END the shard's children are recorded in the same
+    /// write; so are the time of the write and of the newest record checkpointed.
     async fn checkpoint(
         &self,
         key: &str,
         owner: &str,
         counter: u64,
-        from: &Checkpoint,
-        to: &Checkpoint,
-        children: Option<&BTreeSet<String>>,
+        write: &CheckpointWrite<'_>,
     ) -> Result<(), LeaseError>;
     /// Writes the intent of the batch in flight (`pendingCheckpoint`), conditional on owner and
     /// counter: the write-ahead step of the commit protocols that recover a batch.
@@ -273,8 +272,10 @@ impl LeaseStore for LeaseTable {
             .update_item()
             .table_name(&self.name)
             .key(LEASE_KEY, AttributeValue::S(lease.lease_key.clone()))
-            .update_expression("SET #o = :o, #c = :next, #s = :s")
+            .update_expression("SET #o = :o, #c = :next, #s = :s, #r = :now")
             .condition_expression("attribute_exists(#k) AND #c = :c")
+            .expression_attribute_names("#r", RENEWED_AT_MILLIS)
+            .expression_attribute_values(":now", AttributeValue::N(now_millis().to_string()))
             .expression_attribute_names("#k", LEASE_KEY)
             .expression_attribute_names("#o", LEASE_OWNER)
             .expression_attribute_names("#c", LEASE_COUNTER)
@@ -305,7 +306,9 @@ impl LeaseStore for LeaseTable {
     async fn renew(&self, key: &str, owner: &str, counter: u64) -> Result<u64, LeaseError> {
         let req = self
             .fenced_update(key, owner, counter)
-            .update_expression("SET #c = :next")
+            .update_expression("SET #c = :next, #r = :now")
+            .expression_attribute_names("#r", RENEWED_AT_MILLIS)
+            .expression_attribute_values(":now", AttributeValue::N(now_millis().to_string()))
             .expression_attribute_values(":next", n(counter + 1));
         self.send_fenced(key, req).await?;
         Ok(counter + 1)
@@ -319,10 +322,14 @@ impl LeaseStore for LeaseTable {
         key: &str,
         owner: &str,
         counter: u64,
-        from: &Checkpoint,
-        to: &Checkpoint,
-        children: Option<&BTreeSet<String>>,
+        write: &CheckpointWrite<'_>,
     ) -> Result<(), LeaseError> {
+        let CheckpointWrite {
+            from,
+            to,
+            children,
+            record_millis,
+        } = *write;
         // A row written without a checkpoint reads as TRIM_HORIZON.
         let stored = if *from == Checkpoint::TrimHorizon {
             "(#cp = :from OR attribute_not_exists(#cp))"
@@ -337,8 +344,16 @@ impl LeaseStore for LeaseTable {
             .expression_attribute_names("#p", PENDING_CHECKPOINT)
             .expression_attribute_values(":cp", AttributeValue::S(to.as_string()))
             .expression_attribute_values(":from", AttributeValue::S(from.as_string()))
-            .expression_attribute_values(":zero", n(0));
-        let mut set = "SET #cp = :cp, #s = :zero".to_string();
+            .expression_attribute_values(":zero", n(0))
+            .expression_attribute_names("#at", CHECKPOINTED_AT_MILLIS)
+            .expression_attribute_values(":at", AttributeValue::N(now_millis().to_string()));
+        let mut set = "SET #cp = :cp, #s = :zero, #at = :at".to_string();
+        if let Some(ms) = record_millis {
+            set.push_str(", #rec = :rec");
+            req = req
+                .expression_attribute_names("#rec", CHECKPOINT_RECORD_MILLIS)
+                .expression_attribute_values(":rec", AttributeValue::N(ms.to_string()));
+        }
         if let Some(children) = children.filter(|c| !c.is_empty()) {
             set.push_str(", #ch = :ch");
             req = req

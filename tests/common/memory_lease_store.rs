@@ -2,12 +2,12 @@
 //! deterministic stream model and property tests, where a fleet of workers shares one store.
 //! (A test helper: the release library has only the DynamoDB table.)
 
-use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::collections::{BTreeMap, HashMap};
 use std::sync::Mutex;
 
 use async_trait::async_trait;
 
-use shardbridge::lease::model::{Checkpoint, Intent, Lease};
+use shardbridge::lease::model::{now_millis, Checkpoint, CheckpointWrite, Intent, Lease};
 use shardbridge::lease::table::{LeaseError, LeaseStore};
 
 #[derive(Default)]
@@ -81,6 +81,7 @@ impl LeaseStore for MemoryLeaseStore {
                 }
                 l.lease_owner = Some(owner.to_string());
                 l.lease_counter += 1;
+                l.renewed_at_millis = Some(now_millis());
                 Ok(l.clone())
             }
             _ => Err(LeaseError::Lost(lease.lease_key.clone())),
@@ -91,6 +92,7 @@ impl LeaseStore for MemoryLeaseStore {
         self.count("UpdateItem");
         self.update(key, owner, counter, |l| {
             l.lease_counter += 1;
+            l.renewed_at_millis = Some(now_millis());
             l.lease_counter
         })
     }
@@ -100,19 +102,21 @@ impl LeaseStore for MemoryLeaseStore {
         key: &str,
         owner: &str,
         counter: u64,
-        from: &Checkpoint,
-        to: &Checkpoint,
-        children: Option<&BTreeSet<String>>,
+        write: &CheckpointWrite<'_>,
     ) -> Result<(), LeaseError> {
         self.count("UpdateItem");
         let applied = self.update(key, owner, counter, |l| {
-            if l.checkpoint != *from {
+            if l.checkpoint != *write.from {
                 return false;
             }
-            l.checkpoint = to.clone();
+            l.checkpoint = write.to.clone();
             l.owner_switches_since_checkpoint = 0;
             l.pending_checkpoint = None;
-            if let Some(c) = children.filter(|c| !c.is_empty()) {
+            l.checkpointed_at_millis = Some(now_millis());
+            if let Some(ms) = write.record_millis {
+                l.checkpoint_record_millis = Some(ms);
+            }
+            if let Some(c) = write.children.filter(|c| !c.is_empty()) {
                 l.child_shard_ids = c.clone();
             }
             true
@@ -155,5 +159,15 @@ impl LeaseStore for MemoryLeaseStore {
             }
             _ => Err(LeaseError::Lost(key.to_string())),
         }
+    }
+}
+
+/// A checkpoint write from `from` to `to`, nothing else.
+pub fn cw<'a>(from: &'a Checkpoint, to: &'a Checkpoint) -> CheckpointWrite<'a> {
+    CheckpointWrite {
+        from,
+        to,
+        children: None,
+        record_millis: None,
     }
 }
