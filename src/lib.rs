@@ -16,6 +16,7 @@
 //! - `commit` — the commit protocols: intent, recovery, delivery, checkpoint.
 //! - `pipeline` — connectors and one task per owned shard.
 //! - `config` — connectors.toml composed from the sections each module reads.
+//! - `operate` — operator commands: `status`, `checkpoint set|reset`.
 
 pub mod aws;
 pub mod commit;
@@ -24,6 +25,7 @@ pub mod fault;
 pub mod format;
 pub mod lease;
 pub mod metrics;
+pub mod operate;
 pub mod pipeline;
 pub mod retry;
 pub mod settings;

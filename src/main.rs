@@ -55,6 +55,65 @@ enum Command {
         )]
         config: PathBuf,
     },
+    /// Per connector, one row per shard: owner, lease counter, checkpoint, pending intent,
+    /// state (waiting_on_parents, reading, ended, unowned, expired) and how far behind.
+    Status {
+        #[arg(
+            long,
+            short,
+            env = "SHARDBRIDGE_CONFIG",
+            default_value = "connectors.toml"
+        )]
+        config: PathBuf,
+        /// Only this connector.
+        #[arg(long)]
+        connector: Option<String>,
+        /// One JSON document: {"connectors": [{"name", "lease_table", "shards": [...]}]}.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Moves a shard's checkpoint by hand (recovery): refuses while a live worker holds the
+    /// lease unless --force; the write is conditional on the row not moving meanwhile.
+    Checkpoint {
+        #[command(subcommand)]
+        action: CheckpointAction,
+    },
+}
+
+#[derive(Subcommand)]
+enum CheckpointAction {
+    /// Sets the checkpoint to a sequence number, the trim horizon or the latest record.
+    Set(CheckpointArgs),
+    /// Resets the checkpoint: to the trim horizon unless --latest or --sequence is given.
+    Reset(CheckpointArgs),
+}
+
+#[derive(clap::Args)]
+#[command(group(clap::ArgGroup::new("target").args(["sequence", "trim_horizon", "latest"])))]
+struct CheckpointArgs {
+    #[arg(
+        long,
+        short,
+        env = "SHARDBRIDGE_CONFIG",
+        default_value = "connectors.toml"
+    )]
+    config: PathBuf,
+    #[arg(long)]
+    connector: String,
+    #[arg(long)]
+    shard: String,
+    /// Every record up to and including this sequence number counts as delivered.
+    #[arg(long)]
+    sequence: Option<String>,
+    /// Read the shard again from its oldest record.
+    #[arg(long)]
+    trim_horizon: bool,
+    /// Skip to the newest record (what was not read is never delivered).
+    #[arg(long)]
+    latest: bool,
+    /// Move it even while a live worker holds the lease.
+    #[arg(long)]
+    force: bool,
 }
 
 fn load(path: &std::path::Path) -> Result<shardbridge::config::Config, ExitCode> {
@@ -80,6 +139,65 @@ fn main() -> ExitCode {
             }
             Err(code) => code,
         },
+        Command::Status {
+            config,
+            connector,
+            json,
+        } => {
+            let config = match load(&config) {
+                Ok(c) => c,
+                Err(code) => return code,
+            };
+            operate(async move {
+                let report = shardbridge::operate::status(&config, connector.as_deref()).await?;
+                if json {
+                    println!("{}", shardbridge::operate::status_json(&report));
+                } else {
+                    print!("{}", shardbridge::operate::status_text(&report));
+                }
+                Ok(())
+            })
+        }
+        Command::Checkpoint { action } => {
+            let (args, reset) = match action {
+                CheckpointAction::Set(a) => (a, false),
+                CheckpointAction::Reset(a) => (a, true),
+            };
+            let target = match (&args.sequence, args.trim_horizon, args.latest) {
+                (Some(s), _, _) => match shardbridge::source::sequence::SequenceNumber::parse(s) {
+                    Ok(seq) => shardbridge::operate::CheckpointTarget::Sequence(seq),
+                    Err(e) => {
+                        eprintln!("--sequence: {e}");
+                        return ExitCode::from(EXIT_CONFIG);
+                    }
+                },
+                (None, _, true) => shardbridge::operate::CheckpointTarget::Latest,
+                (None, true, _) => shardbridge::operate::CheckpointTarget::TrimHorizon,
+                (None, false, false) if reset => {
+                    shardbridge::operate::CheckpointTarget::TrimHorizon
+                }
+                (None, false, false) => {
+                    eprintln!("checkpoint set: give --sequence N, --trim-horizon or --latest");
+                    return ExitCode::from(EXIT_CONFIG);
+                }
+            };
+            let config = match load(&args.config) {
+                Ok(c) => c,
+                Err(code) => return code,
+            };
+            operate(async move {
+                let what = shardbridge::operate::set_checkpoint(
+                    &config,
+                    &args.connector,
+                    &args.shard,
+                    &target,
+                    args.force,
+                )
+                .await?;
+                println!("{what}");
+                Ok(())
+            })
+        }
         Command::Run { config } => {
             let config = match load(&config) {
                 Ok(c) => c,
@@ -100,6 +218,30 @@ fn main() -> ExitCode {
                     eprintln!("shardbridge: {e:#}");
                     ExitCode::from(EXIT_RUNTIME)
                 }
+            }
+        }
+    }
+}
+
+/// Runs an operator command: exit 0, 2 for a usage problem (an unknown connector or shard), 1
+/// otherwise.
+fn operate(
+    work: impl std::future::Future<Output = Result<(), shardbridge::operate::OperateError>>,
+) -> ExitCode {
+    let runtime = match tokio::runtime::Runtime::new() {
+        Ok(r) => r,
+        Err(e) => {
+            eprintln!("cannot start the async runtime: {e}");
+            return ExitCode::from(EXIT_RUNTIME);
+        }
+    };
+    match runtime.block_on(work) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("shardbridge: {e}");
+            match e {
+                shardbridge::operate::OperateError::Usage(_) => ExitCode::from(EXIT_CONFIG),
+                _ => ExitCode::from(EXIT_RUNTIME),
             }
         }
     }

@@ -6,6 +6,7 @@ pub mod held;
 pub mod lineage;
 pub mod model;
 pub mod planning;
+pub mod status;
 pub mod table;
 
 pub use config::LeaseConfig;

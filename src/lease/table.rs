@@ -107,6 +107,80 @@ impl LeaseTable {
         &self.name
     }
 
+    /// Whether the table exists (an operator's look: nothing is created).
+    pub async fn exists(&self) -> Result<bool, LeaseError> {
+        match self
+            .client
+            .describe_table()
+            .table_name(&self.name)
+            .send()
+            .await
+        {
+            Ok(_) => Ok(true),
+            Err(e) => match classify("DescribeTable", &e) {
+                (AwsErrorClass::NotFound, _) => Ok(false),
+                (AwsErrorClass::Throttled | AwsErrorClass::Transient, text) => {
+                    Err(LeaseError::Transient(text))
+                }
+                (_, text) => Err(LeaseError::Fatal(text)),
+            },
+        }
+    }
+
+    /// An operator's checkpoint: `to` replaces the checkpoint of the row as `seen`, conditional
+    /// on its counter, owner and checkpoint not having moved since. The intent is cleared, the
+    /// owner removed and the counter bumped: a worker that held the lease can renew and
+    /// checkpoint no more (it stops the shard), and whoever takes the lease next reads from
+    /// `to`. Returns the new counter; `Lost` when the row moved since it was read.
+    pub async fn set_checkpoint_by_hand(
+        &self,
+        seen: &Lease,
+        to: &Checkpoint,
+    ) -> Result<u64, LeaseError> {
+        let owner = match &seen.lease_owner {
+            Some(_) => "#o = :o",
+            None => "attribute_not_exists(#o)",
+        };
+        let stored = if seen.checkpoint == Checkpoint::TrimHorizon {
+            "(#cp = :from OR attribute_not_exists(#cp))"
+        } else {
+            "#cp = :from"
+        };
+        let mut req = self
+            .client
+            .update_item()
+            .table_name(&self.name)
+            .key(LEASE_KEY, AttributeValue::S(seen.lease_key.clone()))
+            .condition_expression(format!(
+                "attribute_exists(#k) AND #c = :c AND {owner} AND {stored}"
+            ))
+            .update_expression(
+                "SET #cp = :cp, #c = :next, #s = :zero, #at = :now REMOVE #o, #p, #rec",
+            )
+            .expression_attribute_names("#k", LEASE_KEY)
+            .expression_attribute_names("#o", LEASE_OWNER)
+            .expression_attribute_names("#c", LEASE_COUNTER)
+            .expression_attribute_names("#cp", CHECKPOINT)
+            .expression_attribute_names("#s", OWNER_SWITCHES_SINCE_CHECKPOINT)
+            .expression_attribute_names("#at", CHECKPOINTED_AT_MILLIS)
+            .expression_attribute_names("#p", PENDING_CHECKPOINT)
+            .expression_attribute_names("#rec", CHECKPOINT_RECORD_MILLIS)
+            .expression_attribute_values(":c", n(seen.lease_counter))
+            .expression_attribute_values(":next", n(seen.lease_counter + 1))
+            .expression_attribute_values(":cp", AttributeValue::S(to.as_string()))
+            .expression_attribute_values(":from", AttributeValue::S(seen.checkpoint.as_string()))
+            .expression_attribute_values(":zero", n(0))
+            .expression_attribute_values(":now", AttributeValue::N(now_millis().to_string()));
+        if let Some(o) = &seen.lease_owner {
+            req = req.expression_attribute_values(":o", AttributeValue::S(o.clone()));
+        }
+        req.send()
+            .await
+            .map_err(|e| lease_error("UpdateItem", &self.connector, &seen.lease_key, e))?;
+        self.ok("UpdateItem");
+        Ok(seen.lease_counter + 1)
+    }
+
     fn ok(&self, op: &'static str) {
         events::lease_table_call(&self.connector, op, true);
     }
