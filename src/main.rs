@@ -27,8 +27,24 @@ const EXIT_RUNTIME: u8 = 1;
                   connector failed), 2 on a configuration error. Logging: RUST_LOG (default info)."
 )]
 struct Cli {
+    /// Log lines on stderr: `text` for people, `json` (one object per line, with connector and
+    /// shard as fields) for log pipelines.
+    #[arg(
+        long,
+        global = true,
+        value_enum,
+        env = "SHARDBRIDGE_LOG_FORMAT",
+        default_value = "text"
+    )]
+    log_format: LogFormat,
     #[command(subcommand)]
     command: Command,
+}
+
+#[derive(Clone, Copy, clap::ValueEnum)]
+enum LogFormat {
+    Text,
+    Json,
 }
 
 #[derive(Subcommand)]
@@ -127,6 +143,7 @@ fn load(path: &std::path::Path) -> Result<shardbridge::config::Config, ExitCode>
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
+    let log_format = cli.log_format;
     match cli.command {
         Command::Validate { config } => match load(&config) {
             Ok(c) => {
@@ -203,7 +220,7 @@ fn main() -> ExitCode {
                 Ok(c) => c,
                 Err(code) => return code,
             };
-            init_tracing();
+            init_tracing(log_format);
             let runtime = match tokio::runtime::Runtime::new() {
                 Ok(r) => r,
                 Err(e) => {
@@ -247,15 +264,20 @@ fn operate(
     }
 }
 
-fn init_tracing() {
+fn init_tracing(format: LogFormat) {
     use tracing_subscriber::EnvFilter;
     let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
-    tracing_subscriber::fmt()
+    let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
-        .with_writer(std::io::stderr)
+        .with_writer(std::io::stderr);
+    match format {
         // Colour codes only for a person at a terminal, not in log files and collectors.
-        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
-        .init();
+        LogFormat::Text => builder
+            .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
+            .init(),
+        // One object per line; the event's fields (connector, shard, …) at the top level.
+        LogFormat::Json => builder.json().flatten_event(true).init(),
+    }
 }
 
 async fn run(config: shardbridge::config::Config) -> anyhow::Result<ExitCode> {

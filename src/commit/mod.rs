@@ -424,7 +424,12 @@ async fn open_at_sink(
             if parts.lease.is_lost().await {
                 return Err(DeliverError::LeaseLost);
             }
-            match parts.sink.open_shard(&parts.stream_arn, shard).await {
+            // A stop does not wait for a sink that does not answer.
+            let opened = tokio::select! {
+                _ = parts.stop.cancelled() => return Err(DeliverError::Stopped),
+                opened = parts.sink.open_shard(&parts.stream_arn, shard) => opened,
+            };
+            match opened {
                 Ok(next) => Ok(next),
                 Err(SinkError::Fenced(why)) => Err(DeliverError::Fenced(why)),
                 Err(e) => {
