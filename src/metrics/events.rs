@@ -93,6 +93,32 @@ pub fn describe() {
         Unit::Count,
         "Shards this worker holds a lease on."
     );
+    describe_gauge!(
+        "shardbridge_shards_waiting_on_parents",
+        Unit::Count,
+        "Leased shards whose parent shards are not finished yet."
+    );
+    describe_counter!(
+        "shardbridge_intents_replayed_total",
+        "Batches of a pending intent written again by a new owner."
+    );
+    describe_counter!(
+        "shardbridge_leases_acquired_total",
+        "Leases taken, by how: free, own, expired or stolen."
+    );
+    describe_counter!(
+        "shardbridge_leases_released_total",
+        "Leases given back on a clean stop."
+    );
+    describe_counter!(
+        "shardbridge_leases_lost_total",
+        "Leases found taken by another worker."
+    );
+    describe_histogram!(
+        "shardbridge_lineage_child_start_delay_seconds",
+        Unit::Seconds,
+        "From a parent's SHARD_END to its child's first read on the same worker."
+    );
 }
 
 pub fn records_read(connector: &str, records: usize, bytes: u64) {
