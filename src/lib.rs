@@ -11,6 +11,7 @@
 //! - `aws` — SDK settings and error classes.
 //! - `source` — stream readers (DynamoDB Streams, Kinesis), shards, records, sequence numbers.
 //! - `format` — record encodings (`lambda`, `kinesis-ddb`, `plain`, `raw`).
+//! - `filter` — Lambda FilterCriteria (EventBridge patterns) on records as `lambda` shows them.
 //! - `lease` — the KCL-compatible lease and checkpoint table, lineage, planning.
 //! - `sink` — destinations, one folder each, and the commit protocol each declares.
 //! - `commit` — the commit protocols: intent, recovery, delivery, checkpoint.
@@ -22,6 +23,7 @@ pub mod aws;
 pub mod commit;
 pub mod config;
 pub mod fault;
+pub mod filter;
 pub mod format;
 pub mod lease;
 pub mod metrics;

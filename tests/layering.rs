@@ -6,9 +6,9 @@ use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
 
 /// Bottom first: each module may use only those before it.
-const ORDER: [&str; 13] = [
-    "fault", "metrics", "settings", "retry", "aws", "source", "format", "lease", "sink", "commit",
-    "pipeline", "config", "operate",
+const ORDER: [&str; 14] = [
+    "fault", "metrics", "settings", "retry", "aws", "source", "format", "filter", "lease", "sink",
+    "commit", "pipeline", "config", "operate",
 ];
 
 fn rust_files(path: &Path, out: &mut Vec<PathBuf>) {
