@@ -41,6 +41,18 @@ impl Backoff {
         Some(half + half.mul_f64(jitter.clamp(0.0, 1.0)))
     }
 
+    /// The wait before retry number `attempt` for a call retried for as long as it takes: it
+    /// grows for `max_retries` attempts, then stays at that step (at most `cap`).
+    pub fn delay_capped(&self, attempt: u32, jitter: f64) -> Duration {
+        let step = attempt.clamp(1, self.max_retries.max(1));
+        Backoff {
+            max_retries: step,
+            ..*self
+        }
+        .delay(step, jitter)
+        .unwrap_or(self.cap)
+    }
+
     /// `delay` with a random jitter.
     pub fn delay_random(&self, attempt: u32) -> Option<Duration> {
         self.delay(attempt, rand::random::<f64>())

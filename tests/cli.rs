@@ -450,3 +450,34 @@ fn kafka_sinks_are_checked_key_by_key_and_never_print_option_values() {
         assert!(err.contains(want), "{want}\n{err}");
     }
 }
+
+#[test]
+fn filter_patterns_are_checked_naming_the_pattern_and_its_path() {
+    let good = r#"
+[[connectors]]
+name = "f"
+filter = ['{"eventName": ["INSERT", "MODIFY"]}', { dynamodb = { NewImage = { status = { S = [{ prefix = "open" }] } } } }]
+[connectors.source]
+type = "dynamodb-streams"
+table = "orders"
+[connectors.sink]
+type = "stdout"
+"#;
+    let (_dir, path) = config_file("f.toml", good);
+    let o = run(&["validate", "--config", &path], &[]);
+    assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
+    for (bad, says) in [
+        (r#"filter = ['{"eventName": "INSERT"}']"#, "connectors[0].filter: pattern 0: eventName"),
+        (
+            r#"filter = ['{"eventName": ["INSERT"]}', '{"dynamodb": {"NewImage": {"n": {"N": [{"numeric": [">", "x"]}]}}}}']"#,
+            "connectors[0].filter: pattern 1: dynamodb.NewImage.n.N",
+        ),
+        (r#"filter = ['not json']"#, "connectors[0].filter: pattern 0"),
+        (r#"filter = [1]"#, "connectors[0].filter[0]: expected a pattern"),
+    ] {
+        let (_dir, path) = config_file("f.toml", &good.replace(good.lines().nth(3).unwrap(), bad));
+        let o = run(&["validate", "--config", &path], &[]);
+        assert_eq!(o.status.code(), Some(2), "{bad}");
+        assert!(stderr(&o).contains(says), "{says} in {}", stderr(&o));
+    }
+}

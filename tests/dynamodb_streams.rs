@@ -378,3 +378,163 @@ async fn every_change_once_in_item_order_for_every_view_type_and_format() {
         }
     }
 }
+
+/// Lambda FilterCriteria on a connector: a pattern on `eventName` and one on a `NewImage`
+/// attribute (any may match) pass exactly the matching changes, in order; the checkpoint moves
+/// past the rest, and they are counted.
+#[test]
+fn filters_pass_exactly_the_matching_changes_and_the_checkpoint_moves_past_the_rest() {
+    let endpoint = aws_endpoint();
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let ddb = rt.block_on(async { aws_sdk_dynamodb::Client::new(&sdk_config(&endpoint).await) });
+    let table = unique("filtered");
+    let plan = workload::plan(40, 400);
+    rt.block_on(async {
+        workload::create_table(&ddb, &table, StreamViewType::NewAndOldImages).await;
+        workload::apply(&ddb, &table, &plan).await;
+    });
+    // Removes, and changes whose new image has flag = true (a TOML table pattern).
+    let filter = r#"filter = ['{"eventName": ["REMOVE"]}', { dynamodb = { NewImage = { flag = { BOOL = [true] } } } }]"#;
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("out.jsonl");
+    let leases = unique("filtered-leases");
+    let port = free_port();
+    let mut cfg =
+        header(&endpoint, port) + &connector_toml("filtered", &table, &leases, "lambda", &out, "");
+    cfg = cfg.replace(
+        "[connectors.source]",
+        &format!("{filter}\n[connectors.source]"),
+    );
+    let path = dir.path().join("c.toml");
+    std::fs::write(&path, &cfg).unwrap();
+    let expected: Vec<(&str, &str)> = {
+        let mut v = Vec::new();
+        for (id, changes) in &plan {
+            for c in changes {
+                let flag = c
+                    .new
+                    .as_ref()
+                    .and_then(|n| n.get("flag"))
+                    .is_some_and(|f| f.as_bool().ok() == Some(&true));
+                if c.op == "REMOVE" || flag {
+                    v.push((id.as_str(), c.op));
+                }
+            }
+        }
+        v
+    };
+    assert!(
+        !expected.is_empty() && expected.len() < 400,
+        "{}",
+        expected.len()
+    );
+    let mut run = Running::start(&path, &dir.path().join("run.log"));
+    // Every change is read: the counter of filtered records reaches the rest.
+    let filtered = (400 - expected.len()) as f64;
+    wait_for("every change read", Duration::from_secs(90), || {
+        let (_, body) = http_get(port, "/metrics")?;
+        let n = metric_value(
+            &body,
+            "shardbridge_source_records_skipped_total",
+            "reason=\"filtered\"",
+        )?;
+        (n >= filtered && line_count(&out) >= expected.len()).then_some(())
+    });
+    assert_eq!(run.stop(Duration::from_secs(30)), 0, "{}", run.log_text());
+    let lines = read_lines(&out);
+    assert_eq!(lines.len(), expected.len(), "exactly the matching changes");
+    let got = workload::by_item(&lines, |l| {
+        l["dynamodb"]["Keys"]["id"]["S"]
+            .as_str()
+            .unwrap()
+            .to_string()
+    });
+    for (id, changes) in &plan {
+        let want: Vec<&str> = expected
+            .iter()
+            .filter(|(i, _)| i == id)
+            .map(|(_, op)| *op)
+            .collect();
+        let have: Vec<&str> = got
+            .get(id.as_str())
+            .map(|ls| {
+                ls.iter()
+                    .map(|l| l["eventName"].as_str().unwrap())
+                    .collect()
+            })
+            .unwrap_or_default();
+        assert_eq!(
+            have,
+            want,
+            "{id}: the matching changes, in order ({} in all)",
+            changes.len()
+        );
+    }
+    // The checkpoint is past the last change, matching or not.
+    let last_seq = rt.block_on(async {
+        let scan = ddb
+            .scan()
+            .table_name(&leases)
+            .consistent_read(true)
+            .send()
+            .await
+            .unwrap();
+        scan.items()[0]["checkpoint"].as_s().unwrap().clone()
+    });
+    let streams =
+        rt.block_on(async { aws_sdk_dynamodbstreams::Client::new(&sdk_config(&endpoint).await) });
+    let arn = rt.block_on(async {
+        ddb.describe_table()
+            .table_name(&table)
+            .send()
+            .await
+            .unwrap()
+            .table()
+            .unwrap()
+            .latest_stream_arn()
+            .unwrap()
+            .to_string()
+    });
+    let newest = rt.block_on(async {
+        let d = streams
+            .describe_stream()
+            .stream_arn(&arn)
+            .send()
+            .await
+            .unwrap();
+        let shard = d.stream_description().unwrap().shards()[0]
+            .shard_id()
+            .unwrap()
+            .to_string();
+        let mut it = streams
+            .get_shard_iterator()
+            .stream_arn(&arn)
+            .shard_id(&shard)
+            .shard_iterator_type(aws_sdk_dynamodbstreams::types::ShardIteratorType::TrimHorizon)
+            .send()
+            .await
+            .unwrap()
+            .shard_iterator()
+            .map(str::to_string);
+        let mut last = String::new();
+        while let Some(i) = it.take() {
+            let page = streams
+                .get_records()
+                .shard_iterator(i)
+                .send()
+                .await
+                .unwrap();
+            if let Some(r) = page.records().last() {
+                last = r.dynamodb().unwrap().sequence_number().unwrap().to_string();
+            }
+            if !page.records().is_empty() {
+                it = page.next_shard_iterator().map(str::to_string);
+            }
+        }
+        last
+    });
+    assert_eq!(
+        last_seq, newest,
+        "checkpointed past the records filtered out"
+    );
+}

@@ -249,6 +249,7 @@ impl Scenario {
             },
             format: self.format,
             sink: SinkConfig::Stdout,
+            filter: Default::default(),
         }
     }
 }

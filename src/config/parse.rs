@@ -6,9 +6,10 @@
 use std::collections::HashSet;
 use std::net::SocketAddr;
 
-use config::{Map, Value};
+use config::{Map, Value, ValueKind};
 
 use crate::aws::AwsSettings;
+use crate::filter::FilterCriteria;
 use crate::format::FormatKind;
 use crate::lease::LeaseConfig;
 use crate::pipeline::{Config, ConnectorConfig, WorkerConfig};
@@ -211,6 +212,7 @@ fn connector(mut t: TableReader, global_aws: &AwsSettings) -> Option<ConnectorCo
             }
         }
     }
+    let filter = read_filter(&mut t);
     t.finish();
     Some(ConnectorConfig {
         name: name?,
@@ -218,5 +220,65 @@ fn connector(mut t: TableReader, global_aws: &AwsSettings) -> Option<ConnectorCo
         leases: leases?,
         format: format?,
         sink: sink?,
+        filter: filter?,
     })
+}
+
+/// `filter`: Lambda FilterCriteria, a list of patterns (or one), each the JSON text a user
+/// copies from a Lambda mapping or an inline TOML table.
+fn read_filter(t: &mut TableReader) -> Option<FilterCriteria> {
+    let Some(value) = t.take("filter") else {
+        return Some(FilterCriteria::default());
+    };
+    let items = match value.kind {
+        ValueKind::Array(items) => items,
+        other => vec![Value::new(None, other)],
+    };
+    let mut patterns = Vec::with_capacity(items.len());
+    for (i, item) in items.into_iter().enumerate() {
+        match item.kind {
+            ValueKind::String(s) => patterns.push(s),
+            ValueKind::Table(_) => patterns.push(to_json(item).to_string()),
+            other => {
+                t.problem(
+                    &format!("filter[{i}]"),
+                    format!(
+                        "expected a pattern (a JSON string or a table), found {}",
+                        crate::settings::describe(&other)
+                    ),
+                );
+                return None;
+            }
+        }
+    }
+    match FilterCriteria::parse(&patterns) {
+        Ok(f) => Some(f),
+        Err(e) => {
+            t.problem("filter", e.to_string());
+            None
+        }
+    }
+}
+
+/// A configuration value as JSON (an inline TOML filter pattern).
+fn to_json(v: Value) -> serde_json::Value {
+    use serde_json::Value as J;
+    match v.kind {
+        ValueKind::Nil => J::Null,
+        ValueKind::Boolean(b) => J::Bool(b),
+        ValueKind::I64(n) => J::from(n),
+        ValueKind::I128(n) => serde_json::from_str(&n.to_string()).unwrap_or(J::Null),
+        ValueKind::U64(n) => J::from(n),
+        ValueKind::U128(n) => serde_json::from_str(&n.to_string()).unwrap_or(J::Null),
+        ValueKind::Float(f) => serde_json::Number::from_f64(f).map_or(J::Null, J::Number),
+        ValueKind::String(s) => J::String(s),
+        ValueKind::Array(items) => J::Array(items.into_iter().map(to_json).collect()),
+        ValueKind::Table(map) => J::Object(
+            map.into_iter()
+                .collect::<std::collections::BTreeMap<_, _>>()
+                .into_iter()
+                .map(|(k, v)| (k, to_json(v)))
+                .collect(),
+        ),
+    }
 }

@@ -18,25 +18,32 @@ pub enum ConnectorState {
 #[derive(Default)]
 struct ConnectorHealth {
     state: Option<ConnectorState>,
-    /// Shards of a running connector that are waiting on something, with why.
-    degraded_shards: BTreeMap<String, String>,
+    /// What a running (or starting) connector waits on — `shard X`, `lease table`, `source` —
+    /// with why.
+    degraded: BTreeMap<String, String>,
 }
 
 impl ConnectorHealth {
     /// The connector's own state, made worse by its worst shard while it runs.
     fn effective(&self) -> ConnectorState {
         let state = self.state.clone().unwrap_or(ConnectorState::Starting);
-        match (&state, self.degraded_shards.iter().next()) {
-            (ConnectorState::Running | ConnectorState::Degraded(_), Some((shard, why))) => {
-                let more = self.degraded_shards.len() - 1;
-                let tail = if more > 0 {
-                    format!(" (and {more} more shard(s))")
-                } else {
-                    String::new()
-                };
-                ConnectorState::Degraded(format!("shard {shard}: {why}{tail}"))
+        let Some((subject, why)) = self.degraded.iter().next() else {
+            return state;
+        };
+        let more = self.degraded.len() - 1;
+        let tail = if more > 0 {
+            format!(" (and {more} more)")
+        } else {
+            String::new()
+        };
+        match state {
+            ConnectorState::Running | ConnectorState::Degraded(_) => {
+                ConnectorState::Degraded(format!("{subject}: {why}{tail}"))
             }
-            _ => state,
+            ConnectorState::Starting => {
+                ConnectorState::Degraded(format!("starting; {subject}: {why}{tail}"))
+            }
+            other => other,
         }
     }
 }
@@ -53,8 +60,8 @@ impl Health {
         crate::metrics::events::connector_running(connector, running);
         let mut all = self.connectors.write().unwrap_or_else(|p| p.into_inner());
         let entry = all.entry(connector.to_string()).or_default();
-        if !running {
-            entry.degraded_shards.clear();
+        if !running && state != ConnectorState::Starting {
+            entry.degraded.clear();
         }
         entry.state = Some(state);
     }
@@ -62,18 +69,28 @@ impl Health {
     /// One shard waits on something (its sink is down, say): the connector reads degraded
     /// until every such shard is well again.
     pub fn shard_degraded(&self, connector: &str, shard: &str, why: String) {
-        let mut all = self.connectors.write().unwrap_or_else(|p| p.into_inner());
-        all.entry(connector.to_string())
-            .or_default()
-            .degraded_shards
-            .insert(shard.to_string(), why);
+        self.degraded(connector, &format!("shard {shard}"), why);
     }
 
     /// The shard is well again, or no longer worked on here.
     pub fn shard_well(&self, connector: &str, shard: &str) {
+        self.well(connector, &format!("shard {shard}"));
+    }
+
+    /// Something the whole connector needs (`lease table`, `source`) is failing: the connector
+    /// reads degraded, naming it, until it is well again.
+    pub fn degraded(&self, connector: &str, subject: &str, why: String) {
+        let mut all = self.connectors.write().unwrap_or_else(|p| p.into_inner());
+        all.entry(connector.to_string())
+            .or_default()
+            .degraded
+            .insert(subject.to_string(), why);
+    }
+
+    pub fn well(&self, connector: &str, subject: &str) {
         let mut all = self.connectors.write().unwrap_or_else(|p| p.into_inner());
         if let Some(c) = all.get_mut(connector) {
-            c.degraded_shards.remove(shard);
+            c.degraded.remove(subject);
         }
     }
 
@@ -143,12 +160,34 @@ mod tests {
             "s1 recovering does not hide s2"
         );
         h.shard_degraded("c", "s1", "sink: slow".into());
-        assert!(describe(&h.snapshot()).contains("and 1 more shard"));
+        assert!(describe(&h.snapshot()).contains("(and 1 more)"));
         h.shard_well("c", "s1");
         h.shard_well("c", "s2");
         assert!(is_ready(&h.snapshot()));
         h.shard_degraded("c", "s1", "x".into());
         h.set("c", ConnectorState::Failed("boom".into()));
         assert_eq!(h.snapshot()["c"], ConnectorState::Failed("boom".into()));
+    }
+
+    #[test]
+    fn what_a_connector_needs_is_named_while_starting_and_running() {
+        let h = Health::default();
+        h.set("c", ConnectorState::Starting);
+        assert_eq!(h.snapshot()["c"], ConnectorState::Starting);
+        h.degraded("c", "lease_table", "10 failures in a row: timed out".into());
+        assert_eq!(
+            h.snapshot()["c"],
+            ConnectorState::Degraded(
+                "starting; lease_table: 10 failures in a row: timed out".into()
+            )
+        );
+        h.set("c", ConnectorState::Running);
+        h.well("c", "lease_table");
+        assert!(is_ready(&h.snapshot()));
+        h.degraded("c", "lease table", "renewal failed: throttled".into());
+        assert!(!is_ready(&h.snapshot()));
+        assert!(describe(&h.snapshot()).contains("lease table: renewal failed: throttled"));
+        h.well("c", "lease table");
+        assert!(is_ready(&h.snapshot()));
     }
 }

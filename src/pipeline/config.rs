@@ -31,4 +31,7 @@ pub struct ConnectorConfig {
     pub leases: LeaseConfig,
     pub format: FormatKind,
     pub sink: SinkConfig,
+    /// Lambda FilterCriteria: records that match no pattern are passed over (checkpointed,
+    /// counted), not sent.
+    pub filter: crate::filter::FilterCriteria,
 }

@@ -21,7 +21,7 @@ use crate::lease::planning::{self, Observations, WorkerView};
 use crate::lease::table::{LeaseError, LeaseStore, LeaseTable};
 use crate::metrics::events;
 use crate::metrics::health::{ConnectorState, Health};
-use crate::retry::{self, Backoff, RetryError, RetryPolicy};
+use crate::retry::Backoff;
 use crate::sink::Sink;
 use crate::source::dynamodb_streams::DynamoDbStreamsSource;
 use crate::source::kinesis::KinesisSource;
@@ -40,12 +40,16 @@ pub enum ConnectorError {
 }
 
 /// Retries a start-up call while it fails transiently, with the source's back-off.
+/// A start-up call: what heals by itself is retried for as long as it takes (capped back-off,
+/// every wait in the retry metric), and after `max_retries` failures in a row /readyz names it;
+/// what will not heal is returned.
 async fn with_retries<T, E, F, Fut>(
     connector: &str,
     what: &'static str,
     backoff: Backoff,
+    health: &Health,
     is_transient: impl Fn(&E) -> bool,
-    call: F,
+    mut call: F,
 ) -> Result<T, E>
 where
     F: FnMut() -> Fut,
@@ -53,12 +57,31 @@ where
     E: std::fmt::Display,
 {
     // Start-up is not cut short by a stop here: `run_all` drops the whole start on a stop.
-    let never = CancellationToken::new();
-    let policy = RetryPolicy::bounded(connector, what, backoff);
-    match retry::run(&policy, &never, is_transient, call).await {
-        Ok(v) => Ok(v),
-        Err(RetryError::Failed { error, .. }) => Err(error),
-        Err(RetryError::Stopped) => unreachable!("nothing cancels this token"),
+    let mut failures = 0u32;
+    loop {
+        match call().await {
+            Ok(v) => {
+                if failures > 0 {
+                    health.well(connector, what);
+                }
+                return Ok(v);
+            }
+            Err(e) if is_transient(&e) => {
+                failures += 1;
+                if crate::source::poll::degraded(failures, &backoff) {
+                    health.degraded(
+                        connector,
+                        what,
+                        format!("{failures} failures in a row: {e}"),
+                    );
+                }
+                let wait = backoff.delay_capped(failures, rand::random::<f64>());
+                tracing::warn!(connector, what, attempt = failures, wait_ms = wait.as_millis() as u64, error = %e, "retrying");
+                events::retry_wait(connector, what, wait);
+                tokio::time::sleep(wait).await;
+            }
+            Err(e) => return Err(e),
+        }
     }
 }
 
@@ -113,6 +136,7 @@ impl Connector {
             &name,
             "connect_source",
             backoff,
+            &health,
             |e: &SourceError| matches!(e, SourceError::Transient(_) | SourceError::Throttled(_)),
             || connect_source(&source_sdk, &cfg.source.stream),
         )
@@ -123,6 +147,7 @@ impl Connector {
             &name,
             "lease_table",
             backoff,
+            &health,
             |e: &LeaseError| matches!(e, LeaseError::Transient(_)),
             || table.ensure_exists(),
         )
@@ -216,6 +241,7 @@ impl Connector {
                 _ = async { tokio::time::sleep_until(retry_sync_at.unwrap_or_else(Instant::now)).await },
                     if retry_sync_at.is_some() => sync_now = Some(true),
                 _ = renew.tick() => {
+                    let mut failed = None;
                     for lease in st.held.values() {
                         if lease.is_lost().await {
                             // Reported once; its shard worker is ending.
@@ -224,8 +250,17 @@ impl Connector {
                         match lease.renew().await {
                             Ok(()) => {}
                             Err(LeaseError::Lost(k)) => events::lease_lost(&name, &k),
-                            Err(e) => tracing::warn!(connector = %name, shard = lease.shard_id(), %e, "lease renewal failed; will retry"),
+                            Err(e) => {
+                                tracing::warn!(connector = %name, shard = lease.shard_id(), %e, "lease renewal failed; will retry");
+                                failed = Some(e);
+                            }
                         }
+                    }
+                    // Renewals that fail stop the shards from sending once the lease is in
+                    // doubt: /readyz says why.
+                    match failed {
+                        Some(e) => self.health.degraded(&name, "lease table", format!("renewal failed: {e}")),
+                        None => self.health.well(&name, "lease table"),
                     }
                 }
                 Some(done) = st.tasks.join_next() => {
@@ -258,13 +293,19 @@ impl Connector {
             match self.sync(&mut st, full).await {
                 Ok(()) => {
                     st.first_sync = false;
+                    if sync_failures > 0 {
+                        self.health.well(&name, "shard sync");
+                    }
                     sync_failures = 0;
                 }
                 Err(e) if e.is_transient() => {
+                    // Retried for as long as it takes; /readyz names it after max_retries.
                     sync_failures += 1;
-                    let Some(wait) = backoff.delay_random(sync_failures) else {
-                        break Err(e);
-                    };
+                    let wait = backoff.delay_capped(sync_failures, rand::random::<f64>());
+                    if crate::source::poll::degraded(sync_failures, &backoff) {
+                        let why = format!("{sync_failures} failures in a row: {e}");
+                        self.health.degraded(&name, "shard sync", why);
+                    }
                     tracing::warn!(connector = %name, %e, attempt = sync_failures, "shard sync failed; retrying");
                     events::retry_wait(&name, "shard_sync", wait);
                     retry_sync_at = Some(Instant::now() + wait);
@@ -514,6 +555,7 @@ impl Connector {
                 StartingPosition::AtTimestamp(ms) => Some(ms),
                 _ => None,
             },
+            filter: self.cfg.filter.clone(),
             poll_idle: Duration::from_millis(self.cfg.source.poll_idle_ms),
             max_records: self.cfg.source.max_records,
             source_backoff: source_backoff(&self.cfg),

@@ -37,6 +37,8 @@ pub struct ShardContext {
     pub acquired: Acquired,
     /// Records created before this (ms since the epoch) are read but not forwarded.
     pub skip_before_millis: Option<i64>,
+    /// Records that match none of these patterns are passed over (Lambda's FilterCriteria).
+    pub filter: crate::filter::FilterCriteria,
     pub poll_idle: Duration,
     pub max_records: u32,
     pub source_backoff: Backoff,
@@ -67,6 +69,7 @@ impl ShardContext {
             taken,
             acquired: Acquired::Free,
             skip_before_millis: None,
+            filter: crate::filter::FilterCriteria::default(),
             poll_idle: Duration::from_millis(250),
             max_records: 1000,
             source_backoff: Backoff::new(100, 5_000, 10),
@@ -200,12 +203,22 @@ async fn read_shard(ctx: ShardContext) -> Result<ShardOutcome, ShardError> {
             }
             Err(e) => {
                 failures += 1;
+                if crate::source::poll::degraded(failures, &ctx.source_backoff) {
+                    let why = format!("source: {} failed calls in a row: {e}", failures);
+                    ctx.health.shard_degraded(&ctx.connector, &shard, why);
+                }
                 handle_source_error(&ctx, &shard, e, failures, &mut position, &mut iterator)
                     .await?;
                 continue;
             }
         };
-        failures = 0;
+        if failures > 0 {
+            // Well again (a sink that is down reports its own state while it lasts).
+            if crate::source::poll::degraded(failures, &ctx.source_backoff) {
+                ctx.health.shard_well(&ctx.connector, &shard);
+            }
+            failures = 0;
+        }
         if let Some(ended) = parent_ended_at.take() {
             events::child_start_delay(&ctx.connector, &shard, ended.elapsed());
         }
@@ -296,7 +309,7 @@ fn add_to_batch(
     let Some(last) = records.last() else {
         return Ok(());
     };
-    let mut skipped = 0;
+    let (mut skipped, mut filtered) = (0, 0);
     let mut out = Vec::with_capacity(records.len());
     for r in records {
         if let (Some(min), Some(ts)) = (ctx.skip_before_millis, r.created_millis()) {
@@ -304,6 +317,10 @@ fn add_to_batch(
                 skipped += 1;
                 continue;
             }
+        }
+        if !ctx.filter.matches_record(r) {
+            filtered += 1;
+            continue;
         }
         // Config validation pairs formats with sources; a mismatch here is a bug, reported
         // with the record's identity rather than skipped.
@@ -316,6 +333,9 @@ fn add_to_batch(
     }
     if skipped > 0 {
         events::records_skipped(&ctx.connector, "before_starting_position", skipped);
+    }
+    if filtered > 0 {
+        events::records_skipped(&ctx.connector, "filtered", filtered);
     }
     pending.push(out, last.sequence_number().clone(), Instant::now());
     Ok(())

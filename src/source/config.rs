@@ -40,7 +40,8 @@ pub struct SourceConfig {
     pub poll_idle_ms: u64,
     /// GetRecords limit (1..=1000).
     pub max_records: u32,
-    /// Consecutive failed calls tolerated (with back-off) before the connector stops.
+    /// Failed calls in a row after which the connector is reported degraded; transient
+    /// failures are retried for as long as they last (the back-off stops growing here).
     pub max_retries: u32,
     pub aws: AwsSettings,
 }

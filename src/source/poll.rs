@@ -35,6 +35,12 @@ pub enum ErrorAction {
     Stop(String),
 }
 
+/// Whether a shard whose source calls failed `consecutive_failures` times in a row is reported
+/// degraded (it keeps retrying): from the `max_retries`-th failure on.
+pub fn degraded(consecutive_failures: u32, backoff: &Backoff) -> bool {
+    consecutive_failures >= backoff.max_retries.max(1)
+}
+
 /// `consecutive_failures` counts this error too (1 for the first failure in a row).
 pub fn after_error(
     error: &SourceError,
@@ -51,12 +57,11 @@ pub fn after_error(
         SourceError::StreamNotFound(_) | SourceError::StreamDisabled(_) | SourceError::Fatal(_) => {
             ErrorAction::Stop(error.to_string())
         }
+        // What heals by itself is waited out for as long as it takes (the back-off stops
+        // growing after `max_retries`; `degraded` tells /readyz).
         SourceError::ExpiredIterator | SourceError::Throttled(_) | SourceError::Transient(_) => {
-            match backoff.delay(consecutive_failures, jitter) {
-                Some(after) => ErrorAction::Reopen { after },
-                None => ErrorAction::Stop(format!(
-                    "giving up after {consecutive_failures} failed attempts in a row: {error}"
-                )),
+            ErrorAction::Reopen {
+                after: backoff.delay_capped(consecutive_failures, jitter),
             }
         }
     }
@@ -109,9 +114,18 @@ mod tests {
                 after: Duration::from_millis(400)
             }
         );
-        assert!(
-            matches!(t(SourceError::Transient("x".into()), 4), ErrorAction::Stop(m) if m.contains("4 failed"))
-        );
+        // Past max_retries (3 here) the wait stays at its last step: never given up on.
+        for n in [4, 10, 1000] {
+            assert_eq!(
+                t(SourceError::Transient("x".into()), n),
+                ErrorAction::Reopen {
+                    after: Duration::from_millis(400)
+                },
+                "{n}"
+            );
+        }
+        assert!(!degraded(2, &B));
+        assert!(degraded(3, &B) && degraded(50, &B));
         assert!(matches!(
             t(SourceError::StreamNotFound("s".into()), 1),
             ErrorAction::Stop(_)
