@@ -51,36 +51,19 @@ enum LogFormat {
 enum Command {
     /// Run every connector until SIGTERM or SIGINT, then checkpoint, release leases and exit 0.
     Run {
-        /// The configuration file; every key can be overridden by SHARDBRIDGE__SECTION__KEY.
-        #[arg(
-            long,
-            short,
-            env = "SHARDBRIDGE_CONFIG",
-            default_value = "connectors.toml"
-        )]
-        config: PathBuf,
+        #[command(flatten)]
+        config: ConfigPath,
     },
     /// Check a configuration file: exit 0 when valid, else exit 2 with one line per problem.
     Validate {
-        /// The configuration file; every key can be overridden by SHARDBRIDGE__SECTION__KEY.
-        #[arg(
-            long,
-            short,
-            env = "SHARDBRIDGE_CONFIG",
-            default_value = "connectors.toml"
-        )]
-        config: PathBuf,
+        #[command(flatten)]
+        config: ConfigPath,
     },
     /// Per connector, one row per shard: owner, lease counter, checkpoint, pending intent,
     /// state (waiting_on_parents, reading, ended, unowned, expired) and how far behind.
     Status {
-        #[arg(
-            long,
-            short,
-            env = "SHARDBRIDGE_CONFIG",
-            default_value = "connectors.toml"
-        )]
-        config: PathBuf,
+        #[command(flatten)]
+        config: ConfigPath,
         /// Only this connector.
         #[arg(long)]
         connector: Option<String>,
@@ -96,6 +79,19 @@ enum Command {
     },
 }
 
+/// Which configuration file a command reads.
+#[derive(clap::Args)]
+struct ConfigPath {
+    /// The configuration file; every key can be overridden by SHARDBRIDGE__SECTION__KEY.
+    #[arg(
+        long = "config",
+        short = 'c',
+        env = "SHARDBRIDGE_CONFIG",
+        default_value = "connectors.toml"
+    )]
+    path: PathBuf,
+}
+
 #[derive(Subcommand)]
 enum CheckpointAction {
     /// Sets the checkpoint to a sequence number, the trim horizon or the latest record.
@@ -107,13 +103,8 @@ enum CheckpointAction {
 #[derive(clap::Args)]
 #[command(group(clap::ArgGroup::new("target").args(["sequence", "trim_horizon", "latest"])))]
 struct CheckpointArgs {
-    #[arg(
-        long,
-        short,
-        env = "SHARDBRIDGE_CONFIG",
-        default_value = "connectors.toml"
-    )]
-    config: PathBuf,
+    #[command(flatten)]
+    config: ConfigPath,
     #[arg(long)]
     connector: String,
     #[arg(long)]
@@ -145,11 +136,11 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     let log_format = cli.log_format;
     match cli.command {
-        Command::Validate { config } => match load(&config) {
+        Command::Validate { config } => match load(&config.path) {
             Ok(c) => {
                 println!(
                     "{}: valid ({} connector(s))",
-                    config.display(),
+                    config.path.display(),
                     c.connectors.len()
                 );
                 ExitCode::SUCCESS
@@ -161,7 +152,7 @@ fn main() -> ExitCode {
             connector,
             json,
         } => {
-            let config = match load(&config) {
+            let config = match load(&config.path) {
                 Ok(c) => c,
                 Err(code) => return code,
             };
@@ -198,7 +189,7 @@ fn main() -> ExitCode {
                     return ExitCode::from(EXIT_CONFIG);
                 }
             };
-            let config = match load(&args.config) {
+            let config = match load(&args.config.path) {
                 Ok(c) => c,
                 Err(code) => return code,
             };
@@ -216,7 +207,7 @@ fn main() -> ExitCode {
             })
         }
         Command::Run { config } => {
-            let config = match load(&config) {
+            let config = match load(&config.path) {
                 Ok(c) => c,
                 Err(code) => return code,
             };

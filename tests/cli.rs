@@ -467,13 +467,22 @@ type = "stdout"
     let o = run(&["validate", "--config", &path], &[]);
     assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
     for (bad, says) in [
-        (r#"filter = ['{"eventName": "INSERT"}']"#, "connectors[0].filter: pattern 0: eventName"),
+        (
+            r#"filter = ['{"eventName": "INSERT"}']"#,
+            "connectors[0].filter: pattern 0: eventName",
+        ),
         (
             r#"filter = ['{"eventName": ["INSERT"]}', '{"dynamodb": {"NewImage": {"n": {"N": [{"numeric": [">", "x"]}]}}}}']"#,
             "connectors[0].filter: pattern 1: dynamodb.NewImage.n.N",
         ),
-        (r#"filter = ['not json']"#, "connectors[0].filter: pattern 0"),
-        (r#"filter = [1]"#, "connectors[0].filter[0]: expected a pattern"),
+        (
+            r#"filter = ['not json']"#,
+            "connectors[0].filter: pattern 0",
+        ),
+        (
+            r#"filter = [1]"#,
+            "connectors[0].filter[0]: expected a pattern",
+        ),
     ] {
         let (_dir, path) = config_file("f.toml", &good.replace(good.lines().nth(3).unwrap(), bad));
         let o = run(&["validate", "--config", &path], &[]);
