@@ -86,6 +86,7 @@ struct ConfigPath {
     #[arg(
         long = "config",
         short = 'c',
+        value_name = "CONFIG",
         env = "SHARDBRIDGE_CONFIG",
         default_value = "connectors.toml"
     )]

@@ -118,8 +118,15 @@ fn help_documents_every_flag_and_version_prints_the_version() {
         String::from_utf8_lossy(&o.stdout).trim(),
         format!("shardbridge {}", env!("CARGO_PKG_VERSION"))
     );
-    for sub in ["run", "validate"] {
-        let o = run(&[sub, "--help"], &[]);
+    for sub in [
+        vec!["run"],
+        vec!["validate"],
+        vec!["status"],
+        vec!["checkpoint", "set"],
+    ] {
+        let mut args = sub.clone();
+        args.push("--help");
+        let o = run(&args, &[]);
         assert_eq!(o.status.code(), Some(0));
         let text = String::from_utf8_lossy(&o.stdout);
         assert!(
