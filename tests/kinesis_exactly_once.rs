@@ -65,8 +65,8 @@ async fn crash_harness_with_the_kinesis_sink_is_exactly_once() {
             break;
         }
         assert!(
-            started.elapsed() < Duration::from_secs(120),
-            "not done after 120 s: {} of 3 faults hit; {}",
+            started.elapsed() < Duration::from_secs(240),
+            "not done after 240 s: {} of 3 faults hit; {}",
             aborted,
             harness::verify(&expected, &deliveries)
         );

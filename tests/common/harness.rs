@@ -532,7 +532,8 @@ pub async fn write_with_faults(
     while versions < min_versions || !faults.iter().all(|p| hit(p)) {
         versions += 1;
         let v = versions;
-        assert!(v <= 40, "faults hit: {:?}", faults.map(|p| (p, hit(p))));
+        // Generous: on a loaded machine an armed worker may need a while to get a batch of its own.
+        assert!(v <= 80, "faults hit: {:?}", faults.map(|p| (p, hit(p))));
         put_version(k, stream, keys, v).await;
         match v {
             2 | 4 => drop(split(k, stream).await),
