@@ -21,30 +21,11 @@ fn config(kinesis: &str, aws: &str, stream: &str, leases: &str, sink: &str, id: 
 }
 
 async fn read(bootstrap: &str, topic: &str) -> TopicRead {
-    let (b, t) = (bootstrap.to_string(), topic.to_string());
-    tokio::task::spawn_blocking(move || kafka::read_topic(&b, &t, PARTITIONS))
-        .await
-        .unwrap()
+    harness::read_kafka(bootstrap, topic, PARTITIONS).await
 }
 
-/// Committed records as deliveries: a key's records are all in one partition, in offset order.
 fn deliveries(read: &TopicRead) -> Vec<Delivery> {
-    read.committed
-        .iter()
-        .map(|r| {
-            let v: serde_json::Value = serde_json::from_slice(&r.value).unwrap();
-            let key = v["key"].as_str().unwrap().to_string();
-            assert_eq!(
-                r.key.as_deref(),
-                Some(key.as_bytes()),
-                "the source's partition key is the record key"
-            );
-            Delivery {
-                key,
-                version: v["version"].as_u64().unwrap(),
-            }
-        })
-        .collect()
+    harness::kafka_deliveries(read)
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

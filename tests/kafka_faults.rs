@@ -15,23 +15,11 @@ use common::*;
 const PARTITIONS: i32 = 4;
 
 async fn read(bootstrap: &str, topic: &str) -> TopicRead {
-    let (b, t) = (bootstrap.to_string(), topic.to_string());
-    tokio::task::spawn_blocking(move || kafka::read_topic(&b, &t, PARTITIONS))
-        .await
-        .unwrap()
+    harness::read_kafka(bootstrap, topic, PARTITIONS).await
 }
 
 fn deliveries(read: &TopicRead) -> Vec<Delivery> {
-    read.committed
-        .iter()
-        .map(|r| {
-            let v: serde_json::Value = serde_json::from_slice(&r.value).unwrap();
-            Delivery {
-                key: v["key"].as_str().unwrap().to_string(),
-                version: v["version"].as_u64().unwrap(),
-            }
-        })
-        .collect()
+    harness::kafka_deliveries(read)
 }
 
 fn sink(bootstrap: &str, topic: &str, extra: &str) -> String {

@@ -55,10 +55,7 @@ type = "kafka"
 }
 
 async fn read(bootstrap: &str, topic: &str) -> TopicRead {
-    let (b, t) = (bootstrap.to_string(), topic.to_string());
-    tokio::task::spawn_blocking(move || kafka::read_topic(&b, &t, PARTITIONS))
-        .await
-        .unwrap()
+    common::harness::read_kafka(bootstrap, topic, PARTITIONS).await
 }
 
 /// The Java client's murmur2 (org.apache.kafka.common.utils.Utils.murmur2).

@@ -104,6 +104,24 @@ impl BatchLimits {
     };
 }
 
+/// The `max_records`, `max_bytes` and `max_interval_ms` keys of a streaming sink (Kinesis,
+/// Kafka): one batch is one intent and one checkpoint (and, for Kafka, one transaction).
+pub(crate) fn read_batch_limits(
+    t: &mut TableReader,
+    (records, bytes, interval_ms): (usize, usize, u64),
+) -> (usize, usize, u64) {
+    let max_records = t
+        .opt_u64("max_records", 1, 1_000_000)
+        .map_or(records, |n| n as usize);
+    let max_bytes = t
+        .opt_u64("max_bytes", 1, 1024 * 1024 * 1024)
+        .map_or(bytes, |n| n as usize);
+    let max_interval_ms = t
+        .opt_u64("max_interval_ms", 0, 3_600_000)
+        .unwrap_or(interval_ms);
+    (max_records, max_bytes, max_interval_ms)
+}
+
 /// Whether this worker may still send for a shard's lease (its last renewal is recent enough).
 #[async_trait]
 pub trait SendPermit: Send + Sync {

@@ -450,6 +450,35 @@ pub fn kinesis_deliveries(records: &[(String, String, Vec<u8>)]) -> Vec<Delivery
         .collect()
 }
 
+/// Every partition of a Kafka topic read to its end by the raw-batch verifier (off the runtime).
+pub async fn read_kafka(bootstrap: &str, topic: &str, partitions: i32) -> super::kafka::TopicRead {
+    let (b, t) = (bootstrap.to_string(), topic.to_string());
+    tokio::task::spawn_blocking(move || super::kafka::read_topic(&b, &t, partitions))
+        .await
+        .unwrap()
+}
+
+/// The crash harness' records among a topic's committed ones, as deliveries: a key's records
+/// are all in one partition, in offset order, under the source's partition key.
+pub fn kafka_deliveries(read: &super::kafka::TopicRead) -> Vec<Delivery> {
+    read.committed
+        .iter()
+        .map(|r| {
+            let v: serde_json::Value = serde_json::from_slice(&r.value).unwrap();
+            let key = v["key"].as_str().unwrap().to_string();
+            assert_eq!(
+                r.key.as_deref(),
+                Some(key.as_bytes()),
+                "the source's partition key is the record key"
+            );
+            Delivery {
+                key,
+                version: v["version"].as_u64().unwrap(),
+            }
+        })
+        .collect()
+}
+
 /// What every crash test's worker shares: worker `id` listening on `port`, the lease table and `[aws]`
 /// on `aws`, one connector `name` reading the Kinesis `stream` on `kinesis` in the `raw` format,
 /// under fast lease timings (failover 3 s, renew 1 s, margin 0.5 s, shard sync 5 s). The caller

@@ -118,15 +118,14 @@ impl KafkaSinkConfig {
         let call_timeout_ms = t
             .opt_u64("call_timeout_ms", 100, 900_000)
             .unwrap_or(DEFAULT_CALL_TIMEOUT_MS);
-        let max_records = t
-            .opt_u64("max_records", 1, 1_000_000)
-            .unwrap_or(DEFAULT_MAX_RECORDS as u64);
-        let max_bytes = t
-            .opt_u64("max_bytes", 1, 1024 * 1024 * 1024)
-            .unwrap_or(DEFAULT_MAX_BYTES as u64);
-        let max_interval_ms = t
-            .opt_u64("max_interval_ms", 0, 3_600_000)
-            .unwrap_or(DEFAULT_MAX_INTERVAL_MS);
+        let (max_records, max_bytes, max_interval_ms) = super::super::read_batch_limits(
+            t,
+            (
+                DEFAULT_MAX_RECORDS,
+                DEFAULT_MAX_BYTES,
+                DEFAULT_MAX_INTERVAL_MS,
+            ),
+        );
         let auth = if t.has("auth") {
             t.choice("auth", &[("msk-iam", KafkaAuth::MskIam)])
         } else {
@@ -142,8 +141,8 @@ impl KafkaSinkConfig {
                 exactly_once,
                 transaction_timeout_ms,
                 call_timeout_ms,
-                max_records: max_records as usize,
-                max_bytes: max_bytes as usize,
+                max_records,
+                max_bytes,
                 max_interval_ms,
                 auth: auth?,
                 options: options?,

@@ -71,15 +71,14 @@ impl KinesisSinkConfig {
         let max_in_flight = t
             .opt_u64("max_in_flight", 1, 64)
             .unwrap_or(DEFAULT_MAX_IN_FLIGHT as u64);
-        let max_records = t
-            .opt_u64("max_records", 1, 1_000_000)
-            .unwrap_or(DEFAULT_MAX_RECORDS as u64);
-        let max_bytes = t
-            .opt_u64("max_bytes", 1, 1024 * 1024 * 1024)
-            .unwrap_or(DEFAULT_MAX_BYTES as u64);
-        let max_interval_ms = t
-            .opt_u64("max_interval_ms", 0, 3_600_000)
-            .unwrap_or(DEFAULT_MAX_INTERVAL_MS);
+        let (max_records, max_bytes, max_interval_ms) = super::super::read_batch_limits(
+            t,
+            (
+                DEFAULT_MAX_RECORDS,
+                DEFAULT_MAX_BYTES,
+                DEFAULT_MAX_INTERVAL_MS,
+            ),
+        );
         let reconcile_margin_ms = t
             .opt_u64("reconcile_margin_ms", 0, 3_600_000)
             .unwrap_or(DEFAULT_RECONCILE_MARGIN_MS);
@@ -90,8 +89,8 @@ impl KinesisSinkConfig {
                 partition_key: partition_key?,
                 on_oversize: on_oversize?,
                 max_in_flight: max_in_flight as usize,
-                max_records: max_records as usize,
-                max_bytes: max_bytes as usize,
+                max_records,
+                max_bytes,
                 max_interval_ms,
                 reconcile_margin_ms,
             },
