@@ -6,7 +6,7 @@ use std::time::Duration;
 use aws_config::retry::RetryConfig;
 use aws_config::timeout::TimeoutConfig;
 use aws_config::{BehaviorVersion, Region, SdkConfig};
-use aws_sdk_dynamodb::error::{DisplayErrorContext, ProvideErrorMetadata, SdkError};
+use aws_sdk_dynamodb::error::{ProvideErrorMetadata, SdkError};
 
 use crate::settings::TableReader;
 
@@ -151,47 +151,274 @@ pub enum AwsErrorClass {
     Fatal,
 }
 
+/// An SDK response that can tell its HTTP status and body (the unit response of tests cannot).
+pub trait ResponseStatus {
+    fn http_status(&self) -> Option<u16>;
+    fn body_bytes(&self) -> Option<&[u8]>;
+}
+
+impl ResponseStatus for aws_sdk_dynamodb::config::http::HttpResponse {
+    fn http_status(&self) -> Option<u16> {
+        Some(self.status().as_u16())
+    }
+    fn body_bytes(&self) -> Option<&[u8]> {
+        self.body().bytes()
+    }
+}
+
+impl ResponseStatus for () {
+    fn http_status(&self) -> Option<u16> {
+        None
+    }
+    fn body_bytes(&self) -> Option<&[u8]> {
+        None
+    }
+}
+
+/// The code and message of an error body the SDK could not read as its protocol's: the XML
+/// shape (`<Code>`, `<Message>`) that query-protocol services, proxies and some emulators
+/// answer with even for JSON services, or a JSON body with `__type`/`code` and `message`.
+fn body_error(body: &[u8]) -> (Option<String>, Option<String>) {
+    let text = String::from_utf8_lossy(body);
+    let tag = |name: &str| {
+        let open = format!("<{name}>");
+        let start = text.find(&open)? + open.len();
+        let end = text[start..].find(&format!("</{name}>"))? + start;
+        Some(text[start..end].trim().to_string())
+    };
+    if let (Some(code), message) = (tag("Code"), tag("Message")) {
+        return (Some(code), message);
+    }
+    if let Ok(serde_json::Value::Object(map)) = serde_json::from_slice::<serde_json::Value>(body) {
+        let field = |names: &[&str]| {
+            names
+                .iter()
+                .find_map(|n| map.get(*n).and_then(|v| v.as_str()).map(str::to_string))
+        };
+        let code = field(&["__type", "code", "Code"])
+            .map(|c| c.rsplit('#').next().unwrap_or_default().to_string());
+        return (code, field(&["message", "Message"]));
+    }
+    (None, None)
+}
+
+/// Longest service message kept in an error line: access-denied messages name the action and
+/// the resource (about 200 characters); anything longer is an echo of the request.
+const MAX_MESSAGE_CHARS: usize = 240;
+
 /// Classifies by error code rather than by each operation's generated enum, so that every
-/// operation shares one table and unknown future codes still land in a class.
+/// operation shares one table and unknown future codes still land in a class. The text is one
+/// readable line: `operation: code: message (request id …)`, and for what will not heal by
+/// itself, what to fix. Never a Debug dump of SDK types.
 pub fn classify<E, R>(operation: &str, err: &SdkError<E, R>) -> (AwsErrorClass, String)
 where
     E: ProvideErrorMetadata + std::error::Error + Send + Sync + 'static,
-    R: std::fmt::Debug,
+    R: ResponseStatus + std::fmt::Debug + 'static,
 {
     use AwsErrorClass::*;
-    let detail = format!("{operation}: {}", DisplayErrorContext(err));
+    if missing_credentials(err) {
+        return (
+            Fatal,
+            format!(
+                "{operation}: no AWS credentials found (tried environment, profile, web \
+                 identity, container and instance metadata); set AWS_ACCESS_KEY_ID and \
+                 AWS_SECRET_ACCESS_KEY or AWS_PROFILE, or give shardbridge a role"
+            ),
+        );
+    }
     let class = match err {
-        SdkError::ServiceError(service) => match service.err().code().unwrap_or("") {
-            "ConditionalCheckFailedException" => ConditionFailed,
-            "ExpiredIteratorException" => ExpiredIterator,
-            "TrimmedDataAccessException" => TrimmedData,
-            "LimitExceededException"
-            | "ThrottlingException"
-            | "ProvisionedThroughputExceededException"
-            | "RequestLimitExceeded"
-            | "KMSThrottlingException"
-            | "SlowDown" => Throttled,
-            "ResourceNotFoundException" => NotFound,
-            "AccessDeniedException"
-            | "UnrecognizedClientException"
-            | "ValidationException"
-            | "InvalidSignatureException"
-            | "MissingAuthenticationToken"
-            | "InvalidArgumentException"
-            // A broken KMS key is not fixed by retrying.
-            | "KMSAccessDeniedException"
-            | "KMSDisabledException"
-            | "KMSInvalidStateException"
-            | "KMSNotFoundException"
-            | "KMSOptInRequired" => Fatal,
-            _ => Transient,
+        SdkError::ServiceError(service) => match service.err().code() {
+            Some(code) => class_of_code(code),
+            // Some servers answer a refusal in a body the SDK cannot read.
+            None => match service.raw().http_status() {
+                Some(401 | 403) => Fatal,
+                Some(404) => NotFound,
+                Some(429) => Throttled,
+                _ => Transient,
+            },
         },
-        SdkError::DispatchFailure(d) if d.is_user() => Fatal,
-        SdkError::DispatchFailure(_) | SdkError::TimeoutError(_) | SdkError::ResponseError(_) => {
-            Transient
+        SdkError::ResponseError(response) => {
+            match body_error(response.raw().body_bytes().unwrap_or_default()) {
+                (Some(code), _) => class_of_code(&code),
+                _ => match response.raw().http_status() {
+                    Some(401 | 403) => Fatal,
+                    _ => Transient,
+                },
+            }
         }
-        // Construction failures (missing credentials or region): nothing a retry fixes.
+        SdkError::DispatchFailure(d) if d.is_user() => Fatal,
+        SdkError::DispatchFailure(_) | SdkError::TimeoutError(_) => Transient,
+        // Construction failures (a missing region, say): nothing a retry fixes.
         _ => Fatal,
     };
-    (class, detail)
+    (class, describe(operation, err))
+}
+
+fn class_of_code(code: &str) -> AwsErrorClass {
+    use AwsErrorClass::*;
+    match code {
+        "ConditionalCheckFailedException" => ConditionFailed,
+        "ExpiredIteratorException" => ExpiredIterator,
+        "TrimmedDataAccessException" => TrimmedData,
+        "LimitExceededException"
+        | "ThrottlingException"
+        | "Throttling"
+        | "ProvisionedThroughputExceededException"
+        | "RequestLimitExceeded"
+        | "KMSThrottlingException"
+        | "SlowDown" => Throttled,
+        "ResourceNotFoundException" | "NoSuchBucket" => NotFound,
+        "AccessDeniedException"
+        | "AccessDenied"
+        | "UnrecognizedClientException"
+        | "InvalidClientTokenId"
+        | "ValidationException"
+        | "InvalidSignatureException"
+        | "SignatureDoesNotMatch"
+        | "MissingAuthenticationToken"
+        | "InvalidArgumentException"
+        // A broken KMS key is not fixed by retrying.
+        | "KMSAccessDeniedException"
+        | "KMSDisabledException"
+        | "KMSInvalidStateException"
+        | "KMSNotFoundException"
+        | "KMSOptInRequired" => Fatal,
+        // Expired temporary credentials: a refreshing provider has new ones by the next call.
+        _ => Transient,
+    }
+}
+
+/// What to do about an error that will not heal by itself, by its code.
+fn fix_for(code: &str) -> Option<&'static str> {
+    match code {
+        "AccessDeniedException" | "AccessDenied" | "KMSAccessDeniedException" => {
+            Some("grant it to the identity shardbridge runs as (docs/iam)")
+        }
+        "UnrecognizedClientException"
+        | "InvalidClientTokenId"
+        | "InvalidSignatureException"
+        | "SignatureDoesNotMatch"
+        | "MissingAuthenticationToken" => Some("check the AWS access key and secret"),
+        "ResourceNotFoundException" | "NoSuchBucket" => Some("check the name, region and account"),
+        _ => None,
+    }
+}
+
+/// One readable line for an SDK error: the operation, the service's code and message, the
+/// request id, and for what will not heal by itself what to fix.
+pub fn describe<E, R>(operation: &str, err: &SdkError<E, R>) -> String
+where
+    E: ProvideErrorMetadata + std::error::Error + Send + Sync + 'static,
+    R: ResponseStatus + std::fmt::Debug + 'static,
+{
+    match err {
+        SdkError::ServiceError(service) => {
+            let e = service.err();
+            let status = service.raw().http_status();
+            let code = e
+                .code()
+                .map(str::to_string)
+                .unwrap_or_else(|| match status {
+                    Some(s) => format!("HTTP {s}"),
+                    None => "unknown error".to_string(),
+                });
+            let mut line = format!("{operation}: {code}");
+            if let Some(message) = e.message().filter(|m| !m.is_empty()) {
+                line.push_str(": ");
+                line.push_str(&shorten(message, MAX_MESSAGE_CHARS));
+            }
+            if let Some(id) = e.meta().extra("aws_request_id") {
+                line.push_str(&format!(" (request id {id})"));
+            }
+            let fix = e.code().and_then(fix_for).or(match status {
+                Some(401 | 403) => fix_for("AccessDenied"),
+                _ => None,
+            });
+            if let Some(fix) = fix {
+                line.push_str("; ");
+                line.push_str(fix);
+            }
+            line
+        }
+        SdkError::TimeoutError(_) => format!(
+            "{operation}: timed out (no answer within the aws timeouts; the endpoint may be \
+             unreachable)"
+        ),
+        SdkError::DispatchFailure(d) => {
+            let what = if d.is_timeout() {
+                "connection timed out"
+            } else if d.is_io() {
+                "could not reach the endpoint"
+            } else {
+                "request not sent"
+            };
+            format!("{operation}: {what}: {}", root_cause(err))
+        }
+        SdkError::ResponseError(response) => {
+            let raw = response.raw();
+            match body_error(raw.body_bytes().unwrap_or_default()) {
+                (Some(code), message) => {
+                    let mut line = format!("{operation}: {code}");
+                    if let Some(m) = message.filter(|m| !m.is_empty()) {
+                        line.push_str(": ");
+                        line.push_str(&shorten(&m, MAX_MESSAGE_CHARS));
+                    }
+                    if let Some(fix) = fix_for(&code) {
+                        line.push_str("; ");
+                        line.push_str(fix);
+                    }
+                    line
+                }
+                _ => match raw.http_status() {
+                    Some(status @ (401 | 403)) => format!(
+                        "{operation}: HTTP {status} (access denied); {}",
+                        fix_for("AccessDenied").unwrap_or_default()
+                    ),
+                    Some(status) => format!(
+                        "{operation}: unreadable HTTP {status} answer: {}",
+                        root_cause(err)
+                    ),
+                    None => format!("{operation}: unreadable answer: {}", root_cause(err)),
+                },
+            }
+        }
+        _ => format!("{operation}: request not built: {}", root_cause(err)),
+    }
+}
+
+/// The innermost error's message: for a refused connection "Connection refused (os error
+/// 111)", rather than every layer's wrapping of it.
+fn root_cause(err: &(dyn std::error::Error + 'static)) -> String {
+    let mut inner = err;
+    while let Some(next) = inner.source() {
+        inner = next;
+    }
+    shorten(&inner.to_string(), MAX_MESSAGE_CHARS)
+}
+
+fn missing_credentials(err: &(dyn std::error::Error + 'static)) -> bool {
+    use aws_credential_types::provider::error::CredentialsError;
+    let mut at = Some(err);
+    while let Some(e) = at {
+        if let Some(c) = e.downcast_ref::<CredentialsError>() {
+            return matches!(
+                c,
+                CredentialsError::CredentialsNotLoaded(_)
+                    | CredentialsError::InvalidConfiguration(_)
+            );
+        }
+        at = e.source();
+    }
+    false
+}
+
+/// `text` on one line, cut to `max` characters.
+pub fn shorten(text: &str, max: usize) -> String {
+    let one_line: String = text.split_whitespace().collect::<Vec<_>>().join(" ");
+    if one_line.chars().count() <= max {
+        return one_line;
+    }
+    let mut cut: String = one_line.chars().take(max.saturating_sub(1)).collect();
+    cut.push('…');
+    cut
 }

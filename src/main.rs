@@ -302,7 +302,9 @@ async fn run(config: shardbridge::config::Config) -> anyhow::Result<ExitCode> {
         tracing::info!("stopped cleanly");
         Ok(ExitCode::SUCCESS)
     } else {
-        eprintln!("shardbridge: connector(s) failed: {}", failed.join(", "));
+        for (name, why) in &failed {
+            eprintln!("shardbridge: connector {name} failed: {why}");
+        }
         Ok(ExitCode::from(EXIT_RUNTIME))
     }
 }

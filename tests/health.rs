@@ -176,6 +176,17 @@ type = "stdout"
         "a connector failed: exit 1"
     );
     let log = run.log_text();
-    assert!(log.contains("connector(s) failed: broken"), "{log}");
+    // One line that says what failed and what to fix.
+    let line = log
+        .lines()
+        .find(|l| l.starts_with("shardbridge: connector broken failed: "))
+        .unwrap_or_else(|| panic!("a line naming the failed connector: {log}"));
+    assert!(line.contains("ResourceNotFoundException"), "{line}");
+    assert!(
+        line.contains("check the name, region and account"),
+        "{line}"
+    );
+    assert!(line.len() < 300, "{} characters: {line}", line.len());
+    assert!(!log.contains("connector healthy failed"), "{log}");
     assert!(!log.contains("panicked"), "{log}");
 }

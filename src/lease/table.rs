@@ -83,7 +83,7 @@ fn lease_error<E, R>(
 ) -> LeaseError
 where
     E: aws_sdk_dynamodb::error::ProvideErrorMetadata + std::error::Error + Send + Sync + 'static,
-    R: std::fmt::Debug,
+    R: crate::aws::ResponseStatus + std::fmt::Debug + 'static,
 {
     let (class, text) = classify(op, &err);
     events::lease_table_call(connector, op, false);

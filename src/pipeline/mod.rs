@@ -16,8 +16,12 @@ pub use config::{Config, ConnectorConfig, WorkerConfig};
 use connector::Connector;
 
 /// Runs every connector until `stop` (or until all of them have ended). A failing connector is
-/// reported and does not stop the others. Returns the names of the connectors that failed.
-pub async fn run_all(config: Config, health: Arc<Health>, stop: CancellationToken) -> Vec<String> {
+/// reported and does not stop the others. Returns the connectors that failed, each with why.
+pub async fn run_all(
+    config: Config,
+    health: Arc<Health>,
+    stop: CancellationToken,
+) -> Vec<(String, String)> {
     let shutdown_timeout = Duration::from_millis(config.worker.shutdown_timeout_ms);
     let mut tasks = tokio::task::JoinSet::new();
     for c in &config.connectors {
@@ -36,22 +40,26 @@ pub async fn run_all(config: Config, health: Arc<Health>, stop: CancellationToke
                     Err(e) => Err(e),
                 },
             };
-            match &result {
-                Ok(()) => health.set(&name, ConnectorState::Stopped),
+            let failure = match result {
+                Ok(()) => {
+                    health.set(&name, ConnectorState::Stopped);
+                    None
+                }
                 Err(e) => {
                     tracing::error!(connector = %name, error = %e, "connector failed");
                     health.set(&name, ConnectorState::Failed(e.to_string()));
+                    Some(e.to_string())
                 }
-            }
-            (name, result.is_ok())
+            };
+            (name, failure)
         });
     }
     let mut failed = Vec::new();
     while let Some(done) = tasks.join_next().await {
         match done {
-            Ok((_, true)) => {}
-            Ok((name, false)) => failed.push(name),
-            Err(e) => failed.push(format!("(task: {e})")),
+            Ok((_, None)) => {}
+            Ok((name, Some(why))) => failed.push((name, why)),
+            Err(e) => failed.push(("(task)".to_string(), e.to_string())),
         }
     }
     failed

@@ -235,7 +235,7 @@ impl ShardSource for DynamoDbStreamsSource {
 pub fn classify<E, R>(operation: &str, err: SdkError<E, R>) -> SourceError
 where
     E: ProvideErrorMetadata + std::error::Error + Send + Sync + 'static,
-    R: std::fmt::Debug,
+    R: crate::aws::ResponseStatus + std::fmt::Debug + 'static,
 {
     let (class, text) = crate::aws::classify(operation, &err);
     match class {

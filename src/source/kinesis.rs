@@ -33,6 +33,14 @@ pub enum KinesisStreamRef {
     Arn(String),
 }
 
+impl std::fmt::Display for KinesisStreamRef {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            KinesisStreamRef::Name(s) | KinesisStreamRef::Arn(s) => f.write_str(s),
+        }
+    }
+}
+
 pub struct KinesisSource {
     client: aws_sdk_kinesis::Client,
     stream_name: String,
@@ -310,7 +318,7 @@ async fn send_iterator_request(
 pub fn classify<E, R>(operation: &str, err: SdkError<E, R>) -> SourceError
 where
     E: ProvideErrorMetadata + std::error::Error + Send + Sync + 'static,
-    R: std::fmt::Debug,
+    R: crate::aws::ResponseStatus + std::fmt::Debug + 'static,
 {
     let (class, text) = crate::aws::classify(operation, &err);
     match class {

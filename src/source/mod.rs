@@ -70,11 +70,13 @@ pub enum SourceError {
     TrimmedData(String),
     #[error("throttled: {0}")]
     Throttled(String),
-    #[error("stream not found: {0}")]
+    /// The text names what was not found (the service's message says so).
+    #[error("{0}")]
     StreamNotFound(String),
     #[error("stream disabled: {0}")]
     StreamDisabled(String),
-    #[error("transient error: {0}")]
+    /// The text says what failed (operation, code, message).
+    #[error("{0}")]
     Transient(String),
     #[error("{0}")]
     Fatal(String),

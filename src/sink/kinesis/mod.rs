@@ -93,7 +93,7 @@ impl KinesisSink {
         self.target
             .get_or_try_init(|| KinesisSource::connect(&self.sdk, &self.config.stream))
             .await
-            .map_err(|e| source_to_sink("target stream", e))
+            .map_err(|e| source_to_sink(&format!("kinesis stream {}", self.config.stream), e))
     }
 
     /// Reads the target back from `since_millis` (every shard, parents before children) and

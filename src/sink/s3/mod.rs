@@ -666,7 +666,7 @@ mod tests {
         assert_eq!(class("InternalError", 500), Transient);
         assert_eq!(class("RequestTimeout", 400), Transient);
         assert_eq!(class("NoSuchUpload", 404), Transient);
-        assert_eq!(class("NoSuchBucket", 404), Fatal);
+        assert_eq!(class("NoSuchBucket", 404), NotFound);
         assert_eq!(class("AccessDenied", 403), Fatal);
         assert_eq!(class("InvalidAccessKeyId", 403), Fatal);
         assert_eq!(class("KMS.DisabledException", 400), Fatal);
