@@ -3,11 +3,53 @@
 //! in `shardbridge_retry_wait_milliseconds_total` by reason, and a stop request cuts it short.
 
 use std::future::Future;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use tokio_util::sync::CancellationToken;
 
 use crate::metrics::events;
+
+/// How long a dependency may keep failing before /readyz says degraded, however few calls
+/// that took (a call that waits out its timeout fails once in many seconds).
+pub const DEGRADED_AFTER: Duration = Duration::from_secs(10);
+
+/// Whether a dependency that failed `failures` times in a row, for `failing_for`, is reported
+/// degraded: from the `max_retries`-th failure or after `DEGRADED_AFTER`, whichever is first.
+pub fn degraded(failures: u32, failing_for: Duration, backoff: &Backoff) -> bool {
+    failures > 0 && (failures >= backoff.max_retries.max(1) || failing_for >= DEGRADED_AFTER)
+}
+
+/// The failures in a row of one dependency, and since when.
+#[derive(Debug, Default)]
+pub struct FailureStreak {
+    count: u32,
+    since: Option<Instant>,
+}
+
+impl FailureStreak {
+    /// One more failure; returns how many in a row.
+    pub fn failed(&mut self) -> u32 {
+        self.count += 1;
+        self.since.get_or_insert_with(Instant::now);
+        self.count
+    }
+
+    pub fn count(&self) -> u32 {
+        self.count
+    }
+
+    pub fn is_degraded(&self, backoff: &Backoff) -> bool {
+        let failing_for = self.since.map_or(Duration::ZERO, |s| s.elapsed());
+        degraded(self.count, failing_for, backoff)
+    }
+
+    /// A success ends the streak; returns whether it had been reported degraded.
+    pub fn succeeded(&mut self, backoff: &Backoff) -> bool {
+        let was = self.is_degraded(backoff);
+        *self = FailureStreak::default();
+        was
+    }
+}
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Backoff {

@@ -776,6 +776,8 @@ async fn a_running_worker_exports_only_documented_metrics_with_documented_labels
         "shardbridge_leases_acquired_total",
         "shardbridge_connector_running",
         "shardbridge_shards_owned",
+        "shardbridge_seconds_since_success",
+        "shardbridge_seconds_since_checkpoint",
     ] {
         if !seen.contains(expected) {
             problems.push(format!("the scrape has no {expected}"));
@@ -790,6 +792,38 @@ async fn a_running_worker_exports_only_documented_metrics_with_documented_labels
         problems.push(format!(
             "shardbridge_sink_records_written_total is {records:?}, expected at least {changes}"
         ));
+    }
+    // Counters that nothing has incremented exist at 0 from the start.
+    for (name, labels) in [
+        ("shardbridge_sink_errors_total", r#"class="transient""#),
+        ("shardbridge_sink_errors_total", r#"class="fatal""#),
+        (
+            "shardbridge_source_get_records_errors_total",
+            r#"class="throttled""#,
+        ),
+        ("shardbridge_source_data_loss_total", ""),
+        ("shardbridge_leases_lost_total", ""),
+        ("shardbridge_intents_replayed_total", ""),
+    ] {
+        let labels = if labels.is_empty() {
+            r#"connector="docs""#.to_string()
+        } else {
+            format!(r#"connector="docs",{labels}"#)
+        };
+        let value = metric_value(&text, name, &labels);
+        if value != Some(0.0) {
+            problems.push(format!("{name}{{{labels}}} is {value:?}, expected 0"));
+        }
+    }
+    // Every dependency answered within the last seconds of a healthy run.
+    for dependency in ["source", "sink", "lease_table"] {
+        let labels = format!(r#"connector="docs",dependency="{dependency}""#);
+        let value = metric_value(&text, "shardbridge_seconds_since_success", &labels);
+        if !value.is_some_and(|v| (0.0..10.0).contains(&v)) {
+            problems.push(format!(
+                "shardbridge_seconds_since_success{{{labels}}} is {value:?}, expected under 10"
+            ));
+        }
     }
     assert_eq!(run.stop(Duration::from_secs(30)), 0, "{}", run.log_text());
     if !problems.is_empty() {

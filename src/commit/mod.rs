@@ -430,7 +430,10 @@ async fn open_at_sink(
                 opened = parts.sink.open_shard(&parts.stream_arn, shard) => opened,
             };
             match opened {
-                Ok(next) => Ok(next),
+                Ok(next) => {
+                    events::sink_ok(&parts.connector);
+                    Ok(next)
+                }
                 Err(SinkError::Fenced(why)) => Err(DeliverError::Fenced(why)),
                 Err(e) => {
                     let class = match e {

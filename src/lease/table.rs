@@ -87,6 +87,10 @@ where
 {
     let (class, text) = classify(op, &err);
     events::lease_table_call(connector, op, false);
+    if class == AwsErrorClass::ConditionFailed {
+        // A refused condition is an answer: the table is reachable.
+        events::lease_table_answered(connector);
+    }
     match class {
         AwsErrorClass::ConditionFailed => LeaseError::Lost(key.to_string()),
         AwsErrorClass::Throttled | AwsErrorClass::Transient => LeaseError::Transient(text),

@@ -1,7 +1,9 @@
 //! One function per notable event: each updates its metric (and logs where a person should
 //! know), so logs and metrics never drift apart.
 
-use std::time::Duration;
+use std::collections::BTreeMap;
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
 
 use metrics::{
     counter, describe_counter, describe_gauge, describe_histogram, gauge, histogram, Unit,
@@ -114,6 +116,16 @@ pub fn describe() {
         "shardbridge_leases_lost_total",
         "Leases found taken by another worker."
     );
+    describe_gauge!(
+        "shardbridge_seconds_since_success",
+        Unit::Seconds,
+        "Seconds since the last successful call to a dependency (source, sink, lease_table) of the connector, or since it started; measured when /metrics is read."
+    );
+    describe_gauge!(
+        "shardbridge_seconds_since_checkpoint",
+        Unit::Seconds,
+        "Seconds since the connector last wrote a checkpoint, or since it started (an idle stream writes none)."
+    );
     describe_histogram!(
         "shardbridge_lineage_child_start_delay_seconds",
         Unit::Seconds,
@@ -121,7 +133,106 @@ pub fn describe() {
     );
 }
 
+/// What a connector depends on, for `shardbridge_seconds_since_success`; `Checkpoint` is kept
+/// beside them for `shardbridge_seconds_since_checkpoint`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Dependency {
+    Source = 0,
+    Sink = 1,
+    LeaseTable = 2,
+    Checkpoint = 3,
+}
+
+const DEPENDENCIES: [(Dependency, &str); 3] = [
+    (Dependency::Source, "source"),
+    (Dependency::Sink, "sink"),
+    (Dependency::LeaseTable, "lease_table"),
+];
+
+/// Per connector, when each dependency last answered well.
+static LAST_SUCCESS: Mutex<BTreeMap<String, [Instant; 4]>> = Mutex::new(BTreeMap::new());
+
+fn succeeded(connector: &str, what: Dependency) {
+    let mut all = LAST_SUCCESS.lock().unwrap_or_else(|p| p.into_inner());
+    if let Some(times) = all.get_mut(connector) {
+        times[what as usize] = Instant::now();
+    }
+}
+
+/// A connector starts: its counters exist at 0 (so rates and alerts work before the first
+/// event) and its dependencies count as well since now.
+pub fn connector_registered(connector: &str) {
+    let c = || connector.to_string();
+    // Literal names, one call each: tests/docs.rs matches them against docs/metrics.md.
+    counter!("shardbridge_source_records_read_total", "connector" => c()).increment(0);
+    counter!("shardbridge_source_bytes_read_total", "connector" => c()).increment(0);
+    counter!("shardbridge_source_get_records_calls_total", "connector" => c()).increment(0);
+    counter!("shardbridge_source_data_loss_total", "connector" => c()).increment(0);
+    counter!("shardbridge_sink_records_written_total", "connector" => c()).increment(0);
+    counter!("shardbridge_sink_bytes_written_total", "connector" => c()).increment(0);
+    counter!("shardbridge_sink_batches_written_total", "connector" => c()).increment(0);
+    counter!("shardbridge_checkpoint_writes_total", "connector" => c()).increment(0);
+    counter!("shardbridge_intents_replayed_total", "connector" => c()).increment(0);
+    counter!("shardbridge_leases_released_total", "connector" => c()).increment(0);
+    counter!("shardbridge_leases_lost_total", "connector" => c()).increment(0);
+    for class in [
+        "expired_iterator",
+        "trimmed_data",
+        "throttled",
+        "stream_not_found",
+        "stream_disabled",
+        "transient",
+        "fatal",
+    ] {
+        counter!("shardbridge_source_get_records_errors_total", "connector" => c(), "class" => class).increment(0);
+    }
+    for class in ["transient", "fatal"] {
+        counter!("shardbridge_sink_errors_total", "connector" => c(), "class" => class)
+            .increment(0);
+    }
+    for reason in ["filtered", "before_starting_position"] {
+        counter!("shardbridge_source_records_skipped_total", "connector" => c(), "reason" => reason).increment(0);
+    }
+    for how in ["free", "own", "expired", "stolen"] {
+        counter!("shardbridge_leases_acquired_total", "connector" => c(), "how" => how)
+            .increment(0);
+    }
+    let now = Instant::now();
+    LAST_SUCCESS
+        .lock()
+        .unwrap_or_else(|p| p.into_inner())
+        .insert(connector.to_string(), [now; 4]);
+}
+
+/// Sets the seconds-since gauges from the last successes: called when /metrics is read, so
+/// the figures are current without a timer.
+pub fn publish_staleness() {
+    let all = LAST_SUCCESS.lock().unwrap_or_else(|p| p.into_inner());
+    for (connector, times) in all.iter() {
+        for (what, label) in DEPENDENCIES {
+            gauge!("shardbridge_seconds_since_success", "connector" => connector.clone(), "dependency" => label)
+                .set(times[what as usize].elapsed().as_secs_f64());
+        }
+        gauge!("shardbridge_seconds_since_checkpoint", "connector" => connector.clone()).set(
+            times[Dependency::Checkpoint as usize]
+                .elapsed()
+                .as_secs_f64(),
+        );
+    }
+}
+
+/// The lease table answered (a refused condition too).
+pub fn lease_table_answered(connector: &str) {
+    succeeded(connector, Dependency::LeaseTable);
+}
+
+/// The sink answered well outside a batch write (opening a shard, say).
+pub fn sink_ok(connector: &str) {
+    succeeded(connector, Dependency::Sink);
+}
+
 pub fn records_read(connector: &str, records: usize, bytes: u64) {
+    succeeded(connector, Dependency::Source);
     counter!("shardbridge_source_get_records_calls_total", "connector" => connector.to_string())
         .increment(1);
     counter!("shardbridge_source_records_read_total", "connector" => connector.to_string())
@@ -156,6 +267,7 @@ pub fn iterator_age(connector: &str, millis: i64) {
 }
 
 pub fn batch_written(connector: &str, records: usize, bytes: usize, took: Duration) {
+    succeeded(connector, Dependency::Sink);
     counter!("shardbridge_sink_records_written_total", "connector" => connector.to_string())
         .increment(records as u64);
     counter!("shardbridge_sink_bytes_written_total", "connector" => connector.to_string())
@@ -177,11 +289,15 @@ pub fn sink_error(
 }
 
 pub fn checkpoint_written(connector: &str) {
+    succeeded(connector, Dependency::Checkpoint);
     counter!("shardbridge_checkpoint_writes_total", "connector" => connector.to_string())
         .increment(1);
 }
 
 pub fn lease_table_call(connector: &str, operation: &'static str, ok: bool) {
+    if ok {
+        succeeded(connector, Dependency::LeaseTable);
+    }
     counter!(
         "shardbridge_lease_table_calls_total",
         "connector" => connector.to_string(),

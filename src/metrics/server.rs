@@ -44,6 +44,7 @@ pub async fn serve(
 }
 
 async fn metrics(State(s): State<AppState>) -> impl IntoResponse {
+    super::events::publish_staleness();
     (
         [(header::CONTENT_TYPE, "text/plain; version=0.0.4")],
         s.prometheus.render(),

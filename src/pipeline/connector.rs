@@ -21,7 +21,7 @@ use crate::lease::planning::{self, Observations, WorkerView};
 use crate::lease::table::{LeaseError, LeaseStore, LeaseTable};
 use crate::metrics::events;
 use crate::metrics::health::{ConnectorState, Health};
-use crate::retry::Backoff;
+use crate::retry::{Backoff, FailureStreak};
 use crate::sink::Sink;
 use crate::source::dynamodb_streams::DynamoDbStreamsSource;
 use crate::source::kinesis::KinesisSource;
@@ -57,18 +57,18 @@ where
     E: std::fmt::Display,
 {
     // Start-up is not cut short by a stop here: `run_all` drops the whole start on a stop.
-    let mut failures = 0u32;
+    let mut streak = FailureStreak::default();
     loop {
         match call().await {
             Ok(v) => {
-                if failures > 0 {
+                if streak.succeeded(&backoff) {
                     health.well(connector, what);
                 }
                 return Ok(v);
             }
             Err(e) if is_transient(&e) => {
-                failures += 1;
-                if crate::source::poll::degraded(failures, &backoff) {
+                let failures = streak.failed();
+                if streak.is_degraded(&backoff) {
                     health.degraded(
                         connector,
                         what,
@@ -130,6 +130,7 @@ impl Connector {
     ) -> Result<Self, ConnectorError> {
         let name = cfg.name.clone();
         health.set(&name, ConnectorState::Starting);
+        events::connector_registered(&name);
         let backoff = source_backoff(&cfg);
         let source_sdk = crate::aws::sdk_config(&cfg.source.aws).await;
         let source: Arc<dyn ShardSource> = with_retries(
@@ -225,7 +226,7 @@ impl Connector {
         // (rate-limited, paginated) has its own, longer interval.
         let mut take = tokio::time::interval(renew_interval);
         take.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-        let mut sync_failures = 0u32;
+        let mut sync_failures = FailureStreak::default();
         let mut retry_sync_at: Option<Instant> = None;
         let backoff = source_backoff(&self.cfg);
 
@@ -293,20 +294,19 @@ impl Connector {
             match self.sync(&mut st, full).await {
                 Ok(()) => {
                     st.first_sync = false;
-                    if sync_failures > 0 {
+                    if sync_failures.succeeded(&backoff) {
                         self.health.well(&name, "shard sync");
                     }
-                    sync_failures = 0;
                 }
                 Err(e) if e.is_transient() => {
                     // Retried for as long as it takes; /readyz names it after max_retries.
-                    sync_failures += 1;
-                    let wait = backoff.delay_capped(sync_failures, rand::random::<f64>());
-                    if crate::source::poll::degraded(sync_failures, &backoff) {
-                        let why = format!("{sync_failures} failures in a row: {e}");
+                    let failures = sync_failures.failed();
+                    let wait = backoff.delay_capped(failures, rand::random::<f64>());
+                    if sync_failures.is_degraded(&backoff) {
+                        let why = format!("{failures} failures in a row: {e}");
                         self.health.degraded(&name, "shard sync", why);
                     }
-                    tracing::warn!(connector = %name, %e, attempt = sync_failures, "shard sync failed; retrying");
+                    tracing::warn!(connector = %name, %e, attempt = failures, "shard sync failed; retrying");
                     events::retry_wait(&name, "shard_sync", wait);
                     retry_sync_at = Some(Instant::now() + wait);
                 }

@@ -18,6 +18,7 @@ use crate::metrics::events;
 use crate::metrics::health::Health;
 use crate::pipeline::batch::{self, PendingBatch};
 use crate::pipeline::lag::ConnectorLag;
+use crate::retry::FailureStreak;
 use crate::retry::{self, Backoff, RetryError, RetryPolicy};
 use crate::sink::{self, Sink};
 use crate::source::poll::{after_error, after_page, ErrorAction, PollAction};
@@ -152,7 +153,7 @@ async fn read_shard(ctx: ShardContext) -> Result<ShardOutcome, ShardError> {
     let limits = commit.batch_limits();
     let mut pending = PendingBatch::default();
     let mut iterator: Option<ShardIterator> = None;
-    let mut failures = 0u32;
+    let mut failures = FailureStreak::default();
     let mut parent_ended_at = ctx.parent_ended_at;
     tracing::info!(connector = %ctx.connector, %shard, ?position, "reading shard");
 
@@ -202,22 +203,18 @@ async fn read_shard(ctx: ShardContext) -> Result<ShardOutcome, ShardError> {
                     .unwrap_or(ShardOutcome::ShardEnd(Vec::new())));
             }
             Err(e) => {
-                failures += 1;
-                if crate::source::poll::degraded(failures, &ctx.source_backoff) {
-                    let why = format!("source: {} failed calls in a row: {e}", failures);
+                let count = failures.failed();
+                if failures.is_degraded(&ctx.source_backoff) {
+                    let why = format!("source: {count} failed calls in a row: {e}");
                     ctx.health.shard_degraded(&ctx.connector, &shard, why);
                 }
-                handle_source_error(&ctx, &shard, e, failures, &mut position, &mut iterator)
-                    .await?;
+                handle_source_error(&ctx, &shard, e, count, &mut position, &mut iterator).await?;
                 continue;
             }
         };
-        if failures > 0 {
-            // Well again (a sink that is down reports its own state while it lasts).
-            if crate::source::poll::degraded(failures, &ctx.source_backoff) {
-                ctx.health.shard_well(&ctx.connector, &shard);
-            }
-            failures = 0;
+        // Well again (a sink that is down reports its own state while it lasts).
+        if failures.succeeded(&ctx.source_backoff) {
+            ctx.health.shard_well(&ctx.connector, &shard);
         }
         if let Some(ended) = parent_ended_at.take() {
             events::child_start_delay(&ctx.connector, &shard, ended.elapsed());

@@ -35,12 +35,6 @@ pub enum ErrorAction {
     Stop(String),
 }
 
-/// Whether a shard whose source calls failed `consecutive_failures` times in a row is reported
-/// degraded (it keeps retrying): from the `max_retries`-th failure on.
-pub fn degraded(consecutive_failures: u32, backoff: &Backoff) -> bool {
-    consecutive_failures >= backoff.max_retries.max(1)
-}
-
 /// `consecutive_failures` counts this error too (1 for the first failure in a row).
 pub fn after_error(
     error: &SourceError,
@@ -124,8 +118,14 @@ mod tests {
                 "{n}"
             );
         }
-        assert!(!degraded(2, &B));
-        assert!(degraded(3, &B) && degraded(50, &B));
+        use crate::retry::{degraded, DEGRADED_AFTER};
+        let soon = Duration::from_secs(1);
+        assert!(!degraded(0, DEGRADED_AFTER, &B));
+        assert!(!degraded(2, soon, &B));
+        assert!(degraded(3, soon, &B) && degraded(50, soon, &B));
+        // Few failures over a long time (calls that wait out their timeouts) count too.
+        assert!(degraded(1, DEGRADED_AFTER, &B));
+        assert!(!degraded(1, DEGRADED_AFTER - Duration::from_millis(1), &B));
         assert!(matches!(
             t(SourceError::StreamNotFound("s".into()), 1),
             ErrorAction::Stop(_)
