@@ -422,3 +422,136 @@ pub fn shorten(text: &str, max: usize) -> String {
     cut.push('…');
     cut
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use aws_sdk_dynamodb::config::http::HttpResponse;
+    use aws_sdk_dynamodb::error::ErrorMetadata;
+    use aws_sdk_dynamodb::operation::describe_table::DescribeTableError;
+    use aws_smithy_types::body::SdkBody;
+
+    fn service(
+        code: Option<&str>,
+        message: Option<&str>,
+        request_id: Option<&str>,
+        status: u16,
+    ) -> SdkError<DescribeTableError, HttpResponse> {
+        let mut meta = ErrorMetadata::builder();
+        if let Some(c) = code {
+            meta = meta.code(c);
+        }
+        if let Some(m) = message {
+            meta = meta.message(m);
+        }
+        if let Some(id) = request_id {
+            meta = meta.custom("aws_request_id", id);
+        }
+        SdkError::service_error(
+            DescribeTableError::generic(meta.build()),
+            HttpResponse::new(status.try_into().unwrap(), SdkBody::empty()),
+        )
+    }
+
+    fn unreadable(status: u16, body: &str) -> SdkError<DescribeTableError, HttpResponse> {
+        SdkError::response_error(
+            "malformed JSON error body",
+            HttpResponse::new(status.try_into().unwrap(), SdkBody::from(body.to_string())),
+        )
+    }
+
+    #[test]
+    fn a_service_error_is_one_line_with_code_message_request_id_and_fix() {
+        let e = service(
+            Some("ResourceNotFoundException"),
+            Some("Requested resource not found: Table: orders not found"),
+            Some("ABC123"),
+            400,
+        );
+        assert_eq!(
+            classify("DescribeTable", &e),
+            (
+                AwsErrorClass::NotFound,
+                "DescribeTable: ResourceNotFoundException: Requested resource not found: \
+                 Table: orders not found (request id ABC123); check the name, region and account"
+                    .to_string()
+            )
+        );
+        let (class, text) = classify(
+            "PutRecords",
+            &service(
+                Some("AccessDeniedException"),
+                Some("not allowed"),
+                None,
+                400,
+            ),
+        );
+        assert_eq!(class, AwsErrorClass::Fatal);
+        assert!(text.ends_with("grant it to the identity shardbridge runs as (docs/iam)"));
+        // Throttling and server trouble: retried, no fix to name.
+        let (class, text) = classify(
+            "GetRecords",
+            &service(Some("InternalServerError"), Some("oops"), Some("r"), 500),
+        );
+        assert_eq!(class, AwsErrorClass::Transient);
+        assert_eq!(text, "GetRecords: InternalServerError: oops (request id r)");
+    }
+
+    #[test]
+    fn an_error_without_a_code_is_classed_by_its_status() {
+        let (class, text) = classify("DescribeTable", &service(None, None, None, 403));
+        assert_eq!(class, AwsErrorClass::Fatal);
+        assert!(text.starts_with("DescribeTable: HTTP 403"), "{text}");
+        assert_eq!(
+            classify("X", &service(None, None, None, 429)).0,
+            AwsErrorClass::Throttled
+        );
+        assert_eq!(
+            classify("X", &service(None, None, None, 503)).0,
+            AwsErrorClass::Transient
+        );
+    }
+
+    #[test]
+    fn a_body_the_sdk_cannot_read_still_gives_its_code() {
+        // What moto answers a JSON-protocol call that IAM refuses.
+        let xml = r#"<?xml version="1.0" encoding="utf-8"?>
+<ErrorResponse><Errors><Error><Code>AccessDenied</Code><Message>User: arn:aws:iam::1:user/u is not authorized to perform: kinesis:PutRecords</Message><Type>Sender</Type></Error></Errors></ErrorResponse>"#;
+        let (class, text) = classify("PutRecords", &unreadable(403, xml));
+        assert_eq!(class, AwsErrorClass::Fatal);
+        assert_eq!(
+            text,
+            "PutRecords: AccessDenied: User: arn:aws:iam::1:user/u is not authorized to \
+             perform: kinesis:PutRecords; grant it to the identity shardbridge runs as (docs/iam)"
+        );
+        let json = r#"{"__type":"com.amazonaws.dynamodb.v20120810#ThrottlingException","message":"slow down"}"#;
+        assert_eq!(
+            classify("X", &unreadable(400, json)),
+            (
+                AwsErrorClass::Throttled,
+                "X: ThrottlingException: slow down".to_string()
+            )
+        );
+        let (class, text) = classify("X", &unreadable(403, "<html>nope</html>"));
+        assert_eq!(class, AwsErrorClass::Fatal);
+        assert!(text.contains("HTTP 403 (access denied)"), "{text}");
+        let (class, text) = classify("X", &unreadable(502, "<html>bad gateway</html>"));
+        assert_eq!(class, AwsErrorClass::Transient);
+        assert!(
+            text.starts_with("X: unreadable HTTP 502 answer: "),
+            "{text}"
+        );
+    }
+
+    #[test]
+    fn long_messages_are_cut_and_kept_on_one_line() {
+        let long = "word ".repeat(100);
+        let short = shorten(&long, 50);
+        assert_eq!(short.chars().count(), 50);
+        assert!(short.ends_with('…'));
+        assert_eq!(shorten("a\n  b\tc", 50), "a b c");
+        let (_, text) = classify("X", &service(Some("Odd"), Some(&long), None, 500));
+        assert!(text.chars().count() < MAX_MESSAGE_CHARS + 20, "{text}");
+        assert!(!text.contains('\n'));
+    }
+}

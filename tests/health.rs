@@ -60,7 +60,12 @@ fn an_unreachable_endpoint_is_waited_for_and_named_in_readyz() {
     std::thread::sleep(Duration::from_secs(3));
     assert!(run.child.try_wait().unwrap().is_none(), "still running");
     run.stop(Duration::from_secs(30));
-    assert!(!run.log_text().contains("panicked"), "{}", run.log_text());
+    let log = run.log_text();
+    assert!(!log.contains("panicked"), "{log}");
+    // Every retry of the unreachable endpoint is one readable line.
+    assert!(log.contains("Connection refused"), "{log}");
+    let long = long_lines(&log, 500);
+    assert!(long.is_empty(), "log lines over 500 characters: {long:#?}");
 }
 
 /// A connector whose endpoint accepts connections but never answers stays "starting": /readyz
@@ -187,6 +192,8 @@ type = "stdout"
         "{line}"
     );
     assert!(line.len() < 300, "{} characters: {line}", line.len());
+    let long = long_lines(&log, 500);
+    assert!(long.is_empty(), "log lines over 500 characters: {long:#?}");
     assert!(!log.contains("connector healthy failed"), "{log}");
     assert!(!log.contains("panicked"), "{log}");
 }

@@ -234,3 +234,14 @@ pub fn kinesis_endpoint() -> String {
     );
     url
 }
+
+/// The lines of `log` longer than `max` characters (a readable log has none).
+pub fn long_lines(log: &str, max: usize) -> Vec<String> {
+    log.lines()
+        .filter(|l| l.chars().count() > max)
+        .map(|l| {
+            let start: String = l.chars().take(200).collect();
+            format!("{} characters: {start}…", l.chars().count())
+        })
+        .collect()
+}
