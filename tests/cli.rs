@@ -497,3 +497,34 @@ type = "stdout"
         assert!(stderr(&o).contains(says), "{says} in {}", stderr(&o));
     }
 }
+
+/// A file sink whose path cannot hold the file (under a file, or a directory itself) is a
+/// configuration error that `validate` names; a missing directory is created by the sink.
+#[test]
+fn validate_refuses_a_file_sink_path_that_cannot_hold_the_file() {
+    let dir = tempfile::tempdir().unwrap();
+    let blocker = dir.path().join("not-a-dir");
+    std::fs::write(&blocker, "x").unwrap();
+    let config = |path: &std::path::Path| {
+        format!(
+            "[[connectors]]\nname = \"orders\"\n[connectors.source]\ntype = \"dynamodb-streams\"\n\
+             table = \"orders\"\n[connectors.sink]\ntype = \"file\"\npath = \"{}\"\n",
+            path.display()
+        )
+    };
+    let file = dir.path().join("c.toml");
+    for (path, expected) in [
+        (blocker.join("out.jsonl"), "is not a directory"),
+        (dir.path().to_path_buf(), "is a directory, not a file"),
+    ] {
+        std::fs::write(&file, config(&path)).unwrap();
+        let o = run(&["validate", "--config", file.to_str().unwrap()], &[]);
+        assert_eq!(o.status.code(), Some(2), "{}", stderr(&o));
+        let err = stderr(&o);
+        assert!(err.starts_with("connectors[0].sink.path: "), "{err}");
+        assert!(err.contains(expected), "{err}");
+    }
+    std::fs::write(&file, config(&dir.path().join("new/dir/out.jsonl"))).unwrap();
+    let o = run(&["validate", "--config", file.to_str().unwrap()], &[]);
+    assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
+}
