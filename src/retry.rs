@@ -189,14 +189,17 @@ where
                 })
             }
         };
-        tracing::warn!(
-            connector = policy.connector,
-            reason = policy.reason,
-            attempt,
-            wait_ms = wait.as_millis() as u64,
-            %error,
-            "retrying"
-        );
+        if let Some(left_out) = events::may_warn(policy.reason, policy.connector) {
+            tracing::warn!(
+                connector = policy.connector,
+                reason = policy.reason,
+                attempt,
+                wait_ms = wait.as_millis() as u64,
+                %error,
+                similar_left_out = left_out,
+                "retrying"
+            );
+        }
         events::retry_wait(policy.connector, policy.reason, wait);
         if !pause(stop, wait).await {
             return Err(RetryError::Stopped);

@@ -133,6 +133,35 @@ pub fn describe() {
     );
 }
 
+/// Warnings that repeat while an outage lasts are logged at most once per `WARN_EVERY` per
+/// kind and connector; the next one logged says how many were left out. Metrics count every
+/// one.
+pub const WARN_EVERY: Duration = Duration::from_secs(10);
+
+static WARNED: Mutex<BTreeMap<(&'static str, String), (Instant, u64)>> =
+    Mutex::new(BTreeMap::new());
+
+/// Whether a warning of `kind` for `connector` is logged now: `Some(n)` with the number left
+/// out since the last one logged, or None (left out, counted).
+pub fn may_warn(kind: &'static str, connector: &str) -> Option<u64> {
+    let mut warned = WARNED.lock().unwrap_or_else(|p| p.into_inner());
+    let now = Instant::now();
+    match warned.get_mut(&(kind, connector.to_string())) {
+        Some((last, left_out)) if now.duration_since(*last) < WARN_EVERY => {
+            *left_out += 1;
+            None
+        }
+        Some((last, left_out)) => {
+            *last = now;
+            Some(std::mem::take(left_out))
+        }
+        None => {
+            warned.insert((kind, connector.to_string()), (now, 0));
+            Some(0)
+        }
+    }
+}
+
 /// What a connector depends on, for `shardbridge_seconds_since_success`; `Checkpoint` is kept
 /// beside them for `shardbridge_seconds_since_checkpoint`.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -247,7 +276,9 @@ pub fn source_error(
     class: &'static str,
     error: &dyn std::fmt::Display,
 ) {
-    tracing::warn!(connector, shard, class, %error, "source call failed");
+    if let Some(left_out) = may_warn("source_error", connector) {
+        tracing::warn!(connector, shard, class, %error, similar_left_out = left_out, "source call failed");
+    }
     counter!("shardbridge_source_get_records_errors_total", "connector" => connector.to_string(), "class" => class).increment(1);
 }
 
@@ -284,7 +315,9 @@ pub fn sink_error(
     class: &'static str,
     error: &dyn std::fmt::Display,
 ) {
-    tracing::warn!(connector, shard, class, %error, "sink write failed");
+    if let Some(left_out) = may_warn("sink_error", connector) {
+        tracing::warn!(connector, shard, class, %error, similar_left_out = left_out, "sink write failed");
+    }
     counter!("shardbridge_sink_errors_total", "connector" => connector.to_string(), "class" => class).increment(1);
 }
 
@@ -371,4 +404,28 @@ pub fn intent_replayed(connector: &str, shard: &str) {
     );
     counter!("shardbridge_intents_replayed_total", "connector" => connector.to_string())
         .increment(1);
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn repeated_warnings_are_left_out_and_counted() {
+        assert_eq!(may_warn("test_repeat", "a"), Some(0));
+        assert_eq!(may_warn("test_repeat", "a"), None);
+        assert_eq!(may_warn("test_repeat", "a"), None);
+        // Another connector or kind has its own allowance.
+        assert_eq!(may_warn("test_repeat", "b"), Some(0));
+        assert_eq!(may_warn("test_other", "a"), Some(0));
+        // Once WARN_EVERY has passed, the next one says how many were left out.
+        WARNED
+            .lock()
+            .unwrap()
+            .get_mut(&("test_repeat", "a".to_string()))
+            .unwrap()
+            .0 -= WARN_EVERY;
+        assert_eq!(may_warn("test_repeat", "a"), Some(2));
+        assert_eq!(may_warn("test_repeat", "a"), None);
+    }
 }

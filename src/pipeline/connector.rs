@@ -252,7 +252,9 @@ impl Connector {
                             Ok(()) => {}
                             Err(LeaseError::Lost(k)) => events::lease_lost(&name, &k),
                             Err(e) => {
-                                tracing::warn!(connector = %name, shard = lease.shard_id(), %e, "lease renewal failed; will retry");
+                                if let Some(left_out) = events::may_warn("lease_renewal", &name) {
+                                    tracing::warn!(connector = %name, shard = lease.shard_id(), %e, similar_left_out = left_out, "lease renewal failed; will retry");
+                                }
                                 failed = Some(e);
                             }
                         }
@@ -306,7 +308,9 @@ impl Connector {
                         let why = format!("{failures} failures in a row: {e}");
                         self.health.degraded(&name, "shard sync", why);
                     }
-                    tracing::warn!(connector = %name, %e, attempt = failures, "shard sync failed; retrying");
+                    if let Some(left_out) = events::may_warn("shard_sync", &name) {
+                        tracing::warn!(connector = %name, %e, attempt = failures, similar_left_out = left_out, "shard sync failed; retrying");
+                    }
                     events::retry_wait(&name, "shard_sync", wait);
                     retry_sync_at = Some(Instant::now() + wait);
                 }
