@@ -138,8 +138,10 @@ pub fn describe() {
 /// one.
 pub const WARN_EVERY: Duration = Duration::from_secs(10);
 
-static WARNED: Mutex<BTreeMap<(&'static str, String), (Instant, u64)>> =
-    Mutex::new(BTreeMap::new());
+/// Per (kind, connector): when a warning was last logged, and how many were left out since.
+type Warned = BTreeMap<(&'static str, String), (Instant, u64)>;
+
+static WARNED: Mutex<Warned> = Mutex::new(BTreeMap::new());
 
 /// Whether a warning of `kind` for `connector` is logged now: `Some(n)` with the number left
 /// out since the last one logged, or None (left out, counted).

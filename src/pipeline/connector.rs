@@ -265,6 +265,17 @@ impl Connector {
                         Some(e) => self.health.degraded(&name, "lease table", format!("renewal failed: {e}")),
                         None => self.health.well(&name, "lease table"),
                     }
+                    // A shard behind that has read nothing for a while, with no failure to
+                    // show for it, is named too.
+                    let stalls = self.lag.stalled(std::time::Instant::now());
+                    match stalls.first() {
+                        Some(st) => {
+                            let more = if stalls.len() > 1 { format!(" (and {} more shards)", stalls.len() - 1) } else { String::new() };
+                            let why = format!("shard {} is {} s behind and has read nothing for {} s{more}", st.shard, st.behind_ms / 1000, st.still_for.as_secs());
+                            self.health.degraded(&name, "progress", why);
+                        }
+                        None => self.health.well(&name, "progress"),
+                    }
                 }
                 Some(done) = st.tasks.join_next() => {
                     let (shard, outcome) = match done {
