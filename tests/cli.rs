@@ -528,3 +528,47 @@ fn validate_refuses_a_file_sink_path_that_cannot_hold_the_file() {
     let o = run(&["validate", "--config", file.to_str().unwrap()], &[]);
     assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
 }
+
+/// `starting_position = "at_timestamp"` takes Lambda's `starting_position_timestamp` beside it;
+/// either without the other is refused, naming the key.
+#[test]
+fn validate_checks_the_at_timestamp_pair() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("c.toml");
+    let config = |source_keys: &str| {
+        format!(
+            "[[connectors]]\nname = \"orders\"\n[connectors.source]\ntype = \"kinesis\"\n\
+             stream = \"orders\"\n{source_keys}\n[connectors.sink]\ntype = \"stdout\"\n"
+        )
+    };
+    for (keys, expected) in [
+        (
+            "starting_position = \"at_timestamp\"",
+            Some("connectors[0].source.starting_position_timestamp: missing"),
+        ),
+        (
+            "starting_position_timestamp = \"2026-11-30T12:00:00Z\"",
+            Some("connectors[0].source.starting_position_timestamp: only with"),
+        ),
+        (
+            "starting_position = \"at_timestamp\"\nstarting_position_timestamp = \"yesterday\"",
+            Some("connectors[0].source.starting_position_timestamp: \"yesterday\": expected an RFC 3339"),
+        ),
+        (
+            "starting_position = \"at_timestamp\"\nstarting_position_timestamp = \"2026-11-30T12:00:00Z\"",
+            None,
+        ),
+        ("starting_position = \"2026-11-30T12:00:00Z\"", None),
+    ] {
+        std::fs::write(&file, config(keys)).unwrap();
+        let o = run(&["validate", "--config", file.to_str().unwrap()], &[]);
+        let err = stderr(&o);
+        match expected {
+            Some(text) => {
+                assert_eq!(o.status.code(), Some(2), "{keys}: {err}");
+                assert!(err.starts_with(text), "{keys}: {err}");
+            }
+            None => assert_eq!(o.status.code(), Some(0), "{keys}: {err}"),
+        }
+    }
+}

@@ -4,7 +4,7 @@
 use std::collections::{HashMap, HashSet};
 
 use super::model::{Checkpoint, Lease};
-use crate::source::Shard;
+use crate::source::{Shard, StartingPosition};
 
 /// A shard is ready when each parent is checkpointed at SHARD_END, or is gone from a complete
 /// listing of the stream (trimmed past retention: nothing is left to wait for, whether or not
@@ -127,17 +127,20 @@ pub fn finished_parents<'a>(
 }
 
 /// The checkpoint a new lease starts from. Only shards that exist when a connector first starts
-/// (no leases yet) honour `latest`; every shard discovered later is read from its start, since
+/// (no leases yet) honour `latest` and a timestamp (KCL's AT_TIMESTAMP sentinel: the reader
+/// opens the shard at that time); every shard discovered later is read from its start, since
 /// its records are newer than where the connector already is.
-pub fn initial_checkpoint(shard: &Shard, first_start: bool, latest: bool) -> Checkpoint {
-    if first_start && latest {
-        if shard.ending_sequence_number.is_some() {
-            Checkpoint::ShardEnd
-        } else {
-            Checkpoint::Latest
-        }
-    } else {
-        Checkpoint::TrimHorizon
+pub fn initial_checkpoint(
+    shard: &Shard,
+    first_start: bool,
+    position: StartingPosition,
+) -> Checkpoint {
+    match position {
+        _ if !first_start => Checkpoint::TrimHorizon,
+        StartingPosition::Latest if shard.ending_sequence_number.is_some() => Checkpoint::ShardEnd,
+        StartingPosition::Latest => Checkpoint::Latest,
+        StartingPosition::AtTimestamp(_) => Checkpoint::AtTimestamp,
+        StartingPosition::TrimHorizon => Checkpoint::TrimHorizon,
     }
 }
 
@@ -343,22 +346,33 @@ mod tests {
     }
 
     #[test]
-    fn latest_applies_only_at_first_start_and_to_open_shards() {
+    fn latest_and_timestamps_apply_only_at_first_start() {
+        use StartingPosition::*;
         let open = shard("o", None, None);
         let mut closed = shard("c", None, None);
         closed.ending_sequence_number =
             Some(crate::source::sequence::SequenceNumber::parse("9").unwrap());
-        assert_eq!(initial_checkpoint(&open, true, true), Checkpoint::Latest);
+        assert_eq!(initial_checkpoint(&open, true, Latest), Checkpoint::Latest);
         assert_eq!(
-            initial_checkpoint(&closed, true, true),
+            initial_checkpoint(&closed, true, Latest),
             Checkpoint::ShardEnd
         );
         assert_eq!(
-            initial_checkpoint(&open, false, true),
-            Checkpoint::TrimHorizon
+            initial_checkpoint(&open, true, AtTimestamp(5)),
+            Checkpoint::AtTimestamp
         );
         assert_eq!(
-            initial_checkpoint(&open, true, false),
+            initial_checkpoint(&closed, true, AtTimestamp(5)),
+            Checkpoint::AtTimestamp
+        );
+        for later in [Latest, AtTimestamp(5), TrimHorizon] {
+            assert_eq!(
+                initial_checkpoint(&open, false, later),
+                Checkpoint::TrimHorizon
+            );
+        }
+        assert_eq!(
+            initial_checkpoint(&open, true, TrimHorizon),
             Checkpoint::TrimHorizon
         );
     }

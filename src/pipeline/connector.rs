@@ -417,7 +417,6 @@ impl Connector {
         }
         let mut leases = self.table.list().await?;
         let first_start = st.first_sync && leases.is_empty();
-        let latest = self.cfg.source.starting_position == StartingPosition::Latest;
         let mut by_key: HashMap<String, Lease> = leases
             .iter()
             .map(|l| (l.lease_key.clone(), l.clone()))
@@ -430,7 +429,7 @@ impl Connector {
             let parents: BTreeSet<String> = shard.parents().map(str::to_string).collect();
             let lease = Lease::new(
                 &shard.shard_id,
-                lineage::initial_checkpoint(shard, first_start, latest),
+                lineage::initial_checkpoint(shard, first_start, self.cfg.source.starting_position),
                 parents,
             );
             changed |= self.table.create_if_absent(&lease).await?;

@@ -148,7 +148,11 @@ async fn read_shard(ctx: ShardContext) -> Result<ShardOutcome, ShardError> {
         Checkpoint::ShardEnd => return Ok(ShardOutcome::ShardEnd(Vec::new())),
         Checkpoint::Sequence(s) => IteratorPosition::AfterSequenceNumber(s.clone()),
         Checkpoint::Latest => IteratorPosition::Latest,
-        Checkpoint::TrimHorizon | Checkpoint::AtTimestamp => IteratorPosition::TrimHorizon,
+        Checkpoint::AtTimestamp => match ctx.skip_before_millis {
+            Some(millis) => IteratorPosition::AtTimestamp(millis),
+            None => IteratorPosition::TrimHorizon,
+        },
+        Checkpoint::TrimHorizon => IteratorPosition::TrimHorizon,
     };
     let limits = commit.batch_limits();
     let mut pending = PendingBatch::default();

@@ -79,23 +79,30 @@ impl SourceConfig {
                 return None;
             }
         };
-        let starting_position = match t.opt_string("starting_position") {
-            None => Some(StartingPosition::TrimHorizon),
-            Some(s) => match s.as_str() {
-                "trim_horizon" => Some(StartingPosition::TrimHorizon),
-                "latest" => Some(StartingPosition::Latest),
-                other => match DateTime::from_str(other, Format::DateTime) {
-                    Ok(ts) => ts.to_millis().ok().map(StartingPosition::AtTimestamp),
-                    Err(_) => {
-                        t.problem(
-                            "starting_position",
-                            format!("{other:?}: expected \"trim_horizon\", \"latest\" or an RFC 3339 timestamp"),
-                        );
-                        None
-                    }
-                },
+        let timestamp_key = t.opt_string("starting_position_timestamp");
+        let position_key = t.opt_string("starting_position");
+        let starting_position = match position_key.as_deref() {
+            None | Some("trim_horizon") => Some(StartingPosition::TrimHorizon),
+            Some("latest") => Some(StartingPosition::Latest),
+            // Lambda's shape: AT_TIMESTAMP with StartingPositionTimestamp beside it.
+            Some("at_timestamp") => match &timestamp_key {
+                Some(ts) => parse_timestamp(t, "starting_position_timestamp", ts),
+                None => {
+                    t.problem(
+                        "starting_position_timestamp",
+                        "missing: starting_position = \"at_timestamp\" needs an RFC 3339 timestamp",
+                    );
+                    None
+                }
             },
+            Some(other) => parse_timestamp(t, "starting_position", other),
         };
+        if timestamp_key.is_some() && position_key.as_deref() != Some("at_timestamp") {
+            t.problem(
+                "starting_position_timestamp",
+                "only with starting_position = \"at_timestamp\"",
+            );
+        }
         let poll_idle_ms = t
             .opt_u64("poll_idle_ms", 0, 60_000)
             .unwrap_or(DEFAULT_POLL_IDLE_MS);
@@ -114,6 +121,22 @@ impl SourceConfig {
             max_retries,
             aws,
         })
+    }
+}
+
+/// An RFC 3339 timestamp as a starting position, or a problem at `key`.
+fn parse_timestamp(t: &mut TableReader, key: &str, text: &str) -> Option<StartingPosition> {
+    match DateTime::from_str(text, Format::DateTime) {
+        Ok(ts) => ts.to_millis().ok().map(StartingPosition::AtTimestamp),
+        Err(_) => {
+            let expected = if key == "starting_position" {
+                "expected \"trim_horizon\", \"latest\", \"at_timestamp\" or an RFC 3339 timestamp"
+            } else {
+                "expected an RFC 3339 timestamp such as \"2026-11-30T12:00:00Z\""
+            };
+            t.problem(key, format!("{text:?}: {expected}"));
+            None
+        }
     }
 }
 

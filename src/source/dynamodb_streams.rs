@@ -181,7 +181,8 @@ impl ShardSource for DynamoDbStreamsSource {
             .stream_arn(&self.stream_arn)
             .shard_id(shard_id);
         let req = match position {
-            IteratorPosition::TrimHorizon => {
+            // No AT_TIMESTAMP iterator here: from the trim horizon, older records skipped.
+            IteratorPosition::TrimHorizon | IteratorPosition::AtTimestamp(_) => {
                 req.shard_iterator_type(ShardIteratorType::TrimHorizon)
             }
             IteratorPosition::Latest => req.shard_iterator_type(ShardIteratorType::Latest),

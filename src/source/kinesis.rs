@@ -262,6 +262,9 @@ impl ShardSource for KinesisSource {
             IteratorPosition::AfterSequenceNumber(seq) => req
                 .shard_iterator_type(ShardIteratorType::AfterSequenceNumber)
                 .starting_sequence_number(seq.as_str()),
+            IteratorPosition::AtTimestamp(millis) => req
+                .shard_iterator_type(ShardIteratorType::AtTimestamp)
+                .timestamp(aws_smithy_types::DateTime::from_millis(*millis)),
         };
         send_iterator_request(req, shard_id).await
     }

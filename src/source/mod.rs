@@ -42,6 +42,10 @@ pub enum IteratorPosition {
     TrimHorizon,
     Latest,
     AfterSequenceNumber(SequenceNumber),
+    /// The first record written at or after this time (milliseconds since the epoch):
+    /// Kinesis' AT_TIMESTAMP. Sources without such an iterator start at the trim horizon
+    /// (the shard worker skips the older records either way).
+    AtTimestamp(i64),
 }
 
 /// An opaque iterator token, tagged with its shard (GetRecords' answer does not name it).

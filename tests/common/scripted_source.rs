@@ -134,7 +134,7 @@ impl ShardSource for ScriptedSource {
         let mut s = self.state.lock().unwrap();
         s.opened.push_back(position.clone());
         let at = match position {
-            IteratorPosition::TrimHorizon => s.trim_horizon,
+            IteratorPosition::TrimHorizon | IteratorPosition::AtTimestamp(_) => s.trim_horizon,
             IteratorPosition::Latest => self.shard.records,
             IteratorPosition::AfterSequenceNumber(seq) => {
                 let index: usize = seq.as_str().parse::<usize>().unwrap() - 1000 + 1;

@@ -884,7 +884,7 @@ impl ShardSource for StreamModel {
         let i = self.shard_by_id(&mut s, shard_id, "GetShardIterator")?;
         let sh = &s.shards[i];
         let pos = match position {
-            IteratorPosition::TrimHorizon => sh.trimmed,
+            IteratorPosition::TrimHorizon | IteratorPosition::AtTimestamp(_) => sh.trimmed,
             IteratorPosition::Latest => sh.recs.len(),
             IteratorPosition::AfterSequenceNumber(seq) => {
                 let value = seq_value(seq);
