@@ -136,6 +136,38 @@ pub async fn sdk_config(settings: &AwsSettings) -> SdkConfig {
     }
 }
 
+/// The ARN of the identity the calls of `sdk` are made as (STS GetCallerIdentity, which needs
+/// no permission), as Lambda writes `invokeIdentityArn`: an assumed role's session is named by
+/// its role.
+pub async fn caller_identity_arn(sdk: &SdkConfig) -> Result<String, (AwsErrorClass, String)> {
+    let out = aws_sdk_sts::Client::new(sdk)
+        .get_caller_identity()
+        .send()
+        .await
+        .map_err(|e| classify("GetCallerIdentity", &e))?;
+    let arn = out.arn().ok_or_else(|| {
+        (
+            AwsErrorClass::Transient,
+            "GetCallerIdentity: the answer has no Arn".to_string(),
+        )
+    })?;
+    Ok(identity_arn(arn))
+}
+
+/// `arn:aws:sts::123:assumed-role/Role/session` → `arn:aws:iam::123:role/Role` (the role, as
+/// Lambda names its execution role); any other ARN unchanged.
+pub fn identity_arn(caller: &str) -> String {
+    let parts: Vec<&str> = caller.splitn(6, ':').collect();
+    if let [arn, partition, "sts", _, account, resource] = parts.as_slice() {
+        if let Some(rest) = resource.strip_prefix("assumed-role/") {
+            if let Some((role, _session)) = rest.rsplit_once('/') {
+                return format!("{arn}:{partition}:iam::{account}:role/{role}");
+            }
+        }
+    }
+    caller.to_string()
+}
+
 /// What kind of failure an AWS call had: callers branch on it.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum AwsErrorClass {
@@ -541,6 +573,26 @@ mod tests {
             text.starts_with("X: unreadable HTTP 502 answer: "),
             "{text}"
         );
+    }
+
+    #[test]
+    fn an_assumed_role_is_named_by_its_role() {
+        assert_eq!(
+            identity_arn("arn:aws:sts::123456789012:assumed-role/shardbridge/i-0abc"),
+            "arn:aws:iam::123456789012:role/shardbridge"
+        );
+        assert_eq!(
+            identity_arn("arn:aws-cn:sts::123456789012:assumed-role/a/b"),
+            "arn:aws-cn:iam::123456789012:role/a"
+        );
+        for unchanged in [
+            "arn:aws:iam::123456789012:user/alice",
+            "arn:aws:iam::123456789012:role/shardbridge",
+            "arn:aws:sts::123456789012:federated-user/bob",
+            "not an arn",
+        ] {
+            assert_eq!(identity_arn(unchanged), unchanged);
+        }
     }
 
     #[test]

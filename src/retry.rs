@@ -19,18 +19,28 @@ pub fn degraded(failures: u32, failing_for: Duration, backoff: &Backoff) -> bool
     failures > 0 && (failures >= backoff.max_retries.max(1) || failing_for >= DEGRADED_AFTER)
 }
 
-/// The failures in a row of one dependency, and since when.
-#[derive(Debug, Default)]
+/// The failures in a row of one dependency, and since when it has not answered well: since
+/// its last success (or since the streak was made), not since the first failure ended, so a
+/// call that waits out a long timeout counts its whole wait.
+#[derive(Debug)]
 pub struct FailureStreak {
     count: u32,
-    since: Option<Instant>,
+    well_at: Instant,
+}
+
+impl Default for FailureStreak {
+    fn default() -> Self {
+        FailureStreak {
+            count: 0,
+            well_at: Instant::now(),
+        }
+    }
 }
 
 impl FailureStreak {
     /// One more failure; returns how many in a row.
     pub fn failed(&mut self) -> u32 {
         self.count += 1;
-        self.since.get_or_insert_with(Instant::now);
         self.count
     }
 
@@ -39,8 +49,7 @@ impl FailureStreak {
     }
 
     pub fn is_degraded(&self, backoff: &Backoff) -> bool {
-        let failing_for = self.since.map_or(Duration::ZERO, |s| s.elapsed());
-        degraded(self.count, failing_for, backoff)
+        degraded(self.count, self.well_at.elapsed(), backoff)
     }
 
     /// A success ends the streak; returns whether it had been reported degraded.

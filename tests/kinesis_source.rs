@@ -585,6 +585,55 @@ async fn reads_a_stream_configured_by_arn_against_moto() {
     }
 }
 
+/// Runs one worker over the Kinesis `stream` with `source_keys` added to its `[source]` and
+/// `format` as its `[connectors.format]` table, into a file, until `records` lines are there
+/// (and 2 s more, for any extra to show); returns the lines and the last /metrics.
+async fn run_into_file(
+    stream: &str,
+    source_keys: &str,
+    format: &str,
+    records: usize,
+) -> (Vec<serde_json::Value>, String) {
+    use common::*;
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("out.jsonl");
+    let port = free_port();
+    let config = common::harness::kinesis_raw_worker(
+        "w1",
+        "kin",
+        &aws_endpoint(),
+        &kinesis_endpoint(),
+        stream,
+        &unique("kin-leases"),
+        port,
+    )
+    .replace(
+        "poll_idle_ms = 50\n",
+        &format!("poll_idle_ms = 50\n{source_keys}\n"),
+    )
+    .replace(
+        "[connectors.format]\ntype = \"raw\"\n",
+        &format!("[connectors.format]\n{format}\n"),
+    ) + &format!(
+        "[connectors.sink]\ntype = \"file\"\npath = \"{}\"\n",
+        out.display()
+    );
+    let path = dir.path().join("c.toml");
+    std::fs::write(&path, config).unwrap();
+    let mut run = Running::start(&path, &dir.path().join("run.log"));
+    wait_for(
+        &format!("{records} records"),
+        Duration::from_secs(60),
+        || (line_count(&out) >= records).then_some(()),
+    );
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let metrics = http_get(port, "/metrics")
+        .map(|(_, b)| b)
+        .unwrap_or_default();
+    assert_eq!(run.stop(Duration::from_secs(30)), 0, "{}", run.log_text());
+    (read_lines(&out), metrics)
+}
+
 /// `starting_position = "at_timestamp"` reads a Kinesis stream from an AT_TIMESTAMP iterator:
 /// exactly the records written at or after the time arrive, and none older is even read (the
 /// skipped-records counter stays at 0: the iterator did the work, not a filter).
@@ -592,8 +641,7 @@ async fn reads_a_stream_configured_by_arn_against_moto() {
 async fn at_timestamp_starts_each_shard_at_the_time_given() {
     use common::harness;
     use common::*;
-    let endpoint = kinesis_endpoint();
-    let k = harness::kinesis_client(&endpoint).await;
+    let k = harness::kinesis_client(&kinesis_endpoint()).await;
     let stream = unique("at-ts");
     harness::create_stream(&k, &stream, 2).await;
     let keys: Vec<String> = (0..20).map(|i| format!("key-{i:02}")).collect();
@@ -603,47 +651,62 @@ async fn at_timestamp_starts_each_shard_at_the_time_given() {
     let at = aws_smithy_types::DateTime::from(std::time::SystemTime::now());
     tokio::time::sleep(Duration::from_millis(1500)).await;
     harness::put_version(&k, &stream, &keys, 2).await;
-
-    let dir = tempfile::tempdir().unwrap();
-    let out = dir.path().join("out.jsonl");
-    let port = free_port();
-    let config = harness::kinesis_raw_worker(
-        "w1",
-        "at-ts",
-        &aws_endpoint(),
-        &endpoint,
-        &stream,
-        &unique("at-ts-leases"),
-        port,
-    )
-    .replace(
-        "poll_idle_ms = 50\n",
-        &format!(
-            "poll_idle_ms = 50\nstarting_position = \"at_timestamp\"\nstarting_position_timestamp = \"{}\"\n",
-            at.fmt(aws_smithy_types::date_time::Format::DateTime).unwrap()
-        ),
-    ) + &format!("[connectors.sink]\ntype = \"file\"\npath = \"{}\"\n", out.display());
-    let path = dir.path().join("c.toml");
-    std::fs::write(&path, config).unwrap();
-    let mut run = Running::start(&path, &dir.path().join("run.log"));
-    wait_for("20 records", Duration::from_secs(60), || {
-        (line_count(&out) >= 20).then_some(())
-    });
-    // Give older records every chance to show up, were they read.
-    tokio::time::sleep(Duration::from_secs(2)).await;
-    let metrics = http_get(port, "/metrics")
-        .map(|(_, b)| b)
-        .unwrap_or_default();
-    assert_eq!(run.stop(Duration::from_secs(30)), 0, "{}", run.log_text());
-    let delivered = harness::read_raw(&out);
-    assert_eq!(delivered.len(), 20, "{delivered:?}");
-    assert!(delivered.iter().all(|d| d.version == 2), "{delivered:?}");
+    let source_keys = format!(
+        "starting_position = \"at_timestamp\"\nstarting_position_timestamp = \"{}\"",
+        at.fmt(aws_smithy_types::date_time::Format::DateTime)
+            .unwrap()
+    );
+    let (lines, metrics) = run_into_file(&stream, &source_keys, "type = \"raw\"", 20).await;
+    let versions: Vec<u64> = lines
+        .iter()
+        .map(|l| {
+            let data = base64::Engine::decode(
+                &base64::engine::general_purpose::STANDARD,
+                l["data"].as_str().unwrap(),
+            )
+            .unwrap();
+            serde_json::from_slice::<serde_json::Value>(&data).unwrap()["version"]
+                .as_u64()
+                .unwrap()
+        })
+        .collect();
+    assert_eq!(versions, vec![2; 20], "only the records after the time");
     let skipped = metric_value(
         &metrics,
         "shardbridge_source_records_skipped_total",
         r#"reason="before_starting_position""#,
     );
     assert_eq!(skipped, Some(0.0), "older records were read and filtered");
-    let read = metric_value(&metrics, "shardbridge_source_records_read_total", "at-ts");
+    let read = metric_value(&metrics, "shardbridge_source_records_read_total", "kin");
     assert_eq!(read, Some(20.0), "only the 20 newer records were read");
+}
+
+/// The `lambda` format of Kinesis records carries `invokeIdentityArn`, as Lambda always does:
+/// the caller identity (STS GetCallerIdentity at start), or `format.invoke_identity_arn`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn lambda_records_name_the_invoke_identity() {
+    use common::harness;
+    use common::*;
+    let k = harness::kinesis_client(&kinesis_endpoint()).await;
+    let stream = unique("identity");
+    harness::create_stream(&k, &stream, 1).await;
+    let keys: Vec<String> = (0..5).map(|i| format!("key-{i}")).collect();
+    harness::put_version(&k, &stream, &keys, 1).await;
+    let sts = aws_sdk_sts::Client::new(&sdk_config(&aws_endpoint()).await);
+    let caller = sts.get_caller_identity().send().await.unwrap();
+    let expected = shardbridge::aws::identity_arn(caller.arn().unwrap());
+    for (format, identity) in [
+        ("type = \"lambda\"", expected.as_str()),
+        (
+            "type = \"lambda\"\ninvoke_identity_arn = \"arn:aws:iam::111122223333:role/reader\"",
+            "arn:aws:iam::111122223333:role/reader",
+        ),
+    ] {
+        let (lines, _) = run_into_file(&stream, "", format, 5).await;
+        assert_eq!(lines.len(), 5);
+        for l in &lines {
+            assert_eq!(l["invokeIdentityArn"], identity, "{l}");
+            assert_eq!(l["eventName"], "aws:kinesis:record", "{l}");
+        }
+    }
 }

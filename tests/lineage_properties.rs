@@ -248,6 +248,8 @@ impl Scenario {
                 aws: AwsSettings::default(),
             },
             format: self.format,
+            invoke_identity_arn: None,
+            identity_aws: AwsSettings::default(),
             sink: SinkConfig::Stdout,
             filter: Default::default(),
         }

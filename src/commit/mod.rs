@@ -260,7 +260,9 @@ impl CommitDriver {
     }
 
     async fn write_intent(&self, intent: &Intent) -> Result<Step, CommitError> {
-        let policy = RetryPolicy::bounded(
+        // For as long as it takes: the write is conditional on this worker's lease, so a late
+        // one after the lease moved is refused, never harmful; a stop cuts the wait short.
+        let policy = RetryPolicy::forever(
             &self.parts.connector,
             "intent",
             self.parts.retries.lease_writes,
@@ -279,7 +281,9 @@ impl CommitDriver {
         children: Option<&BTreeSet<String>>,
         record_millis: Option<i64>,
     ) -> Result<Step, CommitError> {
-        let policy = RetryPolicy::bounded(
+        // For as long as it takes: the write is conditional on this worker's lease, so a late
+        // one after the lease moved is refused, never harmful; a stop cuts the wait short.
+        let policy = RetryPolicy::forever(
             &self.parts.connector,
             "checkpoint",
             self.parts.retries.lease_writes,

@@ -133,6 +133,7 @@ fn connector(mut t: TableReader, global_aws: &AwsSettings) -> Option<ConnectorCo
             None => Some(LeaseConfig::defaults(default_table, global_aws)),
         }
     };
+    let mut invoke_identity_arn = None;
     let format = match t.opt_table("format") {
         Some(mut f) => {
             let choices = [
@@ -147,6 +148,17 @@ fn connector(mut t: TableReader, global_aws: &AwsSettings) -> Option<ConnectorCo
                 f.problem("type", "missing");
                 None
             };
+            invoke_identity_arn = f.opt_string("invoke_identity_arn");
+            if let Some(arn) = &invoke_identity_arn {
+                if !arn.starts_with("arn:") {
+                    f.problem("invoke_identity_arn", format!("{arn:?} is not an ARN"));
+                } else if r != Some(FormatKind::Lambda) {
+                    f.problem(
+                        "invoke_identity_arn",
+                        "only with type = \"lambda\" (it is a field of Lambda's Kinesis records)",
+                    );
+                }
+            }
             f.finish();
             r
         }
@@ -214,11 +226,18 @@ fn connector(mut t: TableReader, global_aws: &AwsSettings) -> Option<ConnectorCo
     }
     let filter = read_filter(&mut t);
     t.finish();
+    let source = source?;
+    let identity_aws = crate::aws::AwsSettings {
+        endpoint_url: global_aws.endpoint_url.clone(),
+        ..source.aws.clone()
+    };
     Some(ConnectorConfig {
         name: name?,
-        source: source?,
+        source,
         leases: leases?,
         format: format?,
+        invoke_identity_arn,
+        identity_aws,
         sink: sink?,
         filter: filter?,
     })

@@ -6,7 +6,7 @@ use super::json::{write_base64, write_str};
 use super::lambda::write_epoch_seconds;
 use crate::source::record::KinesisRecord;
 
-pub(super) fn encode(record: &KinesisRecord, out: &mut Vec<u8>) {
+pub(super) fn encode(record: &KinesisRecord, invoke_identity_arn: Option<&str>, out: &mut Vec<u8>) {
     let sequence_number = record.source.sequence_number.as_str();
     out.extend_from_slice(b"{\"kinesis\":{\"kinesisSchemaVersion\":\"1.0\",\"partitionKey\":");
     write_str(out, &record.partition_key);
@@ -31,9 +31,14 @@ pub(super) fn encode(record: &KinesisRecord, out: &mut Vec<u8>) {
     event_id.push(':');
     event_id.push_str(sequence_number);
     write_str(out, &event_id);
-    // Real Lambda adds `invokeIdentityArn` here: the ARN of the function's execution role. There
-    // is no function and no role here, so the field is left out rather than invented.
-    out.extend_from_slice(b",\"eventName\":\"aws:kinesis:record\",\"awsRegion\":");
+    out.extend_from_slice(b",\"eventName\":\"aws:kinesis:record\"");
+    // Lambda's `invokeIdentityArn`: the function's execution role; here the identity shardbridge
+    // reads the stream as (typed consumers such as Powertools' models require the field).
+    if let Some(arn) = invoke_identity_arn {
+        out.extend_from_slice(b",\"invokeIdentityArn\":");
+        write_str(out, arn);
+    }
+    out.extend_from_slice(b",\"awsRegion\":");
     write_str(out, &record.aws_region);
     out.extend_from_slice(b",\"eventSourceARN\":");
     write_str(out, &record.source.stream_arn);
@@ -51,8 +56,58 @@ mod tests {
 
     fn lambda(record: &KinesisRecord) -> Value {
         let mut out = Vec::new();
-        encode(record, &mut out);
+        encode(record, None, &mut out);
         serde_json::from_slice(&out).unwrap()
+    }
+
+    /// Every field that Powertools for AWS Lambda's `KinesisDataStreamRecord` parser model
+    /// requires (Python and TypeScript alike), with its type, in the order of AWS's example.
+    #[test]
+    fn has_every_field_the_powertools_model_requires() {
+        let record = aws_doc_kinesis();
+        let arn = "arn:aws:iam::123456789012:role/shardbridge";
+        let mut out = Vec::new();
+        encode(&record, Some(arn), &mut out);
+        let v: Value = serde_json::from_slice(&out).unwrap();
+        let strings = [
+            ("eventSource", Some("aws:kinesis")),
+            ("eventVersion", None),
+            ("eventID", None),
+            ("eventName", Some("aws:kinesis:record")),
+            ("invokeIdentityArn", Some(arn)),
+            ("awsRegion", None),
+            ("eventSourceARN", None),
+        ];
+        for (field, value) in strings {
+            let got = v[field].as_str().unwrap_or_else(|| panic!("{field}: {v}"));
+            if let Some(value) = value {
+                assert_eq!(got, value, "{field}");
+            }
+        }
+        let payload = &v["kinesis"];
+        for field in [
+            "kinesisSchemaVersion",
+            "partitionKey",
+            "sequenceNumber",
+            "data",
+        ] {
+            assert!(payload[field].is_string(), "kinesis.{field}: {v}");
+        }
+        assert!(payload["approximateArrivalTimestamp"].is_number(), "{v}");
+        let keys: Vec<&str> = v.as_object().unwrap().keys().map(String::as_str).collect();
+        assert_eq!(
+            keys,
+            [
+                "kinesis",
+                "eventSource",
+                "eventVersion",
+                "eventID",
+                "eventName",
+                "invokeIdentityArn",
+                "awsRegion",
+                "eventSourceARN"
+            ]
+        );
     }
 
     #[test]

@@ -94,10 +94,21 @@ pub fn encode(
     record: &SourceRecord,
     out: &mut Vec<u8>,
 ) -> Result<(), FormatMismatch> {
+    encode_as(kind, None, record, out)
+}
+
+/// [`encode`], with the `invokeIdentityArn` that `lambda` writes on Kinesis records (Lambda
+/// always sets it: the identity that reads the stream).
+pub fn encode_as(
+    kind: FormatKind,
+    invoke_identity_arn: Option<&str>,
+    record: &SourceRecord,
+    out: &mut Vec<u8>,
+) -> Result<(), FormatMismatch> {
     use FormatKind::*;
     match (kind, record) {
         (Lambda | KinesisDdb | Plain, SourceRecord::DynamoDb(r)) => encode_change(kind, r, out),
-        (Lambda, SourceRecord::Kinesis(r)) => lambda_kinesis::encode(r, out),
+        (Lambda, SourceRecord::Kinesis(r)) => lambda_kinesis::encode(r, invoke_identity_arn, out),
         (Raw, SourceRecord::Kinesis(r)) => raw::encode(r, out),
         (Raw, SourceRecord::DynamoDb(_)) | (KinesisDdb | Plain, SourceRecord::Kinesis(_)) => {
             return Err(FormatMismatch {

@@ -30,6 +30,12 @@ pub struct ConnectorConfig {
     pub source: SourceConfig,
     pub leases: LeaseConfig,
     pub format: FormatKind,
+    /// `format.invoke_identity_arn`: the `invokeIdentityArn` of Kinesis records in `lambda`
+    /// (unset: the caller identity, asked of STS at start).
+    pub invoke_identity_arn: Option<String>,
+    /// Where STS is asked for that identity: the source's region and role, the global
+    /// endpoint (an `endpoint_url` of the source names the stream service's endpoint only).
+    pub identity_aws: crate::aws::AwsSettings,
     pub sink: SinkConfig,
     /// Lambda FilterCriteria: records that match no pattern are passed over (checkpointed,
     /// counted), not sent.

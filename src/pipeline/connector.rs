@@ -14,6 +14,8 @@ use tokio_util::sync::CancellationToken;
 use super::config::ConnectorConfig;
 use super::lag::ConnectorLag;
 use super::shard_worker::{self, ShardContext, ShardError, ShardOutcome};
+use crate::aws::AwsErrorClass;
+use crate::format::FormatKind;
 use crate::lease::held::HeldLease;
 use crate::lease::lineage;
 use crate::lease::model::{Acquired, Checkpoint, Lease};
@@ -93,6 +95,8 @@ pub struct Connector {
     sink: Arc<dyn Sink>,
     table: Arc<dyn LeaseStore>,
     lag: Arc<ConnectorLag>,
+    /// What `lambda` writes as Kinesis records' `invokeIdentityArn`.
+    invoke_identity_arn: Option<Arc<str>>,
 }
 
 impl ConnectorError {
@@ -153,12 +157,40 @@ impl Connector {
             || table.ensure_exists(),
         )
         .await?;
+        let invoke_identity_arn = match &cfg.invoke_identity_arn {
+            Some(arn) => Some(arn.clone()),
+            // Lambda always sets it on Kinesis records; typed consumers require it.
+            None if cfg.format == FormatKind::Lambda && cfg.source.stream.is_kinesis() => {
+                let sdk = crate::aws::sdk_config(&cfg.identity_aws).await;
+                let arn = with_retries(
+                    &name,
+                    "caller_identity",
+                    backoff,
+                    &health,
+                    |e: &SourceError| matches!(e, SourceError::Transient(_) | SourceError::Throttled(_)),
+                    || async {
+                        crate::aws::caller_identity_arn(&sdk).await.map_err(|(class, text)| {
+                            let text = format!("{text} (the invokeIdentityArn of the lambda format; format.invoke_identity_arn sets it instead)");
+                            match class {
+                                AwsErrorClass::Transient => SourceError::Transient(text),
+                                AwsErrorClass::Throttled => SourceError::Throttled(text),
+                                _ => SourceError::Fatal(text),
+                            }
+                        })
+                    },
+                )
+                .await?;
+                tracing::info!(connector = %name, invoke_identity_arn = %arn, "lambda records name this identity");
+                Some(arn)
+            }
+            None => None,
+        };
         let sink: Arc<dyn Sink> = Arc::from(crate::sink::build(&cfg.sink, &name).await?);
         tracing::info!(connector = %name, stream = source.stream_arn(), lease_table = %cfg.leases.table,
             commit_protocol = ?sink.commit_protocol(), "connector started");
-        Ok(Connector::assemble(
-            cfg, worker_id, health, source, table, sink,
-        ))
+        let mut connector = Connector::assemble(cfg, worker_id, health, source, table, sink);
+        connector.invoke_identity_arn = invoke_identity_arn.map(Arc::from);
+        Ok(connector)
     }
 
     /// A connector over given parts (a test's in-process stream model and lease store): only
@@ -172,7 +204,10 @@ impl Connector {
         table: Arc<dyn LeaseStore>,
         sink: Arc<dyn Sink>,
     ) -> Self {
-        Connector::assemble(cfg, worker_id, health, source, table, sink)
+        let arn = cfg.invoke_identity_arn.clone();
+        let mut connector = Connector::assemble(cfg, worker_id, health, source, table, sink);
+        connector.invoke_identity_arn = arn.map(Arc::from);
+        connector
     }
 
     fn assemble(
@@ -191,6 +226,7 @@ impl Connector {
             sink,
             table,
             lag: Arc::new(ConnectorLag::default()),
+            invoke_identity_arn: None,
         }
     }
 
@@ -205,7 +241,7 @@ impl Connector {
         self.health.set(&name, ConnectorState::Running);
         let mut st = SyncState {
             workers_stop: CancellationToken::new(),
-            held: HashMap::new(),
+            held: HeldLeases::default(),
             tasks: JoinSet::new(),
             observed: Observations::default(),
             shards: Vec::new(),
@@ -219,8 +255,17 @@ impl Connector {
             self.cfg.leases.shard_sync_interval_ms,
         ));
         let renew_interval = Duration::from_millis(self.cfg.leases.renew_interval_ms);
-        let mut renew = tokio::time::interval(renew_interval);
-        renew.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        // Renewals run on their own, so that a slow call of the shard sync (a source or lease
+        // table that does not answer) never delays them past the failover time.
+        let renewals_stop = CancellationToken::new();
+        let renewals = tokio::spawn(renew_leases(
+            name.clone(),
+            st.held.clone(),
+            renew_interval,
+            self.health.clone(),
+            self.lag.clone(),
+            renewals_stop.clone(),
+        ));
         // Looking for free, expired and stealable leases is one Scan: done every renew interval,
         // so a dead worker's leases move within failover + one renew interval. Listing shards
         // (rate-limited, paginated) has its own, longer interval.
@@ -241,49 +286,17 @@ impl Connector {
                     if st.next_expiry.is_some() => sync_now = Some(false),
                 _ = async { tokio::time::sleep_until(retry_sync_at.unwrap_or_else(Instant::now)).await },
                     if retry_sync_at.is_some() => sync_now = Some(true),
-                _ = renew.tick() => {
-                    let mut failed = None;
-                    for lease in st.held.values() {
-                        if lease.is_lost().await {
-                            // Reported once; its shard worker is ending.
-                            continue;
-                        }
-                        match lease.renew().await {
-                            Ok(()) => {}
-                            Err(LeaseError::Lost(k)) => events::lease_lost(&name, &k),
-                            Err(e) => {
-                                if let Some(left_out) = events::may_warn("lease_renewal", &name) {
-                                    tracing::warn!(connector = %name, shard = lease.shard_id(), %e, similar_left_out = left_out, "lease renewal failed; will retry");
-                                }
-                                failed = Some(e);
-                            }
-                        }
-                    }
-                    // Renewals that fail stop the shards from sending once the lease is in
-                    // doubt: /readyz says why.
-                    match failed {
-                        Some(e) => self.health.degraded(&name, "lease table", format!("renewal failed: {e}")),
-                        None => self.health.well(&name, "lease table"),
-                    }
-                    // A shard behind that has read nothing for a while, with no failure to
-                    // show for it, is named too.
-                    let stalls = self.lag.stalled(std::time::Instant::now());
-                    match stalls.first() {
-                        Some(st) => {
-                            let more = if stalls.len() > 1 { format!(" (and {} more shards)", stalls.len() - 1) } else { String::new() };
-                            let why = format!("shard {} is {} s behind and has read nothing for {} s{more}", st.shard, st.behind_ms / 1000, st.still_for.as_secs());
-                            self.health.degraded(&name, "progress", why);
-                        }
-                        None => self.health.well(&name, "progress"),
-                    }
-                }
                 Some(done) = st.tasks.join_next() => {
                     let (shard, outcome) = match done {
                         Ok(v) => v,
                         Err(e) => break Err(ConnectorError::Shard(ShardError::Source(format!("shard task failed: {e}")))),
                     };
-                    st.held.remove(&shard);
-                    events::shards_owned(&name, st.held.len());
+                    let owned = {
+                        let mut held = lock(&st.held);
+                        held.remove(&shard);
+                        held.len()
+                    };
+                    events::shards_owned(&name, owned);
                     match outcome {
                         // Create the children's leases and look for work at once, not at the
                         // next periodic sync.
@@ -307,7 +320,9 @@ impl Connector {
             match self.sync(&mut st, full).await {
                 Ok(()) => {
                     st.first_sync = false;
-                    if sync_failures.succeeded(&backoff) {
+                    // Only a full sync (the shard listing too) ends a streak: the leases-only
+                    // syncs between full ones succeed while the source may still be down.
+                    if full && sync_failures.succeeded(&backoff) {
                         self.health.well(&name, "shard sync");
                     }
                 }
@@ -344,7 +359,11 @@ impl Connector {
             tracing::warn!(connector = %name, "shutdown timeout: abandoning batches in flight (they are re-read, not lost)");
             st.tasks.abort_all();
         }
-        for lease in st.held.values() {
+        // Leases are renewed while batches in flight finish, then given back.
+        renewals_stop.cancel();
+        let _ = renewals.await;
+        let held: Vec<Arc<HeldLease>> = lock(&st.held).values().cloned().collect();
+        for lease in held {
             match lease.release().await {
                 Ok(()) => events::lease_released(&name, lease.shard_id()),
                 Err(e) => {
@@ -494,7 +513,7 @@ impl Connector {
             })
             .count();
         events::shards_waiting_on_parents(&self.cfg.name, waiting);
-        let running: HashSet<String> = st.held.keys().cloned().collect();
+        let running: HashSet<String> = lock(&st.held).keys().cloned().collect();
         let view = WorkerView {
             me: &self.worker_id,
             running: &running,
@@ -542,7 +561,7 @@ impl Connector {
                 .copied();
             self.start_worker(st, taken, how, parent_ended_at);
         }
-        events::shards_owned(&self.cfg.name, st.held.len());
+        events::shards_owned(&self.cfg.name, lock(&st.held).len());
         Ok(())
     }
 
@@ -560,10 +579,11 @@ impl Connector {
             Duration::from_millis(self.cfg.leases.failover_ms),
             Duration::from_millis(self.cfg.leases.safety_margin_ms),
         ));
-        st.held.insert(taken.lease_key.clone(), held_lease.clone());
+        lock(&st.held).insert(taken.lease_key.clone(), held_lease.clone());
         let shard_id = taken.lease_key.clone();
         let ctx = ShardContext {
             format: self.cfg.format,
+            invoke_identity_arn: self.invoke_identity_arn.clone(),
             acquired,
             skip_before_millis: match self.cfg.source.starting_position {
                 StartingPosition::AtTimestamp(ms) => Some(ms),
@@ -591,9 +611,85 @@ impl Connector {
 }
 
 /// What a connector's control loop keeps between syncs.
+/// The leases this worker holds, by shard: shared by the sync loop and the renewals.
+type HeldLeases = Arc<std::sync::Mutex<HashMap<String, Arc<HeldLease>>>>;
+
+fn lock(held: &HeldLeases) -> std::sync::MutexGuard<'_, HashMap<String, Arc<HeldLease>>> {
+    held.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+/// Renews every held lease each `interval`, all at once (one that waits out its timeout does
+/// not hold up the others), until `stop`; /readyz names a failing lease table and a shard that
+/// is behind but has not moved for a while.
+async fn renew_leases(
+    name: String,
+    held: HeldLeases,
+    interval: Duration,
+    health: Arc<Health>,
+    lag: Arc<ConnectorLag>,
+    stop: CancellationToken,
+) {
+    let mut tick = tokio::time::interval(interval);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tokio::select! {
+            _ = stop.cancelled() => return,
+            _ = tick.tick() => {}
+        }
+        let leases: Vec<Arc<HeldLease>> = lock(&held).values().cloned().collect();
+        let name = name.as_str();
+        let renewals = leases.iter().map(|lease| async move {
+            if lease.is_lost().await {
+                // Reported once; its shard worker is ending.
+                return None;
+            }
+            match lease.renew().await {
+                Ok(()) => None,
+                Err(LeaseError::Lost(k)) => {
+                    events::lease_lost(name, &k);
+                    None
+                }
+                Err(e) => {
+                    if let Some(left_out) = events::may_warn("lease_renewal", name) {
+                        tracing::warn!(connector = %name, shard = lease.shard_id(), %e, similar_left_out = left_out, "lease renewal failed; will retry");
+                    }
+                    Some(e)
+                }
+            }
+        });
+        let failed = tokio::select! {
+            _ = stop.cancelled() => return,
+            results = futures_util::future::join_all(renewals) => results.into_iter().flatten().next(),
+        };
+        // Renewals that fail stop the shards from sending once the lease is in doubt.
+        match failed {
+            Some(e) => health.degraded(name, "lease table", format!("renewal failed: {e}")),
+            None => health.well(name, "lease table"),
+        }
+        // A shard behind that has read nothing for a while, with no failure to show for it.
+        let stalls = lag.stalled(std::time::Instant::now());
+        match stalls.first() {
+            Some(st) => {
+                let more = match stalls.len() {
+                    1 => String::new(),
+                    n => format!(" (and {} more shards)", n - 1),
+                };
+                let why = format!(
+                    "shard {} is {} s behind and has read nothing for {} s{more}",
+                    st.shard,
+                    st.behind_ms / 1000,
+                    st.still_for.as_secs()
+                );
+                health.degraded(name, "progress", why);
+            }
+            None => health.well(name, "progress"),
+        }
+    }
+}
+
 struct SyncState {
     workers_stop: CancellationToken,
-    held: HashMap<String, Arc<HeldLease>>,
+    held: HeldLeases,
     tasks: JoinSet<(String, Result<ShardOutcome, ShardError>)>,
     observed: Observations,
     /// The last shard listing, plus children learned of at SHARD_END since.

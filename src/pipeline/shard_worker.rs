@@ -32,6 +32,8 @@ pub struct ShardContext {
     pub source: Arc<dyn ShardSource>,
     pub sink: Arc<dyn Sink>,
     pub format: FormatKind,
+    /// What the `lambda` format writes as Kinesis records' `invokeIdentityArn`.
+    pub invoke_identity_arn: Option<Arc<str>>,
     pub lease: Arc<HeldLease>,
     /// The lease row as the take left it (checkpoint, unfinished batch).
     pub taken: Lease,
@@ -66,6 +68,7 @@ impl ShardContext {
             source,
             sink,
             format: FormatKind::Lambda,
+            invoke_identity_arn: None,
             lease,
             taken,
             acquired: Acquired::Free,
@@ -325,12 +328,20 @@ fn add_to_batch(
         }
         // Config validation pairs formats with sources; a mismatch here is a bug, reported
         // with the record's identity rather than skipped.
-        out.push(sink::encode(ctx.sink.as_ref(), ctx.format, r).map_err(|e| {
-            ShardError::Source(format!(
-                "record {} of shard {shard}: {e}",
-                r.sequence_number()
-            ))
-        })?);
+        out.push(
+            sink::encode(
+                ctx.sink.as_ref(),
+                ctx.format,
+                ctx.invoke_identity_arn.as_deref(),
+                r,
+            )
+            .map_err(|e| {
+                ShardError::Source(format!(
+                    "record {} of shard {shard}: {e}",
+                    r.sequence_number()
+                ))
+            })?,
+        );
     }
     if skipped > 0 {
         events::records_skipped(&ctx.connector, "before_starting_position", skipped);

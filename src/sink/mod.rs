@@ -207,6 +207,7 @@ pub trait Sink: Send + Sync {
 pub fn encode(
     sink: &dyn Sink,
     kind: FormatKind,
+    invoke_identity_arn: Option<&str>,
     record: &SourceRecord,
 ) -> Result<OutputRecord, FormatMismatch> {
     let payload = match record {
@@ -215,7 +216,7 @@ pub fn encode(
         }
         _ => {
             let mut payload = Vec::with_capacity(512);
-            format::encode(kind, record, &mut payload)?;
+            format::encode_as(kind, invoke_identity_arn, record, &mut payload)?;
             payload
         }
     };
