@@ -9,6 +9,7 @@ use std::process::{Child, Command, Stdio};
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::{Duration, Instant};
 
+pub mod fault_proxy;
 pub mod harness;
 pub mod kafka;
 pub mod kafka_broker;
