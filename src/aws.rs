@@ -140,7 +140,8 @@ pub async fn sdk_config(settings: &AwsSettings) -> SdkConfig {
 /// no permission), as Lambda writes `invokeIdentityArn`: an assumed role's session is named by
 /// its role.
 pub async fn caller_identity_arn(sdk: &SdkConfig) -> Result<String, (AwsErrorClass, String)> {
-    let out = aws_sdk_sts::Client::new(sdk)
+    let client = aws_sdk_sts::Client::new(sdk);
+    let out = client
         .get_caller_identity()
         .send()
         .await

@@ -572,3 +572,58 @@ fn validate_checks_the_at_timestamp_pair() {
         }
     }
 }
+
+/// `max_retry_attempts` and `max_record_age_ms` set records aside, so they need a destination;
+/// `[connectors.on_failure]` names its type and that type's keys.
+#[test]
+fn validate_checks_the_failure_destination() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("c.toml");
+    let config = |keys: &str| {
+        format!(
+            "[[connectors]]\nname = \"orders\"\n{keys}\n[connectors.source]\ntype = \"dynamodb-streams\"\n\
+             table = \"orders\"\n[connectors.sink]\ntype = \"stdout\"\n"
+        )
+    };
+    for (keys, expected) in [
+        (
+            "max_retry_attempts = 3",
+            Some("connectors[0].max_retry_attempts: needs [connectors.on_failure]"),
+        ),
+        (
+            "max_record_age_ms = 60000",
+            Some("connectors[0].max_record_age_ms: needs [connectors.on_failure]"),
+        ),
+        (
+            "[connectors.on_failure]\ntype = \"sqs\"",
+            Some("connectors[0].on_failure.queue_url: missing"),
+        ),
+        (
+            "[connectors.on_failure]\ntype = \"pigeon\"",
+            Some("connectors[0].on_failure.type: "),
+        ),
+        (
+            "max_retry_attempts = 3\nmax_record_age_ms = 60000\n[connectors.on_failure]\ntype = \"sqs\"\nqueue_url = \"https://sqs.us-east-1.amazonaws.com/1/dlq\"",
+            None,
+        ),
+        (
+            "[connectors.on_failure]\ntype = \"s3\"\nbucket = \"dlq\"\nprefix = \"failed/\"",
+            None,
+        ),
+        (
+            "[connectors.on_failure]\ntype = \"kafka\"\nbrokers = \"b:9092\"\ntopic = \"dlq\"",
+            None,
+        ),
+    ] {
+        std::fs::write(&file, config(keys)).unwrap();
+        let o = run(&["validate", "--config", file.to_str().unwrap()], &[]);
+        let err = stderr(&o);
+        match expected {
+            Some(text) => {
+                assert_eq!(o.status.code(), Some(2), "{keys}: {err}");
+                assert!(err.starts_with(text), "{keys}: {err}");
+            }
+            None => assert_eq!(o.status.code(), Some(0), "{keys}: {err}"),
+        }
+    }
+}

@@ -1585,6 +1585,19 @@ fn policies_for(file: &str) -> Option<(&'static str, &'static [&'static str])> {
         ("src/lease/", "dynamodb", &["lease-table.json"]),
         ("src/sink/s3/", "s3", &["sink-s3.json"]),
         ("src/sink/kinesis/", "kinesis", &["sink-kinesis.json"]),
+        (
+            "src/sink/on_failure/sqs.rs",
+            "sqs",
+            &["on-failure-sqs.json"],
+        ),
+        ("src/sink/on_failure/s3.rs", "s3", &["on-failure-s3.json"]),
+        (
+            "src/sink/on_failure/kinesis.rs",
+            "kinesis",
+            &["on-failure-kinesis.json"],
+        ),
+        // STS GetCallerIdentity (the lambda format's invokeIdentityArn) needs no permission.
+        ("src/aws.rs", "sts", &[]),
     ];
     MAP.iter()
         .find(|(prefix, _, _)| file.starts_with(prefix))
@@ -1661,6 +1674,9 @@ fn iam_policies_allow_exactly_the_sdk_calls_the_code_makes() {
         "sink-s3.json",
         "sink-kinesis.json",
         "sink-kafka-msk.json",
+        "on-failure-sqs.json",
+        "on-failure-s3.json",
+        "on-failure-kinesis.json",
     ];
     let policies: BTreeMap<&str, Policy> = names
         .iter()
@@ -1722,7 +1738,7 @@ fn iam_policies_allow_exactly_the_sdk_calls_the_code_makes() {
     for (f, p) in &policies {
         for a in &p.actions {
             let service = a.split(':').next().unwrap_or_default();
-            if ["dynamodb", "kinesis", "s3"].contains(&service)
+            if ["dynamodb", "kinesis", "s3", "sqs"].contains(&service)
                 && !required.get(f).is_some_and(|r| r.contains(a))
             {
                 problems.push(format!(

@@ -442,45 +442,35 @@ async fn a_record_over_the_limit_is_skipped_or_stops_the_connector_by_name() {
     }
 }
 
-/// Issue 9: with `on_oversize = "skip"`, a record over the limit that follows a legal record of
-/// the same item in one batch must cost only itself. Items with a 400,000-byte binary: the
-/// INSERT is ~533 KB in the `lambda` format, the MODIFY (old and new image) ~1,067,000 bytes,
-/// the REMOVE (old image) ~533 KB again; small items change around them in the same batch.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn oversize_modifies_are_skipped_and_every_legal_change_arrives_in_item_order() {
+/// An item with a binary `payload` of `blob` bytes.
+fn big_item(id: &str, version: u32, blob: usize) -> workload::Item {
     use aws_sdk_dynamodb::types::AttributeValue as Av;
-    let aws = aws_endpoint();
-    let kinesis = kinesis_endpoint();
-    let sdk = sdk_config(&aws).await;
-    let ddb = aws_sdk_dynamodb::Client::new(&sdk);
-    let k = harness::kinesis_client(&kinesis).await;
-    let table = unique("ksink-big");
-    workload::create_table(&ddb, &table, StreamViewType::NewAndOldImages).await;
-    let target = unique("ksink-big-dst");
-    harness::create_stream(&k, &target, 4).await;
+    let mut m = workload::Item::new();
+    m.insert("id".into(), Av::S(id.into()));
+    m.insert("version".into(), Av::N(version.to_string()));
+    m.insert(
+        "payload".into(),
+        Av::B(aws_sdk_dynamodb::primitives::Blob::new(vec![
+            b'a' + version
+                as u8;
+            blob
+        ])),
+    );
+    m
+}
 
-    let item = |id: &str, version: u32, blob: usize| -> workload::Item {
-        let mut m = workload::Item::new();
-        m.insert("id".into(), Av::S(id.into()));
-        m.insert("version".into(), Av::N(version.to_string()));
-        m.insert(
-            "payload".into(),
-            Av::B(aws_sdk_dynamodb::primitives::Blob::new(vec![
-                b'a' + version
-                    as u8;
-                blob
-            ])),
-        );
-        m
-    };
+/// Four items with a 400,000-byte binary (INSERT ~533 KB in `lambda`, MODIFY with old and new
+/// image ~1,067,000 bytes: over Kinesis' 1 MiB, REMOVE ~533 KB) and six small items changing
+/// around them: every change in write order, and the changes that fit Kinesis' limit.
+#[allow(clippy::type_complexity)]
+fn oversize_plan() -> (Vec<(String, Vec<Change>)>, Vec<(String, Vec<Change>)>) {
     let change =
         |op, old: Option<workload::Item>, new: Option<workload::Item>| Change { op, old, new };
-    // (id, every change in write order, the changes that fit Kinesis' limit)
     let mut plan: Vec<(String, Vec<Change>)> = Vec::new();
     let mut legal: Vec<(String, Vec<Change>)> = Vec::new();
     for i in 0..4 {
         let id = format!("big-{i}");
-        let (v1, v2) = (item(&id, 1, 400_000), item(&id, 2, 400_000));
+        let (v1, v2) = (big_item(&id, 1, 400_000), big_item(&id, 2, 400_000));
         let insert = change("INSERT", None, Some(v1.clone()));
         let modify = change("MODIFY", Some(v1), Some(v2.clone()));
         let remove = change("REMOVE", Some(v2), None);
@@ -489,7 +479,7 @@ async fn oversize_modifies_are_skipped_and_every_legal_change_arrives_in_item_or
     }
     for i in 0..6 {
         let id = format!("small-{i}");
-        let versions: Vec<workload::Item> = (1..=3).map(|v| item(&id, v, 16)).collect();
+        let versions: Vec<workload::Item> = (1..=3).map(|v| big_item(&id, v, 16)).collect();
         let changes = vec![
             change("INSERT", None, Some(versions[0].clone())),
             change(
@@ -506,6 +496,26 @@ async fn oversize_modifies_are_skipped_and_every_legal_change_arrives_in_item_or
         plan.push((id.clone(), changes.clone()));
         legal.push((id, changes));
     }
+    (plan, legal)
+}
+
+/// Issue 9: with `on_oversize = "skip"`, a record over the limit that follows a legal record of
+/// the same item in one batch must cost only itself. Items with a 400,000-byte binary: the
+/// INSERT is ~533 KB in the `lambda` format, the MODIFY (old and new image) ~1,067,000 bytes,
+/// the REMOVE (old image) ~533 KB again; small items change around them in the same batch.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn oversize_modifies_are_skipped_and_every_legal_change_arrives_in_item_order() {
+    let aws = aws_endpoint();
+    let kinesis = kinesis_endpoint();
+    let sdk = sdk_config(&aws).await;
+    let ddb = aws_sdk_dynamodb::Client::new(&sdk);
+    let k = harness::kinesis_client(&kinesis).await;
+    let table = unique("ksink-big");
+    workload::create_table(&ddb, &table, StreamViewType::NewAndOldImages).await;
+    let target = unique("ksink-big-dst");
+    harness::create_stream(&k, &target, 4).await;
+
+    let (plan, mut legal) = oversize_plan();
     // Written before the connector starts, round-robin: each item's legal INSERT and its
     // oversize MODIFY are read in one page and so handed to the sink in one batch.
     workload::apply(&ddb, &table, &plan).await;
@@ -543,7 +553,7 @@ async fn oversize_modifies_are_skipped_and_every_legal_change_arrives_in_item_or
         tokio::time::sleep(Duration::from_millis(500)).await;
     }
     // Still running: a change made after the skips arrives too.
-    let later = item("small-0", 4, 16);
+    let later = big_item("small-0", 4, 16);
     ddb.put_item()
         .table_name(&table)
         .set_item(Some(later.clone()))
@@ -551,7 +561,11 @@ async fn oversize_modifies_are_skipped_and_every_legal_change_arrives_in_item_or
         .await
         .unwrap();
     let previous = legal[4].1.last().unwrap().new.clone();
-    legal[4].1.push(change("MODIFY", previous, Some(later)));
+    legal[4].1.push(Change {
+        op: "MODIFY",
+        old: previous,
+        new: Some(later),
+    });
     let records = wait_for(
         "the change after the skips",
         Duration::from_secs(60),
@@ -590,4 +604,237 @@ async fn oversize_modifies_are_skipped_and_every_legal_change_arrives_in_item_or
 /// Runs a future to completion from synchronous code inside the multi-threaded test runtime.
 fn futures_block<F: std::future::Future>(f: F) -> F::Output {
     tokio::task::block_in_place(|| tokio::runtime::Handle::current().block_on(f))
+}
+
+/// Every OnFailure document in the SQS queue at `url` (read, then deleted), by request id.
+async fn drain_queue(sqs: &aws_sdk_sqs::Client, url: &str) -> BTreeMap<String, serde_json::Value> {
+    let mut docs = BTreeMap::new();
+    loop {
+        let out = sqs
+            .receive_message()
+            .queue_url(url)
+            .max_number_of_messages(10)
+            .send()
+            .await
+            .unwrap();
+        let messages = out.messages();
+        if messages.is_empty() {
+            return docs;
+        }
+        for m in messages {
+            let doc: serde_json::Value = serde_json::from_str(m.body().unwrap()).unwrap();
+            let id = doc["requestContext"]["requestId"]
+                .as_str()
+                .unwrap()
+                .to_string();
+            docs.insert(id, doc);
+            sqs.delete_message()
+                .queue_url(url)
+                .receipt_handle(m.receipt_handle().unwrap())
+                .send()
+                .await
+                .unwrap();
+        }
+    }
+}
+
+/// Every OnFailure document in `bucket`, by request id.
+async fn bucket_documents(
+    s3: &aws_sdk_s3::Client,
+    bucket: &str,
+) -> BTreeMap<String, serde_json::Value> {
+    let mut docs = BTreeMap::new();
+    let listed = s3.list_objects_v2().bucket(bucket).send().await.unwrap();
+    for o in listed.contents() {
+        let body = s3
+            .get_object()
+            .bucket(bucket)
+            .key(o.key().unwrap())
+            .send()
+            .await
+            .unwrap()
+            .body
+            .collect()
+            .await
+            .unwrap()
+            .into_bytes();
+        let doc: serde_json::Value = serde_json::from_slice(&body).unwrap();
+        let id = doc["requestContext"]["requestId"]
+            .as_str()
+            .unwrap()
+            .to_string();
+        docs.insert(id, doc);
+    }
+    docs
+}
+
+/// Issue 13: with `[connectors.on_failure]`, records too large for the sink are set aside to
+/// the destination (an SQS queue, an S3 bucket) as Lambda's OnFailure document, everything
+/// else flows in item order, and the shard never stalls. A worker that dies right after
+/// setting records aside, before its checkpoint, repeats the document at worst (same request
+/// id) and loses nothing.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn records_too_large_go_to_the_failure_destination_and_the_rest_flows() {
+    let aws = aws_endpoint();
+    let kinesis = kinesis_endpoint();
+    let sdk = sdk_config(&aws).await;
+    let ddb = aws_sdk_dynamodb::Client::new(&sdk);
+    let sqs = aws_sdk_sqs::Client::new(&sdk);
+    let s3 = harness::s3_client(&aws).await;
+    let k = harness::kinesis_client(&kinesis).await;
+    let table = unique("poison");
+    workload::create_table(&ddb, &table, StreamViewType::NewAndOldImages).await;
+    let (to_sqs, to_s3) = (unique("poison-sqs-dst"), unique("poison-s3-dst"));
+    harness::create_stream(&k, &to_sqs, 2).await;
+    harness::create_stream(&k, &to_s3, 2).await;
+    let queue_url = sqs
+        .create_queue()
+        .queue_name(unique("poison-dlq"))
+        .send()
+        .await
+        .unwrap()
+        .queue_url()
+        .unwrap()
+        .to_string();
+    let bucket = unique("poison-dlq");
+    s3.create_bucket().bucket(&bucket).send().await.unwrap();
+    let (plan, legal) = oversize_plan();
+    workload::apply(&ddb, &table, &plan).await;
+
+    let dir = tempfile::tempdir().unwrap();
+    let port = free_port();
+    let with_destination = |name: &str, target: &str, destination: String| {
+        ddb_connector(name, &table, "lambda", &kinesis, target).replace(
+            "[connectors.sink]",
+            &format!("[connectors.on_failure]\n{destination}\n[connectors.sink]"),
+        )
+    };
+    let config = header(port, &aws)
+        + &with_destination(
+            "to-sqs",
+            &to_sqs,
+            format!("type = \"sqs\"\nqueue_url = \"{queue_url}\""),
+        )
+        + &with_destination(
+            "to-s3",
+            &to_s3,
+            format!(
+                "type = \"s3\"\nbucket = \"{bucket}\"\nprefix = \"dlq/\"\nforce_path_style = true"
+            ),
+        );
+    let cfg = dir.path().join("connectors.toml");
+    std::fs::write(&cfg, &config).unwrap();
+    // The first worker dies right after its first set-aside document, before the checkpoint.
+    let mut run = Running::start_with_env(
+        &cfg,
+        &dir.path().join("first.log"),
+        &[("SHARDBRIDGE_FAULT", "after_set_aside")],
+    );
+    assert_ne!(
+        run.wait(Duration::from_secs(60)),
+        0,
+        "the armed worker aborts"
+    );
+    assert!(
+        run.log_text()
+            .contains("fault injection: aborting at after_set_aside"),
+        "{}",
+        run.log_text()
+    );
+    let mut run = Running::start(&cfg, &dir.path().join("second.log"));
+    let total: usize = legal.iter().map(|(_, c)| c.len()).sum();
+    // The shard never stalls: each big item's REMOVE, after its set-aside MODIFY, arrives.
+    let s3_docs = wait_for_async(Duration::from_secs(120), &mut run, || async {
+        let sent = harness::read_stream(&k, &to_sqs).await.len()
+            + harness::read_stream(&k, &to_s3).await.len();
+        let s3_docs = bucket_documents(&s3, &bucket).await;
+        let set_aside: u64 = s3_docs
+            .values()
+            .map(|d| d["DDBStreamBatchInfo"]["batchSize"].as_u64().unwrap())
+            .sum();
+        (sent >= 2 * total && set_aside >= 4).then_some(s3_docs)
+    })
+    .await;
+    let queue_docs = drain_queue(&sqs, &queue_url).await;
+    let (_, metrics) = http_get(port, "/metrics").unwrap();
+    assert_eq!(run.stop(Duration::from_secs(30)), 0, "{}", run.log_text());
+
+    // Every legal change once, in item order, in both targets; nothing over the limit sent.
+    for target in [&to_sqs, &to_s3] {
+        let records = harness::read_stream(&k, target).await;
+        verify_items("lambda", &records, &legal);
+    }
+    // Each oversize MODIFY is set aside (a batch's set-aside records share one document; a
+    // document set aside again after the crash has the same request id, so it counts once).
+    for (docs, with_records) in [(&queue_docs, false), (&s3_docs, true)] {
+        let mut items = BTreeSet::new();
+        let mut set_aside = 0;
+        for doc in docs.values() {
+            assert_eq!(
+                doc["requestContext"]["condition"], "RecordTooLarge",
+                "{doc}"
+            );
+            assert_eq!(doc["version"], "1.0");
+            let info = &doc["DDBStreamBatchInfo"];
+            set_aside += info["batchSize"].as_u64().unwrap();
+            assert!(info["streamArn"].as_str().unwrap().contains(&table));
+            assert!(info["approximateArrivalOfFirstRecord"].is_string());
+            // SQS takes 256 KiB: the ~1 MB records are left out there, kept in S3.
+            assert_eq!(doc["recordsIncluded"], with_records, "{info}");
+            if with_records {
+                let records = doc["records"].as_array().unwrap();
+                assert_eq!(records.len() as u64, info["batchSize"].as_u64().unwrap());
+                assert_eq!(
+                    records[0]["dynamodb"]["SequenceNumber"],
+                    info["startSequenceNumber"]
+                );
+                for record in records {
+                    assert_eq!(record["eventName"], "MODIFY");
+                    let id = record["dynamodb"]["Keys"]["id"]["S"].as_str().unwrap();
+                    items.insert(id.to_string());
+                }
+            }
+        }
+        assert_eq!(set_aside, 4, "{:?}", docs.keys());
+        if with_records {
+            assert_eq!(items.len(), 4, "each big item's MODIFY: {items:?}");
+        }
+    }
+    for connector in ["to-sqs", "to-s3"] {
+        let set_aside = metric_value(
+            &metrics,
+            "shardbridge_on_failure_records_total",
+            &format!(r#"connector="{connector}",condition="RecordTooLarge""#),
+        );
+        // The restarted worker counts what it set aside; the dead one's first may repeat.
+        assert!(
+            set_aside.is_some_and(|n| (3.0..=4.0).contains(&n)),
+            "{connector}: {set_aside:?}"
+        );
+    }
+}
+
+/// Polls `check` until it gives a value (failing if `run` exits or `limit` passes).
+async fn wait_for_async<T, F, Fut>(limit: Duration, run: &mut Running, mut check: F) -> T
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Option<T>>,
+{
+    let started = Instant::now();
+    loop {
+        if let Some(v) = check().await {
+            return v;
+        }
+        assert!(
+            run.child.try_wait().unwrap().is_none(),
+            "the worker stopped; log:\n{}",
+            run.log_text()
+        );
+        assert!(
+            started.elapsed() < limit,
+            "not done after {limit:?}; log:\n{}",
+            run.log_text()
+        );
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
 }

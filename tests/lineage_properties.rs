@@ -252,6 +252,7 @@ impl Scenario {
             identity_aws: AwsSettings::default(),
             sink: SinkConfig::Stdout,
             filter: Default::default(),
+            set_aside: Default::default(),
         }
     }
 }

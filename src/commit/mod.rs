@@ -27,6 +27,7 @@ use crate::lease::table::LeaseError;
 use crate::metrics::events;
 use crate::metrics::health::Health;
 use crate::retry::{self, Backoff, RetryError, RetryPolicy};
+use crate::sink::on_failure::{self, Condition, OnFailure, SetAside};
 use crate::sink::{
     Batch, BatchLimits, CommitProtocol, OutputRecord, Recovery, SendPermit, Sink, SinkError,
 };
@@ -69,6 +70,8 @@ pub struct CommitParts {
     pub health: Arc<Health>,
     pub stop: CancellationToken,
     pub retries: CommitRetries,
+    /// Where records that cannot go to the sink are set aside, and when.
+    pub on_failure: Option<Arc<OnFailure>>,
 }
 
 /// How a step ended when it did not fail.
@@ -93,6 +96,14 @@ pub enum Opened {
 pub enum CommitError {
     #[error("sink: {}", .0.message())]
     Sink(#[source] SinkError),
+    /// The sink refused a batch `attempts` times in a row (only with `max_retry_attempts`;
+    /// without it a refusing sink is waited for, for as long as it takes).
+    #[error("sink refused the batch {attempts} times: {}", .source.message())]
+    RetriesExhausted {
+        attempts: u32,
+        #[source]
+        source: SinkError,
+    },
     #[error("lease table: {what}: {source}")]
     Lease {
         /// The write that failed, and how often.
@@ -203,6 +214,31 @@ impl CommitDriver {
     ) -> Result<Step, CommitError> {
         let recovering = self.recovering.take();
         let record_millis = records.last().and_then(|r| r.created_millis);
+        // What cannot go to the sink is set aside first, before anything of the batch is
+        // sent and before the checkpoint passes it.
+        let records = match self.parts.on_failure.clone() {
+            Some(of) => {
+                let split = on_failure::split_unsendable(
+                    records,
+                    now_millis(),
+                    of.max_record_age_ms,
+                    self.parts.sink.max_record_bytes(),
+                );
+                for (condition, aside) in [
+                    (Condition::RecordAgeExceeded, &split.too_old),
+                    (Condition::RecordTooLarge, &split.too_large),
+                ] {
+                    if !aside.is_empty() {
+                        let step = self.set_aside(&of, condition, aside, 0, None).await?;
+                        if step != Step::Done {
+                            return Ok(step);
+                        }
+                    }
+                }
+                split.send
+            }
+            None => records,
+        };
         if let Some(first) = records.first() {
             if recovering.is_some() {
                 events::intent_replayed(&self.parts.connector, self.shard());
@@ -238,15 +274,40 @@ impl CommitDriver {
                 number: self.next_batch,
             };
             crate::fault::crash_soon("during_upload");
-            let step = self.deliver(&batch).await?;
-            if step != Step::Done {
-                // Not delivered: no checkpoint, so whoever holds the lease next reads the
-                // batch again.
-                return Ok(step);
-            }
+            let delivered = match (self.deliver(&batch).await, self.parts.on_failure.clone()) {
+                // Refused too often: the batch goes to the failure destination instead (it
+                // was not committed at the sink, so a transactional batch number stays).
+                (Err(CommitError::RetriesExhausted { attempts, source }), Some(of)) => {
+                    let why = source.message();
+                    let step = self
+                        .set_aside(
+                            &of,
+                            Condition::RetryAttemptsExhausted,
+                            &batch.records,
+                            attempts,
+                            Some(why),
+                        )
+                        .await?;
+                    if step != Step::Done {
+                        return Ok(step);
+                    }
+                    false
+                }
+                (result, _) => {
+                    let step = result?;
+                    if step != Step::Done {
+                        // Not delivered: no checkpoint, so whoever holds the lease next
+                        // reads the batch again.
+                        return Ok(step);
+                    }
+                    true
+                }
+            };
             crate::fault::crash_point("after_upload");
-            if let Some(n) = self.next_batch.as_mut() {
-                *n += 1;
+            if delivered {
+                if let Some(n) = self.next_batch.as_mut() {
+                    *n += 1;
+                }
             }
         }
         self.checkpoint(&Checkpoint::Sequence(last_read), None, record_millis)
@@ -317,14 +378,75 @@ impl CommitDriver {
             .shard_degraded(&self.parts.connector, self.shard(), why);
     }
 
+    /// Delivers `records` to the failure destination as one OnFailure document, retrying
+    /// while it is unavailable (back-pressure), cut short by a stop.
+    async fn set_aside(
+        &self,
+        of: &OnFailure,
+        condition: Condition,
+        records: &[OutputRecord],
+        attempts: u32,
+        error: Option<&str>,
+    ) -> Result<Step, CommitError> {
+        let connector = &self.parts.connector;
+        let aside = SetAside {
+            connector,
+            stream_arn: &self.parts.stream_arn,
+            shard_id: self.shard(),
+            kinesis: of.kinesis_source,
+            condition,
+            attempts,
+            error,
+            records,
+        };
+        let policy = RetryPolicy::forever(connector, "on_failure", self.parts.retries.sink);
+        let result = retry::run(
+            &policy,
+            &self.parts.stop,
+            |e: &SinkError| matches!(e, SinkError::Transient(_)),
+            || async {
+                let sent = of.destination.send(&aside, now_millis()).await;
+                if let Err(e) = &sent {
+                    events::on_failure_error(connector, self.shard(), e.message());
+                }
+                sent
+            },
+        )
+        .await;
+        match result {
+            Ok(()) => {
+                events::set_aside(connector, self.shard(), condition.as_str(), records.len());
+                crate::fault::crash_point("after_set_aside");
+                Ok(Step::Done)
+            }
+            Err(RetryError::Stopped) => Ok(Step::Stopped),
+            Err(RetryError::Failed { error, .. }) => Err(CommitError::Sink(error)),
+        }
+    }
+
     /// Writes the batch, retrying while the sink is unavailable (back-pressure: reading
-    /// waits), never while the lease may be gone.
+    /// waits), never while the lease may be gone; with `max_retry_attempts`, only that often.
     async fn deliver(&self, batch: &Batch) -> Result<Step, CommitError> {
-        let policy = RetryPolicy::forever(
-            &self.parts.connector,
-            "sink_unavailable",
-            self.parts.retries.sink,
-        );
+        let limit = self
+            .parts
+            .on_failure
+            .as_ref()
+            .and_then(|of| of.max_retry_attempts);
+        let policy = match limit {
+            Some(retries) => RetryPolicy::bounded(
+                &self.parts.connector,
+                "sink_unavailable",
+                Backoff {
+                    max_retries: retries,
+                    ..self.parts.retries.sink
+                },
+            ),
+            None => RetryPolicy::forever(
+                &self.parts.connector,
+                "sink_unavailable",
+                self.parts.retries.sink,
+            ),
+        };
         let result = retry::run(
             &policy,
             &self.parts.stop,
@@ -341,6 +463,12 @@ impl CommitDriver {
                 DeliverError::Fenced(why) => {
                     tracing::warn!(connector = %self.parts.connector, shard = self.shard(), %why, "the sink fenced this worker out of the shard; giving the lease up");
                     Ok(Step::LeaseLost)
+                }
+                DeliverError::Sink(e @ SinkError::Transient(_)) if limit.is_some() => {
+                    Err(CommitError::RetriesExhausted {
+                        attempts: limit.unwrap_or_default() + 1,
+                        source: e,
+                    })
                 }
                 DeliverError::Sink(e) => Err(CommitError::Sink(e)),
             },

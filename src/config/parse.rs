@@ -12,9 +12,10 @@ use crate::aws::AwsSettings;
 use crate::filter::FilterCriteria;
 use crate::format::FormatKind;
 use crate::lease::LeaseConfig;
-use crate::pipeline::{Config, ConnectorConfig, WorkerConfig};
+use crate::pipeline::{Config, ConnectorConfig, SetAsidePolicy, WorkerConfig};
 use crate::settings::{ConfigErrors, Problems, TableReader};
 use crate::sink::kafka::config::KafkaKey;
+use crate::sink::on_failure::OnFailureConfig;
 use crate::sink::SinkConfig;
 use crate::source::SourceConfig;
 
@@ -225,6 +226,7 @@ fn connector(mut t: TableReader, global_aws: &AwsSettings) -> Option<ConnectorCo
         }
     }
     let filter = read_filter(&mut t);
+    let set_aside = read_set_aside(&mut t, global_aws);
     t.finish();
     let source = source?;
     let identity_aws = crate::aws::AwsSettings {
@@ -240,6 +242,40 @@ fn connector(mut t: TableReader, global_aws: &AwsSettings) -> Option<ConnectorCo
         identity_aws,
         sink: sink?,
         filter: filter?,
+        set_aside: set_aside?,
+    })
+}
+
+/// `max_retry_attempts`, `max_record_age_ms` and `[connectors.on_failure]`. The first two need
+/// a destination: a set-aside record always goes somewhere (Lambda would drop it).
+fn read_set_aside(t: &mut TableReader, global_aws: &AwsSettings) -> Option<SetAsidePolicy> {
+    let max_retry_attempts = t.opt_u64("max_retry_attempts", 0, 10_000).map(|n| n as u32);
+    let max_record_age_ms = t.opt_u64("max_record_age_ms", 1_000, 604_800_000);
+    let on_failure = match t.opt_table("on_failure") {
+        Some(mut d) => {
+            let r = OnFailureConfig::read(&mut d, global_aws);
+            d.finish();
+            Some(r?)
+        }
+        None => None,
+    };
+    if on_failure.is_none() {
+        for (key, set) in [
+            ("max_retry_attempts", max_retry_attempts.is_some()),
+            ("max_record_age_ms", max_record_age_ms.is_some()),
+        ] {
+            if set {
+                t.problem(
+                    key,
+                    "needs [connectors.on_failure]: the records it sets aside go there (nothing is dropped)",
+                );
+            }
+        }
+    }
+    Some(SetAsidePolicy {
+        max_retry_attempts,
+        max_record_age_ms,
+        on_failure,
     })
 }
 

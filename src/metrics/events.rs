@@ -116,6 +116,21 @@ pub fn describe() {
         "shardbridge_leases_lost_total",
         "Leases found taken by another worker."
     );
+    describe_counter!(
+        "shardbridge_on_failure_records_total",
+        Unit::Count,
+        "Records set aside to the failure destination, by condition."
+    );
+    describe_counter!(
+        "shardbridge_on_failure_batches_total",
+        Unit::Count,
+        "OnFailure documents delivered to the failure destination, by condition."
+    );
+    describe_counter!(
+        "shardbridge_on_failure_errors_total",
+        Unit::Count,
+        "Failed deliveries to the failure destination (retried)."
+    );
     describe_gauge!(
         "shardbridge_seconds_since_success",
         Unit::Seconds,
@@ -224,6 +239,15 @@ pub fn connector_registered(connector: &str) {
     for reason in ["filtered", "before_starting_position"] {
         counter!("shardbridge_source_records_skipped_total", "connector" => c(), "reason" => reason).increment(0);
     }
+    counter!("shardbridge_on_failure_errors_total", "connector" => c()).increment(0);
+    for condition in [
+        "RetryAttemptsExhausted",
+        "RecordAgeExceeded",
+        "RecordTooLarge",
+    ] {
+        counter!("shardbridge_on_failure_records_total", "connector" => c(), "condition" => condition).increment(0);
+        counter!("shardbridge_on_failure_batches_total", "connector" => c(), "condition" => condition).increment(0);
+    }
     for how in ["free", "own", "expired", "stolen"] {
         counter!("shardbridge_leases_acquired_total", "connector" => c(), "how" => how)
             .increment(0);
@@ -321,6 +345,27 @@ pub fn sink_error(
         tracing::warn!(connector, shard, class, %error, similar_left_out = left_out, "sink write failed");
     }
     counter!("shardbridge_sink_errors_total", "connector" => connector.to_string(), "class" => class).increment(1);
+}
+
+/// Records delivered to the failure destination instead of the sink.
+pub fn set_aside(connector: &str, shard: &str, condition: &'static str, records: usize) {
+    tracing::warn!(
+        connector,
+        shard,
+        condition,
+        records,
+        "records set aside to the failure destination"
+    );
+    counter!("shardbridge_on_failure_records_total", "connector" => connector.to_string(), "condition" => condition).increment(records as u64);
+    counter!("shardbridge_on_failure_batches_total", "connector" => connector.to_string(), "condition" => condition).increment(1);
+}
+
+pub fn on_failure_error(connector: &str, shard: &str, error: &str) {
+    if let Some(left_out) = may_warn("on_failure_error", connector) {
+        tracing::warn!(connector, shard, %error, similar_left_out = left_out, "failure destination refused a document; retrying");
+    }
+    counter!("shardbridge_on_failure_errors_total", "connector" => connector.to_string())
+        .increment(1);
 }
 
 pub fn checkpoint_written(connector: &str) {

@@ -40,4 +40,19 @@ pub struct ConnectorConfig {
     /// Lambda FilterCriteria: records that match no pattern are passed over (checkpointed,
     /// counted), not sent.
     pub filter: crate::filter::FilterCriteria,
+    /// What cannot go to the sink, and where it goes instead.
+    pub set_aside: SetAsidePolicy,
+}
+
+/// Lambda's MaximumRetryAttempts, MaximumRecordAgeInSeconds and OnFailure destination.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct SetAsidePolicy {
+    /// Retries of a batch the sink refuses before it is set aside (None: for as long as it
+    /// takes, i.e. back-pressure).
+    pub max_retry_attempts: Option<u32>,
+    /// Records older than this when their batch is about to be sent are set aside.
+    pub max_record_age_ms: Option<u64>,
+    /// Where set-aside records go; with none, nothing is set aside (records too large for
+    /// the sink stop the connector, naming the record).
+    pub on_failure: Option<crate::sink::on_failure::OnFailureConfig>,
 }

@@ -24,6 +24,7 @@ use crate::lease::table::{LeaseError, LeaseStore, LeaseTable};
 use crate::metrics::events;
 use crate::metrics::health::{ConnectorState, Health};
 use crate::retry::{Backoff, FailureStreak};
+use crate::sink::on_failure::{Destination, OnFailure};
 use crate::sink::Sink;
 use crate::source::dynamodb_streams::DynamoDbStreamsSource;
 use crate::source::kinesis::KinesisSource;
@@ -97,6 +98,8 @@ pub struct Connector {
     lag: Arc<ConnectorLag>,
     /// What `lambda` writes as Kinesis records' `invokeIdentityArn`.
     invoke_identity_arn: Option<Arc<str>>,
+    /// The failure destination and its rules, when configured.
+    on_failure: Option<Arc<OnFailure>>,
 }
 
 impl ConnectorError {
@@ -186,10 +189,20 @@ impl Connector {
             None => None,
         };
         let sink: Arc<dyn Sink> = Arc::from(crate::sink::build(&cfg.sink, &name).await?);
+        let on_failure = match &cfg.set_aside.on_failure {
+            Some(destination) => Some(Arc::new(OnFailure {
+                destination: Destination::build(destination).await?,
+                max_retry_attempts: cfg.set_aside.max_retry_attempts,
+                max_record_age_ms: cfg.set_aside.max_record_age_ms,
+                kinesis_source: cfg.source.stream.is_kinesis(),
+            })),
+            None => None,
+        };
         tracing::info!(connector = %name, stream = source.stream_arn(), lease_table = %cfg.leases.table,
             commit_protocol = ?sink.commit_protocol(), "connector started");
         let mut connector = Connector::assemble(cfg, worker_id, health, source, table, sink);
         connector.invoke_identity_arn = invoke_identity_arn.map(Arc::from);
+        connector.on_failure = on_failure;
         Ok(connector)
     }
 
@@ -227,6 +240,7 @@ impl Connector {
             table,
             lag: Arc::new(ConnectorLag::default()),
             invoke_identity_arn: None,
+            on_failure: None,
         }
     }
 
@@ -584,6 +598,7 @@ impl Connector {
         let ctx = ShardContext {
             format: self.cfg.format,
             invoke_identity_arn: self.invoke_identity_arn.clone(),
+            on_failure: self.on_failure.clone(),
             acquired,
             skip_before_millis: match self.cfg.source.starting_position {
                 StartingPosition::AtTimestamp(ms) => Some(ms),

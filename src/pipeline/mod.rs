@@ -12,7 +12,7 @@ use std::time::Duration;
 use tokio_util::sync::CancellationToken;
 
 use crate::metrics::health::{ConnectorState, Health};
-pub use config::{Config, ConnectorConfig, WorkerConfig};
+pub use config::{Config, ConnectorConfig, SetAsidePolicy, WorkerConfig};
 use connector::Connector;
 
 /// Runs every connector until `stop` (or until all of them have ended). A failing connector is

@@ -52,6 +52,8 @@ pub struct ShardContext {
     pub parent_ended_at: Option<tokio::time::Instant>,
     /// The connector's lag, shared by its shard workers.
     pub lag: Arc<ConnectorLag>,
+    /// Where records that cannot go to the sink are set aside, and when.
+    pub on_failure: Option<Arc<crate::sink::on_failure::OnFailure>>,
 }
 
 impl ShardContext {
@@ -78,6 +80,7 @@ impl ShardContext {
             max_records: 1000,
             source_backoff: Backoff::new(100, 5_000, 10),
             commit_retries: CommitRetries::default(),
+            on_failure: None,
             health: Arc::new(Health::default()),
             stop: CancellationToken::new(),
             parent_ended_at: None,
@@ -141,6 +144,7 @@ async fn read_shard(ctx: ShardContext) -> Result<ShardOutcome, ShardError> {
         health: ctx.health.clone(),
         stop: ctx.stop.clone(),
         retries: ctx.commit_retries,
+        on_failure: ctx.on_failure.clone(),
     })
     .await?;
     let mut commit = match opened {

@@ -4,6 +4,7 @@
 pub mod file;
 pub mod kafka;
 pub mod kinesis;
+pub mod on_failure;
 pub mod partition_key;
 pub mod s3;
 pub mod stdout;
@@ -199,6 +200,11 @@ pub trait Sink: Send + Sync {
     /// stream-to-stream sink) rather than its JSON line.
     fn takes_raw_bytes(&self) -> bool {
         false
+    }
+    /// The largest record (payload and partition key) the sink can ever take, if it has such
+    /// a limit: with a failure destination, larger ones are set aside before the batch is sent.
+    fn max_record_bytes(&self) -> Option<usize> {
+        None
     }
 }
 

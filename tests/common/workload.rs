@@ -63,7 +63,7 @@ pub async fn create_table(
 }
 
 /// Every attribute type, varying with `version`.
-fn item(id: &str, version: u32) -> Item {
+pub fn item(id: &str, version: u32) -> Item {
     let v = version as u64;
     let mut m = HashMap::new();
     m.insert("id".into(), Av::S(id.into()));

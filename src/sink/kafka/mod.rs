@@ -542,6 +542,20 @@ impl Sink for KafkaSink {
         }
     }
 
+    /// librdkafka's `message.max.bytes` (as set in `[sink.options]`, else its default), less
+    /// room for the headers and the record's framing.
+    fn max_record_bytes(&self) -> Option<usize> {
+        let limit = self
+            .config
+            .options
+            .0
+            .iter()
+            .find(|(k, _)| k.as_str() == "message.max.bytes")
+            .and_then(|(_, v)| v.parse::<usize>().ok())
+            .unwrap_or(1_000_000);
+        Some(limit.saturating_sub(1024))
+    }
+
     fn takes_raw_bytes(&self) -> bool {
         true
     }

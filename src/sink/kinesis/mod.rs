@@ -321,6 +321,10 @@ impl Sink for KinesisSink {
         Some(partition_key::derive(&self.config.partition_key, record))
     }
 
+    fn max_record_bytes(&self) -> Option<usize> {
+        Some(MAX_RECORD_BYTES)
+    }
+
     fn takes_raw_bytes(&self) -> bool {
         true
     }
