@@ -1,7 +1,8 @@
 //! Lambda's MaximumRecordAgeInSeconds and MaximumRetryAttempts with an OnFailure destination
-//! (here a file): records too old when their batch is about to be sent, and batches the sink
-//! refused too often, go to the destination as OnFailure documents; nothing is dropped.
-//! (Records too large for the sink, with SQS and S3 destinations and a crash: tests/kinesis_sink.rs.)
+//! (a file, a Kinesis stream, a Kafka topic): records too old when their batch is about to be
+//! sent, and batches the sink refused too often, go to the destination as OnFailure documents;
+//! nothing is dropped. (Records too large for the sink, with SQS and S3 destinations and a
+//! crash: tests/kinesis_sink.rs.)
 
 mod common;
 
@@ -10,8 +11,100 @@ use std::time::Duration;
 use aws_sdk_dynamodb::types::StreamViewType;
 use common::*;
 
+/// A failure destination of the test's, and how to read its documents back.
+enum Dlq {
+    File(std::path::PathBuf),
+    Kinesis(String),
+    Kafka(String),
+}
+
+impl Dlq {
+    async fn new(kind: &str, dir: &std::path::Path) -> Dlq {
+        match kind {
+            "file" => Dlq::File(dir.join("dlq.jsonl")),
+            "kinesis" => {
+                let stream = unique("dlq");
+                let k = common::harness::kinesis_client(&kinesis_endpoint()).await;
+                common::harness::create_stream(&k, &stream, 1).await;
+                Dlq::Kinesis(stream)
+            }
+            _ => {
+                let topic = unique("dlq");
+                common::kafka::create_topic(&common::kafka::bootstrap(), &topic, 1).await;
+                Dlq::Kafka(topic)
+            }
+        }
+    }
+
+    /// The `[connectors.on_failure]` keys.
+    fn toml(&self) -> String {
+        match self {
+            Dlq::File(path) => format!("type = \"file\"\npath = \"{}\"", path.display()),
+            Dlq::Kinesis(stream) => format!(
+                "type = \"kinesis\"\nstream = \"{stream}\"\n[connectors.on_failure.aws]\nendpoint_url = \"{}\"",
+                kinesis_endpoint()
+            ),
+            Dlq::Kafka(topic) => format!(
+                "type = \"kafka\"\nbrokers = \"{}\"\ntopic = \"{topic}\"",
+                common::kafka::bootstrap()
+            ),
+        }
+    }
+
+    async fn documents(&self) -> Vec<serde_json::Value> {
+        let bodies: Vec<Vec<u8>> = match self {
+            Dlq::File(path) => return read_lines(path),
+            Dlq::Kinesis(stream) => {
+                let k = common::harness::kinesis_client(&kinesis_endpoint()).await;
+                common::harness::read_stream(&k, stream)
+                    .await
+                    .into_iter()
+                    .map(|(_, _, data)| data)
+                    .collect()
+            }
+            Dlq::Kafka(topic) => common::harness::read_kafka(&common::kafka::bootstrap(), topic, 1)
+                .await
+                .committed
+                .into_iter()
+                .map(|r| r.value)
+                .collect(),
+        };
+        bodies
+            .iter()
+            .map(|b| serde_json::from_slice(b).unwrap())
+            .collect()
+    }
+}
+
+/// Polls `dlq` until its documents hold `records` set-aside records.
+async fn wait_for_documents(
+    dlq: &Dlq,
+    records: usize,
+    run: &mut Running,
+) -> Vec<serde_json::Value> {
+    let started = std::time::Instant::now();
+    loop {
+        let docs = dlq.documents().await;
+        if set_aside_sequences(&docs).len() >= records {
+            return docs;
+        }
+        assert!(
+            run.child.try_wait().unwrap().is_none(),
+            "the worker ended; log:\n{}",
+            run.log_text()
+        );
+        assert!(
+            started.elapsed() < Duration::from_secs(90),
+            "{} of {records} records set aside; log:\n{}",
+            set_aside_sequences(&docs).len(),
+            run.log_text()
+        );
+        tokio::time::sleep(Duration::from_millis(300)).await;
+    }
+}
+
 /// One connector from the DynamoDB `table` into `sink`, with `extra` keys at the connector
-/// level and a file failure destination at `dlq`.
+/// level and the failure destination `dlq` (its `[connectors.on_failure]` keys).
 fn config(port: u16, endpoint: &str, table: &str, sink: &str, extra: &str, dlq: &str) -> String {
     format!(
         r#"
@@ -30,8 +123,7 @@ poll_idle_ms = 50
 [connectors.leases]
 table = "{leases}"
 [connectors.on_failure]
-type = "file"
-path = "{dlq}"
+{dlq}
 [connectors.sink]
 {sink}
 "#,
@@ -54,6 +146,12 @@ fn set_aside_sequences(docs: &[serde_json::Value]) -> Vec<String> {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn records_older_than_the_maximum_age_go_to_the_destination_not_the_sink() {
+    for kind in ["file", "kinesis"] {
+        records_too_old(kind).await;
+    }
+}
+
+async fn records_too_old(kind: &str) {
     let endpoint = aws_endpoint();
     let ddb = aws_sdk_dynamodb::Client::new(&sdk_config(&endpoint).await);
     let table = unique("aged");
@@ -64,7 +162,8 @@ async fn records_older_than_the_maximum_age_go_to_the_destination_not_the_sink()
     tokio::time::sleep(Duration::from_secs(4)).await;
 
     let dir = tempfile::tempdir().unwrap();
-    let (out, dlq) = (dir.path().join("out.jsonl"), dir.path().join("dlq.jsonl"));
+    let out = dir.path().join("out.jsonl");
+    let dlq = Dlq::new(kind, dir.path()).await;
     let port = free_port();
     let sink = format!("type = \"file\"\npath = \"{}\"", out.display());
     let path = dir.path().join("c.toml");
@@ -76,15 +175,12 @@ async fn records_older_than_the_maximum_age_go_to_the_destination_not_the_sink()
             &table,
             &sink,
             "max_record_age_ms = 2000",
-            &dlq.display().to_string(),
+            &dlq.toml(),
         ),
     )
     .unwrap();
     let mut run = Running::start(&path, &dir.path().join("run.log"));
-    let docs = wait_for("20 old records set aside", Duration::from_secs(60), || {
-        let docs = read_lines(&dlq);
-        (set_aside_sequences(&docs).len() >= 20).then_some(docs)
-    });
+    let docs = wait_for_documents(&dlq, 20, &mut run).await;
     // Fresh changes made now reach the sink.
     for i in 0..6 {
         let item = workload::item(&format!("fresh-{i}"), 1);
@@ -103,7 +199,7 @@ async fn records_older_than_the_maximum_age_go_to_the_destination_not_the_sink()
     let (_, metrics) = http_get(port, "/metrics").unwrap();
     assert_eq!(run.stop(Duration::from_secs(30)), 0, "{}", run.log_text());
 
-    assert_eq!(set_aside_sequences(&docs).len(), 20);
+    assert_eq!(set_aside_sequences(&docs).len(), 20, "{kind}");
     for doc in &docs {
         assert_eq!(
             doc["requestContext"]["condition"], "RecordAgeExceeded",
@@ -133,6 +229,12 @@ async fn records_older_than_the_maximum_age_go_to_the_destination_not_the_sink()
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_batch_the_sink_refuses_too_often_goes_to_the_destination() {
+    for kind in ["file", "kafka"] {
+        refused_batches(kind).await;
+    }
+}
+
+async fn refused_batches(kind: &str) {
     let endpoint = aws_endpoint();
     let ddb = aws_sdk_dynamodb::Client::new(&sdk_config(&endpoint).await);
     let table = unique("refused");
@@ -141,7 +243,7 @@ async fn a_batch_the_sink_refuses_too_often_goes_to_the_destination() {
     workload::apply(&ddb, &table, &plan).await;
 
     let dir = tempfile::tempdir().unwrap();
-    let dlq = dir.path().join("dlq.jsonl");
+    let dlq = Dlq::new(kind, dir.path()).await;
     let port = free_port();
     // A Kinesis sink whose endpoint refuses every connection: each attempt fails transiently.
     let sink = format!(
@@ -157,20 +259,17 @@ async fn a_batch_the_sink_refuses_too_often_goes_to_the_destination() {
             &table,
             &sink,
             "max_retry_attempts = 1",
-            &dlq.display().to_string(),
+            &dlq.toml(),
         ),
     )
     .unwrap();
     let mut run = Running::start(&path, &dir.path().join("run.log"));
-    let docs = wait_for("12 records set aside", Duration::from_secs(90), || {
-        let docs = read_lines(&dlq);
-        (set_aside_sequences(&docs).len() >= 12).then_some(docs)
-    });
+    let docs = wait_for_documents(&dlq, 12, &mut run).await;
     assert!(run.child.try_wait().unwrap().is_none(), "still running");
     assert_eq!(run.stop(Duration::from_secs(30)), 0, "{}", run.log_text());
     // Every change once, in stream order within its shard.
     let seqs = set_aside_sequences(&docs);
-    assert_eq!(seqs.len(), 12, "{seqs:?}");
+    assert_eq!(seqs.len(), 12, "{kind}: {seqs:?}");
     for doc in &docs {
         let ctx = &doc["requestContext"];
         assert_eq!(ctx["condition"], "RetryAttemptsExhausted", "{doc}");

@@ -272,14 +272,16 @@ impl Connector {
         // Renewals run on their own, so that a slow call of the shard sync (a source or lease
         // table that does not answer) never delays them past the failover time.
         let renewals_stop = CancellationToken::new();
-        let renewals = tokio::spawn(renew_leases(
+        // Aborted when `run` ends or is dropped: a connector that is abandoned (a crash in the
+        // in-process model) must not keep its leases alive.
+        let renewals = tokio_util::task::AbortOnDropHandle::new(tokio::spawn(renew_leases(
             name.clone(),
             st.held.clone(),
             renew_interval,
             self.health.clone(),
             self.lag.clone(),
             renewals_stop.clone(),
-        ));
+        )));
         // Looking for free, expired and stealable leases is one Scan: done every renew interval,
         // so a dead worker's leases move within failover + one renew interval. Listing shards
         // (rate-limited, paginated) has its own, longer interval.
