@@ -215,13 +215,15 @@ impl CommitDriver {
         let recovering = self.recovering.take();
         let record_millis = records.last().and_then(|r| r.created_millis);
         // What cannot go to the sink is set aside first, before anything of the batch is
-        // sent and before the checkpoint passes it.
+        // sent and before the checkpoint passes it. Not by age when recovering an intent: its
+        // range may be written already, and must be written again exactly (by size, the same
+        // records split the same way every time).
         let records = match self.parts.on_failure.clone() {
             Some(of) => {
                 let split = on_failure::split_unsendable(
                     records,
                     now_millis(),
-                    of.max_record_age_ms,
+                    of.max_record_age_ms.filter(|_| recovering.is_none()),
                     self.parts.sink.max_record_bytes(),
                 );
                 for (condition, aside) in [
