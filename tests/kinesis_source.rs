@@ -710,3 +710,63 @@ async fn lambda_records_name_the_invoke_identity() {
         }
     }
 }
+
+/// An idle shard backs off from `poll_idle_ms` to `poll_idle_max_ms` (fewer GetRecords calls,
+/// counted in `shardbridge_source_empty_polls_total`), and the first record snaps it back.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_idle_shard_is_polled_less_and_a_record_snaps_it_back() {
+    use common::harness;
+    use common::*;
+    let k = harness::kinesis_client(&kinesis_endpoint()).await;
+    let stream = unique("idle");
+    harness::create_stream(&k, &stream, 1).await;
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("out.jsonl");
+    let port = free_port();
+    let config = harness::kinesis_raw_worker(
+        "w1",
+        "idle",
+        &aws_endpoint(),
+        &kinesis_endpoint(),
+        &stream,
+        &unique("idle-leases"),
+        port,
+    )
+    .replace(
+        "poll_idle_ms = 50\n",
+        "poll_idle_ms = 50\npoll_idle_max_ms = 800\n",
+    ) + &format!(
+        "[connectors.sink]\ntype = \"file\"\npath = \"{}\"\n",
+        out.display()
+    );
+    let path = dir.path().join("c.toml");
+    std::fs::write(&path, config).unwrap();
+    let mut run = Running::start(&path, &dir.path().join("run.log"));
+    let empty_polls = || {
+        let (_, text) = http_get(port, "/metrics")?;
+        metric_value(&text, "shardbridge_source_empty_polls_total", "idle")
+    };
+    // Reading has begun (and backed off for a few seconds).
+    wait_for("the first empty polls", Duration::from_secs(30), || {
+        empty_polls().filter(|n| *n >= 1.0)
+    });
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let before = empty_polls().unwrap();
+    let window = Duration::from_secs(4);
+    tokio::time::sleep(window).await;
+    let during = empty_polls().unwrap() - before;
+    // Without back-off a 50 ms floor would poll about 80 times in 4 s; at 800 ms, 5.
+    eprintln!("empty polls in {window:?} of idleness: {during}");
+    assert!(during <= 8.0, "{during} empty polls in {window:?}");
+    // A record after the idle time arrives within about one ceiling.
+    let keys = vec!["k".to_string()];
+    let put_at = Instant::now();
+    harness::put_version(&k, &stream, &keys, 1).await;
+    wait_for("the record", Duration::from_secs(10), || {
+        (line_count(&out) >= 1).then_some(())
+    });
+    let took = put_at.elapsed();
+    eprintln!("a record after idleness arrived in {took:?}");
+    assert!(took < Duration::from_millis(2500), "{took:?}");
+    assert_eq!(run.stop(Duration::from_secs(30)), 0, "{}", run.log_text());
+}

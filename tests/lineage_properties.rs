@@ -234,6 +234,7 @@ impl Scenario {
                 stream: StreamRef::StreamArn(MODEL_STREAM.into()),
                 starting_position: StartingPosition::TrimHorizon,
                 poll_idle_ms: self.poll_idle_ms,
+                poll_idle_max_ms: self.poll_idle_ms,
                 max_records: self.max_records,
                 max_retries: 10,
                 aws: AwsSettings::default(),

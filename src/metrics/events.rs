@@ -26,6 +26,11 @@ pub fn describe() {
         "GetRecords calls made."
     );
     describe_counter!(
+        "shardbridge_source_empty_polls_total",
+        Unit::Count,
+        "GetRecords calls that returned no record on an open shard (an idle shard's cost)."
+    );
+    describe_counter!(
         "shardbridge_source_get_records_errors_total",
         Unit::Count,
         "Failed source calls, by error class."
@@ -213,6 +218,7 @@ pub fn connector_registered(connector: &str) {
     counter!("shardbridge_source_records_read_total", "connector" => c()).increment(0);
     counter!("shardbridge_source_bytes_read_total", "connector" => c()).increment(0);
     counter!("shardbridge_source_get_records_calls_total", "connector" => c()).increment(0);
+    counter!("shardbridge_source_empty_polls_total", "connector" => c()).increment(0);
     counter!("shardbridge_source_data_loss_total", "connector" => c()).increment(0);
     counter!("shardbridge_sink_records_written_total", "connector" => c()).increment(0);
     counter!("shardbridge_sink_bytes_written_total", "connector" => c()).increment(0);
@@ -294,6 +300,12 @@ pub fn records_read(connector: &str, records: usize, bytes: u64) {
         .increment(records as u64);
     counter!("shardbridge_source_bytes_read_total", "connector" => connector.to_string())
         .increment(bytes);
+}
+
+/// A GetRecords answer with no record on an open shard.
+pub fn empty_poll(connector: &str) {
+    counter!("shardbridge_source_empty_polls_total", "connector" => connector.to_string())
+        .increment(1);
 }
 
 pub fn source_error(

@@ -608,6 +608,7 @@ impl Connector {
             },
             filter: self.cfg.filter.clone(),
             poll_idle: Duration::from_millis(self.cfg.source.poll_idle_ms),
+            poll_idle_max: Duration::from_millis(self.cfg.source.poll_idle_max_ms),
             max_records: self.cfg.source.max_records,
             source_backoff: source_backoff(&self.cfg),
             health: self.health.clone(),

@@ -21,7 +21,7 @@ use crate::pipeline::lag::ConnectorLag;
 use crate::retry::FailureStreak;
 use crate::retry::{self, Backoff, RetryError, RetryPolicy};
 use crate::sink::{self, Sink};
-use crate::source::poll::{after_error, after_page, ErrorAction, PollAction};
+use crate::source::poll::{after_error, after_page, idle_interval, ErrorAction, PollAction};
 use crate::source::record::SourceRecord;
 use crate::source::{IteratorPosition, Shard, ShardIterator, ShardSource, SourceError};
 
@@ -43,6 +43,8 @@ pub struct ShardContext {
     /// Records that match none of these patterns are passed over (Lambda's FilterCriteria).
     pub filter: crate::filter::FilterCriteria,
     pub poll_idle: Duration,
+    /// The longest wait an idle shard backs off to.
+    pub poll_idle_max: Duration,
     pub max_records: u32,
     pub source_backoff: Backoff,
     pub commit_retries: CommitRetries,
@@ -77,6 +79,7 @@ impl ShardContext {
             skip_before_millis: None,
             filter: crate::filter::FilterCriteria::default(),
             poll_idle: Duration::from_millis(250),
+            poll_idle_max: Duration::from_millis(1000),
             max_records: 1000,
             source_backoff: Backoff::new(100, 5_000, 10),
             commit_retries: CommitRetries::default(),
@@ -165,6 +168,8 @@ async fn read_shard(ctx: ShardContext) -> Result<ShardOutcome, ShardError> {
     let mut pending = PendingBatch::default();
     let mut iterator: Option<ShardIterator> = None;
     let mut failures = FailureStreak::default();
+    // Empty pages in a row: an idle shard is polled less and less often.
+    let mut empty_pages = 0u32;
     let mut parent_ended_at = ctx.parent_ended_at;
     tracing::info!(connector = %ctx.connector, %shard, ?position, "reading shard");
 
@@ -263,7 +268,12 @@ async fn read_shard(ctx: ShardContext) -> Result<ShardOutcome, ShardError> {
         }
 
         iterator = page.next_iterator;
-        match after_page(page_len, has_next, ctx.poll_idle) {
+        empty_pages = if page_len == 0 { empty_pages + 1 } else { 0 };
+        if page_len == 0 && has_next {
+            events::empty_poll(&ctx.connector);
+        }
+        let idle = idle_interval(empty_pages, ctx.poll_idle, ctx.poll_idle_max);
+        match after_page(page_len, has_next, idle) {
             PollAction::PollNow => {}
             PollAction::PollAfter(idle) => {
                 let wait = batch::idle_wait(idle, pending.due_at(&limits), Instant::now());

@@ -36,8 +36,11 @@ pub enum StartingPosition {
 pub struct SourceConfig {
     pub stream: StreamRef,
     pub starting_position: StartingPosition,
-    /// Wait after an empty GetRecords before polling the shard again.
+    /// Wait after an empty GetRecords before polling the shard again (the floor).
     pub poll_idle_ms: u64,
+    /// The longest wait an idle shard backs off to (doubling from `poll_idle_ms` with each
+    /// empty page in a row; the first record snaps it back).
+    pub poll_idle_max_ms: u64,
     /// GetRecords limit (1..=1000).
     pub max_records: u32,
     /// Failed calls in a row after which the connector is reported degraded; transient
@@ -47,6 +50,8 @@ pub struct SourceConfig {
 }
 
 pub const DEFAULT_POLL_IDLE_MS: u64 = 250;
+/// An idle shard backs off to this many times `poll_idle_ms` unless `poll_idle_max_ms` says.
+pub const DEFAULT_IDLE_BACKOFF_FACTOR: u64 = 4;
 pub const DEFAULT_MAX_RECORDS: u64 = 1000;
 pub const DEFAULT_MAX_RETRIES: u64 = 10;
 
@@ -106,6 +111,17 @@ impl SourceConfig {
         let poll_idle_ms = t
             .opt_u64("poll_idle_ms", 0, 60_000)
             .unwrap_or(DEFAULT_POLL_IDLE_MS);
+        let poll_idle_max_ms = match t.opt_u64("poll_idle_max_ms", 0, 300_000) {
+            Some(max) if max < poll_idle_ms => {
+                t.problem(
+                    "poll_idle_max_ms",
+                    format!("{max} is less than poll_idle_ms ({poll_idle_ms})"),
+                );
+                poll_idle_ms
+            }
+            Some(max) => max,
+            None => poll_idle_ms * DEFAULT_IDLE_BACKOFF_FACTOR,
+        };
         let max_records = t
             .opt_u64("max_records", 1, 1000)
             .unwrap_or(DEFAULT_MAX_RECORDS) as u32;
@@ -117,6 +133,7 @@ impl SourceConfig {
             stream: stream?,
             starting_position: starting_position?,
             poll_idle_ms,
+            poll_idle_max_ms,
             max_records,
             max_retries,
             aws,

@@ -15,6 +15,16 @@ pub enum PollAction {
     ShardEnd,
 }
 
+/// The wait after the `empty_pages`-th empty page in a row (1 = the first): `floor`, doubling
+/// with each further one, at most `ceiling`. An idle shard costs fewer calls; the first record
+/// resets the count, so a busy shard is read at once again.
+pub fn idle_interval(empty_pages: u32, floor: Duration, ceiling: Duration) -> Duration {
+    let doublings = empty_pages.saturating_sub(1).min(20);
+    floor
+        .saturating_mul(1u32 << doublings)
+        .min(ceiling.max(floor))
+}
+
 pub fn after_page(records: usize, has_next_iterator: bool, idle: Duration) -> PollAction {
     if !has_next_iterator {
         PollAction::ShardEnd
@@ -67,6 +77,20 @@ mod tests {
 
     const B: Backoff = Backoff::new(100, 2_000, 3);
     const IDLE: Duration = Duration::from_millis(250);
+
+    #[test]
+    fn an_idle_shard_backs_off_to_the_ceiling() {
+        let (floor, ceiling) = (Duration::from_millis(250), Duration::from_millis(1000));
+        let waits: Vec<u128> = (1..=6)
+            .map(|n| idle_interval(n, floor, ceiling).as_millis())
+            .collect();
+        assert_eq!(waits, [250, 500, 1000, 1000, 1000, 1000]);
+        assert_eq!(idle_interval(0, floor, ceiling), floor);
+        assert_eq!(idle_interval(u32::MAX, floor, ceiling), ceiling);
+        // A ceiling below the floor is the floor (validate refuses it anyway); no floor, no wait.
+        assert_eq!(idle_interval(5, floor, Duration::ZERO), floor);
+        assert_eq!(idle_interval(5, Duration::ZERO, ceiling), Duration::ZERO);
+    }
 
     #[test]
     fn pages() {
