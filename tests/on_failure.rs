@@ -131,6 +131,13 @@ table = "{leases}"
     )
 }
 
+/// A worker on `config`, its log in `dir`.
+fn start(dir: &std::path::Path, config: &str) -> Running {
+    let path = dir.join("c.toml");
+    std::fs::write(&path, config).unwrap();
+    Running::start(&path, &dir.join("run.log"))
+}
+
 /// The set-aside records' sequence numbers, from every document in the destination file.
 fn set_aside_sequences(docs: &[serde_json::Value]) -> Vec<String> {
     docs.iter()
@@ -166,10 +173,9 @@ async fn records_too_old(kind: &str) {
     let dlq = Dlq::new(kind, dir.path()).await;
     let port = free_port();
     let sink = format!("type = \"file\"\npath = \"{}\"", out.display());
-    let path = dir.path().join("c.toml");
-    std::fs::write(
-        &path,
-        config(
+    let mut run = start(
+        dir.path(),
+        &config(
             port,
             &endpoint,
             &table,
@@ -177,9 +183,7 @@ async fn records_too_old(kind: &str) {
             "max_record_age_ms = 2000",
             &dlq.toml(),
         ),
-    )
-    .unwrap();
-    let mut run = Running::start(&path, &dir.path().join("run.log"));
+    );
     let docs = wait_for_documents(&dlq, 20, &mut run).await;
     // Fresh changes made now reach the sink.
     for i in 0..6 {
@@ -250,10 +254,9 @@ async fn refused_batches(kind: &str) {
         "type = \"kinesis\"\nstream = \"nowhere\"\n[connectors.sink.aws]\nendpoint_url = \"http://127.0.0.1:{}\"",
         free_port()
     );
-    let path = dir.path().join("c.toml");
-    std::fs::write(
-        &path,
-        config(
+    let mut run = start(
+        dir.path(),
+        &config(
             port,
             &endpoint,
             &table,
@@ -261,9 +264,7 @@ async fn refused_batches(kind: &str) {
             "max_retry_attempts = 1",
             &dlq.toml(),
         ),
-    )
-    .unwrap();
-    let mut run = Running::start(&path, &dir.path().join("run.log"));
+    );
     let docs = wait_for_documents(&dlq, 12, &mut run).await;
     assert!(run.child.try_wait().unwrap().is_none(), "still running");
     assert_eq!(run.stop(Duration::from_secs(30)), 0, "{}", run.log_text());
