@@ -52,6 +52,14 @@ impl FailureStreak {
         degraded(self.count, self.well_at.elapsed(), backoff)
     }
 
+    /// Nothing is failing now (a call that says nothing about this dependency succeeded):
+    /// with no streak in progress, the dependency counts as well until now.
+    pub fn still_well(&mut self) {
+        if self.count == 0 {
+            self.well_at = Instant::now();
+        }
+    }
+
     /// A success ends the streak; returns whether it had been reported degraded.
     pub fn succeeded(&mut self, backoff: &Backoff) -> bool {
         let was = self.is_degraded(backoff);
@@ -223,6 +231,38 @@ mod tests {
     use std::sync::atomic::{AtomicU32, Ordering};
 
     const B: Backoff = Backoff::new(100, 5_000, 6);
+
+    #[test]
+    fn a_streak_counts_from_the_last_time_all_was_well() {
+        let long_ago = Instant::now() - DEGRADED_AFTER - Duration::from_secs(1);
+        // Quiet for long, then one failure: failing since the last success, not since the
+        // quiet began, when something in between said all was well.
+        let mut s = FailureStreak {
+            count: 0,
+            well_at: long_ago,
+        };
+        s.still_well();
+        s.failed();
+        assert!(!s.is_degraded(&B), "one failure after a recent all-well");
+        // Without that: failing since long ago.
+        let mut s = FailureStreak {
+            count: 0,
+            well_at: long_ago,
+        };
+        s.failed();
+        assert!(s.is_degraded(&B));
+        // A streak in progress is not ended by an all-well of something else.
+        s.still_well();
+        assert!(s.is_degraded(&B));
+        assert!(s.succeeded(&B), "it had been degraded");
+        assert_eq!(s.count(), 0);
+        assert!(!s.is_degraded(&B));
+        // Many quick failures are degraded too.
+        for _ in 0..6 {
+            s.failed();
+        }
+        assert!(s.is_degraded(&B));
+    }
 
     #[test]
     fn grows_then_caps_then_gives_up() {

@@ -337,8 +337,12 @@ impl Connector {
                 Ok(()) => {
                     st.first_sync = false;
                     // Only a full sync (the shard listing too) ends a streak: the leases-only
-                    // syncs between full ones succeed while the source may still be down.
-                    if full && sync_failures.succeeded(&backoff) {
+                    // syncs between full ones succeed while the source may still be down. With
+                    // no streak, they keep its clock current, so one failed listing after a
+                    // quiet minute is not taken for a minute of failing.
+                    if !full {
+                        sync_failures.still_well();
+                    } else if sync_failures.succeeded(&backoff) {
                         self.health.well(&name, "shard sync");
                     }
                 }

@@ -194,6 +194,9 @@ async fn read_shard(ctx: ShardContext) -> Result<ShardOutcome, ShardError> {
                 return Ok(outcome);
             }
         }
+        // Without a failure in progress, the source counts as well until this call begins (time
+        // spent writing to the sink is not time the source failed).
+        failures.still_well();
         let result = match &iterator {
             None => ctx.source.open_iterator(&shard, &position).await.map(|it| {
                 iterator = Some(it);
