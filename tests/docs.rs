@@ -778,6 +778,7 @@ async fn a_running_worker_exports_only_documented_metrics_with_documented_labels
         "shardbridge_shards_owned",
         "shardbridge_seconds_since_success",
         "shardbridge_seconds_since_checkpoint",
+        "shardbridge_end_to_end_latency_seconds",
     ] {
         if !seen.contains(expected) {
             problems.push(format!("the scrape has no {expected}"));
@@ -791,6 +792,17 @@ async fn a_running_worker_exports_only_documented_metrics_with_documented_labels
     if records.unwrap_or(0.0) < changes as f64 {
         problems.push(format!(
             "shardbridge_sink_records_written_total is {records:?}, expected at least {changes}"
+        ));
+    }
+    // Every delivered record's end-to-end latency is recorded.
+    let latencies = metric_value(
+        &text,
+        "shardbridge_end_to_end_latency_seconds_count",
+        r#"connector="docs""#,
+    );
+    if latencies.unwrap_or(0.0) < changes as f64 {
+        problems.push(format!(
+            "shardbridge_end_to_end_latency_seconds_count is {latencies:?}, expected at least {changes}"
         ));
     }
     // Counters that nothing has incremented exist at 0 from the start.

@@ -518,6 +518,10 @@ impl CommitDriver {
                         batch.bytes(),
                         started.elapsed(),
                     );
+                    events::records_delivered(
+                        connector,
+                        batch.records.iter().filter_map(|r| r.created_millis),
+                    );
                     if self.degraded.swap(false, Ordering::Relaxed) {
                         self.parts.health.shard_well(connector, shard);
                     }

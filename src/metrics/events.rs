@@ -71,6 +71,11 @@ pub fn describe() {
         "Failed sink writes, by class."
     );
     describe_histogram!(
+        "shardbridge_end_to_end_latency_seconds",
+        Unit::Seconds,
+        "From a record's arrival in the source stream to the sink's acknowledgement of its batch, per record."
+    );
+    describe_histogram!(
         "shardbridge_sink_write_duration_seconds",
         Unit::Seconds,
         "Time to make one batch durable."
@@ -333,6 +338,21 @@ pub fn records_skipped(connector: &str, reason: &'static str, n: usize) {
 pub fn iterator_age(connector: &str, millis: i64) {
     gauge!("shardbridge_source_iterator_age_milliseconds", "connector" => connector.to_string())
         .set(millis.max(0) as f64);
+}
+
+/// The batch's records are durable at the sink now: how long each took since it entered the
+/// stream (records whose arrival time is unknown are left out).
+pub fn records_delivered(connector: &str, created_millis: impl Iterator<Item = i64>) {
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_millis() as i64)
+        .unwrap_or(0);
+    let latency =
+        histogram!("shardbridge_end_to_end_latency_seconds", "connector" => connector.to_string());
+    for created in created_millis {
+        // Clocks differ a little: never negative.
+        latency.record((now - created).max(0) as f64 / 1000.0);
+    }
 }
 
 pub fn batch_written(connector: &str, records: usize, bytes: usize, took: Duration) {

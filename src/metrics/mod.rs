@@ -20,6 +20,15 @@ pub fn install() -> anyhow::Result<PrometheusHandle> {
                 0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0,
             ],
         )?
+        // From a record's arrival in the stream to the sink's acknowledgement: seconds when
+        // all is well, minutes or hours when a fleet catches up.
+        .set_buckets_for_metric(
+            Matcher::Full("shardbridge_end_to_end_latency_seconds".into()),
+            &[
+                0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 300.0, 1800.0, 3600.0,
+                86400.0,
+            ],
+        )?
         .install_recorder()?;
     events::describe();
     Ok(handle)
