@@ -675,9 +675,15 @@ async fn a_running_worker_exports_only_documented_metrics_with_documented_labels
         || (line_count(&out) >= changes).then_some(()),
     );
     // The checkpoint follows the write; then every metric of this run has been recorded.
+    // (The counter exists at 0 from the start: wait for a checkpoint counted, not for the name.)
     let text = wait_for("a checkpoint in /metrics", Duration::from_secs(30), || {
         let (status, body) = http_get(port, "/metrics")?;
-        (status == 200 && body.contains("shardbridge_checkpoint_writes_total")).then_some(body)
+        let checkpoints = metric_value(
+            &body,
+            "shardbridge_checkpoint_writes_total",
+            r#"connector="docs""#,
+        );
+        (status == 200 && checkpoints.unwrap_or(0.0) >= 1.0).then_some(body)
     });
 
     let mut problems = Vec::new();
