@@ -634,18 +634,29 @@ async fn run_into_file(
     (read_lines(&out), metrics)
 }
 
+/// A new stream of `shards` shards with version 1 of `n` keys in it: a client, its name, the
+/// keys.
+async fn stream_with_version_1(
+    prefix: &str,
+    shards: i32,
+    n: usize,
+) -> (aws_sdk_kinesis::Client, String, Vec<String>) {
+    use common::harness;
+    let k = harness::kinesis_client(&common::kinesis_endpoint()).await;
+    let stream = common::unique(prefix);
+    harness::create_stream(&k, &stream, shards).await;
+    let keys: Vec<String> = (0..n).map(|i| format!("key-{i:02}")).collect();
+    harness::put_version(&k, &stream, &keys, 1).await;
+    (k, stream, keys)
+}
+
 /// `starting_position = "at_timestamp"` reads a Kinesis stream from an AT_TIMESTAMP iterator:
 /// exactly the records written at or after the time arrive, and none older is even read (the
 /// skipped-records counter stays at 0: the iterator did the work, not a filter).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn at_timestamp_starts_each_shard_at_the_time_given() {
-    use common::harness;
     use common::*;
-    let k = harness::kinesis_client(&kinesis_endpoint()).await;
-    let stream = unique("at-ts");
-    harness::create_stream(&k, &stream, 2).await;
-    let keys: Vec<String> = (0..20).map(|i| format!("key-{i:02}")).collect();
-    harness::put_version(&k, &stream, &keys, 1).await;
+    let (k, stream, keys) = stream_with_version_1("at-ts", 2, 20).await;
     // Kinesis arrival times have millisecond precision; kinesalite's are coarser: a gap.
     tokio::time::sleep(Duration::from_millis(1500)).await;
     let at = aws_smithy_types::DateTime::from(std::time::SystemTime::now());
@@ -685,13 +696,8 @@ async fn at_timestamp_starts_each_shard_at_the_time_given() {
 /// the caller identity (STS GetCallerIdentity at start), or `format.invoke_identity_arn`.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn lambda_records_name_the_invoke_identity() {
-    use common::harness;
     use common::*;
-    let k = harness::kinesis_client(&kinesis_endpoint()).await;
-    let stream = unique("identity");
-    harness::create_stream(&k, &stream, 1).await;
-    let keys: Vec<String> = (0..5).map(|i| format!("key-{i}")).collect();
-    harness::put_version(&k, &stream, &keys, 1).await;
+    let (_, stream, _) = stream_with_version_1("identity", 1, 5).await;
     let sts = aws_sdk_sts::Client::new(&sdk_config(&aws_endpoint()).await);
     let caller = sts.get_caller_identity().send().await.unwrap();
     let expected = shardbridge::aws::identity_arn(caller.arn().unwrap());

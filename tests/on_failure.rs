@@ -131,6 +131,21 @@ table = "{leases}"
     )
 }
 
+/// A new table with a stream and `changes` changes over `items` items already made: the
+/// moto endpoint, a client and the table's name.
+async fn table_with_changes(
+    prefix: &str,
+    items: usize,
+    changes: usize,
+) -> (String, aws_sdk_dynamodb::Client, String) {
+    let endpoint = aws_endpoint();
+    let ddb = aws_sdk_dynamodb::Client::new(&sdk_config(&endpoint).await);
+    let table = unique(prefix);
+    workload::create_table(&ddb, &table, StreamViewType::NewAndOldImages).await;
+    workload::apply(&ddb, &table, &workload::plan(items, changes)).await;
+    (endpoint, ddb, table)
+}
+
 /// A worker on `config`, its log in `dir`.
 fn start(dir: &std::path::Path, config: &str) -> Running {
     let path = dir.join("c.toml");
@@ -159,12 +174,7 @@ async fn records_older_than_the_maximum_age_go_to_the_destination_not_the_sink()
 }
 
 async fn records_too_old(kind: &str) {
-    let endpoint = aws_endpoint();
-    let ddb = aws_sdk_dynamodb::Client::new(&sdk_config(&endpoint).await);
-    let table = unique("aged");
-    workload::create_table(&ddb, &table, StreamViewType::NewAndOldImages).await;
-    let old = workload::plan(5, 20);
-    workload::apply(&ddb, &table, &old).await;
+    let (endpoint, ddb, table) = table_with_changes("aged", 5, 20).await;
     // Older than the maximum age by the time the connector reads them.
     tokio::time::sleep(Duration::from_secs(4)).await;
 
@@ -239,12 +249,7 @@ async fn a_batch_the_sink_refuses_too_often_goes_to_the_destination() {
 }
 
 async fn refused_batches(kind: &str) {
-    let endpoint = aws_endpoint();
-    let ddb = aws_sdk_dynamodb::Client::new(&sdk_config(&endpoint).await);
-    let table = unique("refused");
-    workload::create_table(&ddb, &table, StreamViewType::NewAndOldImages).await;
-    let plan = workload::plan(4, 12);
-    workload::apply(&ddb, &table, &plan).await;
+    let (endpoint, _, table) = table_with_changes("refused", 4, 12).await;
 
     let dir = tempfile::tempdir().unwrap();
     let dlq = Dlq::new(kind, dir.path()).await;
