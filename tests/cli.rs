@@ -600,6 +600,14 @@ fn validate_checks_the_failure_destination() {
             "[connectors.on_failure]\ntype = \"kafka\"\nbrokers = \"b:9092\"\ntopic = \"dlq\"",
             None,
         ),
+        (
+            "[connectors.on_failure]\ntype = \"kinesis\"\nstream_arn = \"arn:aws:kinesis:us-east-1:1:stream/dlq\"",
+            None,
+        ),
+        (
+            "[connectors.on_failure]\ntype = \"kinesis\"\nstream_arn = \"dlq\"",
+            Some("connectors[0].on_failure.stream_arn: \"dlq\" is not a Kinesis stream ARN"),
+        ),
     ];
     validate_cases(config, &cases);
 }

@@ -107,13 +107,8 @@ impl OnFailureConfig {
                 })
             }
             Kind::Kinesis => {
-                let stream = t.string("stream").map(|s| {
-                    if s.starts_with("arn:") {
-                        KinesisStreamRef::Arn(s)
-                    } else {
-                        KinesisStreamRef::Name(s)
-                    }
-                });
+                // `stream` or `stream_arn`, read as the Kinesis source and sink read them.
+                let stream = crate::source::config::read_kinesis_stream(t);
                 let aws = aws(t);
                 Some(OnFailureConfig::Kinesis {
                     stream: stream?,
