@@ -376,6 +376,7 @@ async fn read_shard(
                     created_millis: r.created_millis(),
                     partition_key: None,
                     event_name: None,
+                    lane: 0,
                     payload,
                 });
             }
@@ -538,6 +539,7 @@ async fn probe(cli: &Cli, stream: &str, bucket: &str, calls: usize) -> Result<()
             created_millis: r.created_millis(),
             partition_key: None,
             event_name: None,
+            lane: 0,
             payload,
         });
     }

@@ -612,6 +612,48 @@ fn validate_checks_the_failure_destination() {
     validate_cases(config, &cases);
 }
 
+/// `parallelization_factor` is 1-10, and only with sinks whose recovery does not depend on how
+/// a batch was cut into calls (each refusal says why).
+#[test]
+fn validate_checks_the_parallelization_factor() {
+    let config = |keys: &str| {
+        let (factor, sink) = keys.split_once('|').unwrap();
+        format!(
+            "[[connectors]]\nname = \"orders\"\n{factor}\n[connectors.source]\ntype = \"dynamodb-streams\"\n\
+             table = \"orders\"\n[connectors.sink]\n{sink}\n"
+        )
+    };
+    let cases = [
+        ("parallelization_factor = 10|type = \"stdout\"", None),
+        (
+            "parallelization_factor = 4|type = \"file\"\npath = \"out.jsonl\"",
+            None,
+        ),
+        (
+            "parallelization_factor = 4|type = \"kinesis\"\nstream = \"target\"",
+            None,
+        ),
+        (
+            "parallelization_factor = 0|type = \"stdout\"",
+            Some("connectors[0].parallelization_factor: "),
+        ),
+        (
+            "parallelization_factor = 11|type = \"stdout\"",
+            Some("connectors[0].parallelization_factor: "),
+        ),
+        (
+            "parallelization_factor = 2|type = \"s3\"\nbucket = \"orders-out\"",
+            Some("connectors[0].parallelization_factor: must be 1 with this sink: the s3 sink writes a batch as one object"),
+        ),
+        (
+            "parallelization_factor = 2|type = \"kafka\"\nbrokers = \"b:9092\"\ntopic = \"t\"",
+            Some("connectors[0].parallelization_factor: must be 1 with this sink: the kafka sink commits a batch in one transaction"),
+        ),
+        ("parallelization_factor = 1|type = \"s3\"\nbucket = \"orders-out\"", None),
+    ];
+    validate_cases(config, &cases);
+}
+
 /// `validate` on `config(keys)` for each case: exit 2 with stderr starting with the expected
 /// text, or exit 0 when none is expected.
 fn validate_cases(config: impl Fn(&str) -> String, cases: &[(&str, Option<&str>)]) {

@@ -2,7 +2,8 @@
 //! three workers, SIGKILLs at random moments, and workers that abort themselves at each step of
 //! the reconciling protocol (after the intent, between two PutRecords calls of a batch, after the
 //! last put before the checkpoint). The verifier reads the whole target stream: nothing lost,
-//! nothing duplicated, per-key order kept.
+//! nothing duplicated, per-key order kept. Once as configured by default, once with each shard
+//! written in four parallel lanes (`parallelization_factor`).
 
 mod common;
 
@@ -12,10 +13,16 @@ use std::time::{Duration, Instant};
 use common::harness::{self, Fleet};
 use common::*;
 
-fn config(kinesis: &str, aws: &str, stream: &str, leases: &str, target: &str, id: &str) -> String {
-    harness::kinesis_raw_worker(id, "keo", aws, kinesis, stream, leases, free_port())
-        + &format!(
-            r#"[connectors.sink]
+fn config(
+    (kinesis, aws, stream, leases, target): (&str, &str, &str, &str, &str),
+    lanes: u8,
+    id: &str,
+) -> String {
+    harness::kinesis_raw_worker(id, "keo", aws, kinesis, stream, leases, free_port()).replace(
+        "[connectors.source]",
+        &format!("parallelization_factor = {lanes}\n[connectors.source]"),
+    ) + &format!(
+        r#"[connectors.sink]
 type = "kinesis"
 stream = "{target}"
 max_records = 400
@@ -23,11 +30,20 @@ max_interval_ms = 1000
 [connectors.sink.aws]
 endpoint_url = "{kinesis}"
 "#
-        )
+    )
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn crash_harness_with_the_kinesis_sink_is_exactly_once() {
+    crash_harness(1).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn crash_harness_with_the_kinesis_sink_in_parallel_lanes_is_exactly_once() {
+    crash_harness(4).await;
+}
+
+async fn crash_harness(lanes: u8) {
     let aws = aws_endpoint();
     let kinesis = kinesis_endpoint();
     let k = harness::kinesis_client(&kinesis).await;
@@ -44,7 +60,9 @@ async fn crash_harness_with_the_kinesis_sink_is_exactly_once() {
         leases.clone(),
         target.clone(),
     );
-    let mut fleet = Fleet::new(dir.path(), move |id| config(&kk, &a, &s, &l, &b, id));
+    let mut fleet = Fleet::new(dir.path(), move |id| {
+        config((&kk, &a, &s, &l, &b), lanes, id)
+    });
     let ids = ["w1", "w2", "w3"];
     for id in ids {
         fleet.start(id);

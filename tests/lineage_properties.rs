@@ -254,6 +254,7 @@ impl Scenario {
             sink: SinkConfig::Stdout,
             filter: Default::default(),
             set_aside: Default::default(),
+            parallelization_factor: 1,
         }
     }
 }

@@ -57,6 +57,7 @@ fn batch(arn: &str, first_seq: u64, n: usize, payload_len: usize) -> Batch {
                     created_millis: Some(T + i as i64),
                     partition_key: None,
                     event_name: None,
+                    lane: 0,
                     payload: format!("{{\"seq\":\"{seq}\",\"data\":\"{filler}\"}}").into_bytes(),
                 }
             })

@@ -167,6 +167,7 @@ fn shard(records: usize, faults: &[(usize, Fault)]) -> ScriptedShard {
         closed: true,
         faults: faults.iter().cloned().collect::<BTreeMap<_, _>>(),
         page_size: 10,
+        keys: 7,
     }
 }
 
@@ -550,6 +551,7 @@ async fn a_connector_stays_degraded_until_every_shard_is_well() {
             closed: false,
             faults: BTreeMap::new(),
             page_size: 10,
+            keys: 7,
         };
         let ctx = memory_context(
             store.clone(),
@@ -739,4 +741,188 @@ async fn transactional_recovery_asks_the_sink_and_resends_only_an_uncommitted_ba
             Checkpoint::ShardEnd
         );
     }
+}
+
+/// A sink with a fixed delay per call (the slow handler lanes are for), batching up to 50
+/// records: it records each call, how many calls overlapped, and whether a call began with
+/// the checkpoint already past one of its records.
+struct SlowSink {
+    protocol: CommitProtocol,
+    delay: Duration,
+    store: Arc<dyn LeaseStore>,
+    /// Transient failures still to give, one per call.
+    fail_next: AtomicUsize,
+    calls: Mutex<Vec<Vec<(String, u8)>>>,
+    in_flight: AtomicUsize,
+    most_in_flight: AtomicUsize,
+    checkpoint_ahead: Mutex<Vec<String>>,
+}
+
+impl SlowSink {
+    fn new(protocol: CommitProtocol, store: Arc<dyn LeaseStore>) -> Self {
+        SlowSink {
+            protocol,
+            delay: Duration::from_millis(5),
+            store,
+            fail_next: AtomicUsize::new(0),
+            calls: Mutex::new(Vec::new()),
+            in_flight: AtomicUsize::new(0),
+            most_in_flight: AtomicUsize::new(0),
+            checkpoint_ahead: Mutex::new(Vec::new()),
+        }
+    }
+}
+
+#[async_trait]
+impl Sink for SlowSink {
+    fn commit_protocol(&self) -> CommitProtocol {
+        self.protocol
+    }
+    fn batch_limits(&self) -> BatchLimits {
+        BatchLimits {
+            max_records: 50,
+            max_bytes: usize::MAX,
+            max_interval: Duration::from_millis(20),
+        }
+    }
+    async fn write_batch(&self, batch: &Batch, _permit: &dyn SendPermit) -> Result<(), SinkError> {
+        let now = self.in_flight.fetch_add(1, Ordering::SeqCst) + 1;
+        self.most_in_flight.fetch_max(now, Ordering::SeqCst);
+        if let Checkpoint::Sequence(at) = &self.store.list().await.unwrap()[0].checkpoint {
+            if let Some(first) = batch.first().filter(|r| &r.sequence_number <= at) {
+                self.checkpoint_ahead.lock().unwrap().push(format!(
+                    "{} checkpointed before {}",
+                    at, first.sequence_number
+                ));
+            }
+        }
+        tokio::time::sleep(self.delay).await;
+        self.in_flight.fetch_sub(1, Ordering::SeqCst);
+        let failing = self
+            .fail_next
+            .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| n.checked_sub(1));
+        if failing.is_ok() {
+            return Err(SinkError::Transient("handler busy".into()));
+        }
+        let call = batch
+            .records
+            .iter()
+            .map(|r| (r.sequence_number.to_string(), r.lane))
+            .collect();
+        self.calls.lock().unwrap().push(call);
+        Ok(())
+    }
+}
+
+/// Runs a closed shard of `records` changes to `keys` items through a `SlowSink` in `lanes`
+/// lanes, to its end.
+async fn run_in_lanes(protocol: CommitProtocol, lanes: u8, fail: usize) -> (Arc<SlowSink>, String) {
+    let store: Arc<dyn LeaseStore> = Arc::new(MemoryLeaseStore::default());
+    let sink = Arc::new(SlowSink::new(protocol, store.clone()));
+    sink.fail_next.store(fail, Ordering::SeqCst);
+    let hot = ScriptedShard {
+        shard_id: SHARD.into(),
+        records: 5_000,
+        closed: true,
+        faults: BTreeMap::new(),
+        page_size: 100,
+        keys: 200,
+    };
+    let ctx = memory_context(
+        store.clone(),
+        hot,
+        sink.clone(),
+        Checkpoint::TrimHorizon,
+        None,
+    )
+    .await;
+    let connector = ctx.connector.clone();
+    let ctx = ShardContext { lanes, ..ctx };
+    assert_eq!(
+        shard_worker::run(ctx).await.unwrap(),
+        ShardOutcome::ShardEnd(vec![])
+    );
+    let row = store.list().await.unwrap().remove(0);
+    assert_eq!(
+        (row.checkpoint, row.pending_checkpoint),
+        (Checkpoint::ShardEnd, None)
+    );
+    (sink, connector)
+}
+
+#[tokio::test]
+async fn lanes_keep_each_items_order_and_checkpoint_only_what_every_lane_finished() {
+    for protocol in [
+        CommitProtocol::FlushThenCheckpoint,
+        CommitProtocol::Reconciling,
+    ] {
+        let (sink, connector) = run_in_lanes(protocol, 10, 3).await;
+        let calls = sink.calls.lock().unwrap().clone();
+        // Every change once; each item's changes in their order, always in one lane.
+        let mut per_item: BTreeMap<usize, Vec<usize>> = BTreeMap::new();
+        let mut lane_of_item: BTreeMap<usize, BTreeSet<u8>> = BTreeMap::new();
+        let mut all = Vec::new();
+        for call in &calls {
+            assert!(call.len() <= 50, "a call within the sink's batch limit");
+            let lanes: BTreeSet<u8> = call.iter().map(|(_, lane)| *lane).collect();
+            assert_eq!(lanes.len(), 1, "one lane per call: {lanes:?}");
+            for (seq, lane) in call {
+                let index = seq.parse::<usize>().unwrap() - 1000;
+                per_item.entry(index % 200).or_default().push(index);
+                lane_of_item.entry(index % 200).or_default().insert(*lane);
+                all.push(index);
+            }
+        }
+        all.sort_unstable();
+        assert_eq!(
+            all,
+            (0..5_000).collect::<Vec<_>>(),
+            "{protocol:?}: every change once"
+        );
+        let out_of_order = per_item
+            .values()
+            .filter(|v| v.windows(2).any(|w| w[0] > w[1]))
+            .count();
+        assert_eq!(
+            out_of_order, 0,
+            "{protocol:?}: items whose changes were reordered"
+        );
+        assert!(lane_of_item.values().all(|l| l.len() == 1));
+        let used: BTreeSet<u8> = lane_of_item.values().flatten().copied().collect();
+        assert_eq!(
+            used.len(),
+            10,
+            "200 items spread over the 10 lanes: {used:?}"
+        );
+        assert!(
+            sink.most_in_flight.load(Ordering::SeqCst) >= 5,
+            "the lanes' calls overlapped: at most {} at once",
+            sink.most_in_flight.load(Ordering::SeqCst)
+        );
+        assert_eq!(
+            sink.checkpoint_ahead.lock().unwrap().clone(),
+            Vec::<String>::new(),
+            "{protocol:?}: the checkpoint passed records a lane had not written"
+        );
+        let in_flight = metric_value(
+            &prometheus().render(),
+            "shardbridge_lane_records_in_flight",
+            &format!("connector=\"{connector}\",lane=\"3\""),
+        );
+        assert_eq!(in_flight, Some(0.0), "every lane's records acknowledged");
+    }
+}
+
+#[tokio::test]
+async fn one_lane_is_the_sinks_own_batching() {
+    let (sink, _) = run_in_lanes(CommitProtocol::FlushThenCheckpoint, 1, 0).await;
+    assert_eq!(sink.most_in_flight.load(Ordering::SeqCst), 1);
+    let calls = sink.calls.lock().unwrap().clone();
+    let seqs: Vec<usize> = calls
+        .iter()
+        .flatten()
+        .map(|(s, _)| s.parse::<usize>().unwrap() - 1000)
+        .collect();
+    assert_eq!(seqs, (0..5_000).collect::<Vec<_>>(), "in shard order");
+    assert!(calls.iter().all(|c| c.iter().all(|(_, lane)| *lane == 0)));
 }

@@ -11,6 +11,7 @@
 //! that batch before anything newer (`recovery::plan`). Every checkpoint write is conditional on
 //! owner, counter and the stored checkpoint being the batch's starting point.
 
+pub mod lanes;
 pub mod recovery;
 
 use std::collections::BTreeSet;
@@ -72,6 +73,8 @@ pub struct CommitParts {
     pub retries: CommitRetries,
     /// Where records that cannot go to the sink are set aside, and when.
     pub on_failure: Option<Arc<OnFailure>>,
+    /// Lanes per shard (`parallelization_factor`, 1 = none): records carry their lane.
+    pub lanes: u8,
 }
 
 /// How a step ended when it did not fail.
@@ -276,35 +279,18 @@ impl CommitDriver {
                 number: self.next_batch,
             };
             crate::fault::crash_soon("during_upload");
-            let delivered = match (self.deliver(&batch).await, self.parts.on_failure.clone()) {
-                // Refused too often: the batch goes to the failure destination instead (it
-                // was not committed at the sink, so a transactional batch number stays).
-                (Err(CommitError::RetriesExhausted { attempts, source }), Some(of)) => {
-                    let why = source.message();
-                    let step = self
-                        .set_aside(
-                            &of,
-                            Condition::RetryAttemptsExhausted,
-                            &batch.records,
-                            attempts,
-                            Some(why),
-                        )
-                        .await?;
-                    if step != Step::Done {
-                        return Ok(step);
-                    }
-                    false
-                }
-                (result, _) => {
-                    let step = result?;
-                    if step != Step::Done {
-                        // Not delivered: no checkpoint, so whoever holds the lease next
-                        // reads the batch again.
-                        return Ok(step);
-                    }
-                    true
-                }
+            // A recovered range goes as one batch: how an earlier owner's lanes cut it does
+            // not matter to a reconciling sink (lanes::).
+            let (step, delivered) = if self.parts.lanes > 1 && recovering.is_none() {
+                self.deliver_in_lanes(batch).await?
+            } else {
+                self.deliver_or_set_aside(&batch).await?
             };
+            if step != Step::Done {
+                // Not delivered: no checkpoint, so whoever holds the lease next reads the
+                // batch again.
+                return Ok(step);
+            }
             crate::fault::crash_point("after_upload");
             if delivered {
                 if let Some(n) = self.next_batch.as_mut() {
@@ -320,6 +306,68 @@ impl CommitDriver {
     pub async fn finish(&mut self, children: &BTreeSet<String>) -> Result<Step, CommitError> {
         self.checkpoint(&Checkpoint::ShardEnd, Some(children), None)
             .await
+    }
+
+    /// Writes a batch, or with `max_retry_attempts` and a destination, sets it aside once the
+    /// sink refused it too often. The step, and whether the sink took the batch (a
+    /// transactional batch set aside was not committed, so its number stays).
+    async fn deliver_or_set_aside(&self, batch: &Batch) -> Result<(Step, bool), CommitError> {
+        match (self.deliver(batch).await, self.parts.on_failure.as_deref()) {
+            (Err(CommitError::RetriesExhausted { attempts, source }), Some(of)) => {
+                let why = source.message();
+                let step = self
+                    .set_aside(
+                        of,
+                        Condition::RetryAttemptsExhausted,
+                        &batch.records,
+                        attempts,
+                        Some(why),
+                    )
+                    .await?;
+                Ok((step, false))
+            }
+            (result, _) => Ok((result?, true)),
+        }
+    }
+
+    /// Writes a batch lane by lane: each lane's calls in order, the lanes concurrently. Done
+    /// only when every lane is; the first failure of any lane is the batch's.
+    async fn deliver_in_lanes(&self, mut batch: Batch) -> Result<(Step, bool), CommitError> {
+        let records = std::mem::take(&mut batch.records);
+        let split = lanes::split(records, self.parts.lanes, self.parts.sink.batch_limits());
+        let connector = &self.parts.connector;
+        let template = &batch;
+        let outcomes = futures_util::future::join_all(split.into_iter().map(|lane| async move {
+            for records in lane.calls {
+                let call = Batch {
+                    records,
+                    ..template.clone()
+                };
+                let count = call.records.len();
+                events::lane_in_flight(connector, lane.lane, count as f64);
+                let outcome = self.deliver_or_set_aside(&call).await;
+                events::lane_in_flight(connector, lane.lane, -(count as f64));
+                match outcome? {
+                    (Step::Done, _) => {
+                        if let Some(created) = call.last().and_then(|r| r.created_millis) {
+                            events::lane_lag(connector, lane.lane, now_millis() - created);
+                        }
+                    }
+                    (step, _) => return Ok(step),
+                }
+            }
+            Ok(Step::Done)
+        }))
+        .await;
+        let mut step = Step::Done;
+        for outcome in outcomes {
+            match outcome? {
+                Step::LeaseLost => step = Step::LeaseLost,
+                Step::Stopped if step == Step::Done => step = Step::Stopped,
+                _ => {}
+            }
+        }
+        Ok((step, true))
     }
 
     async fn write_intent(&self, intent: &Intent) -> Result<Step, CommitError> {

@@ -227,6 +227,22 @@ fn connector(mut t: TableReader, global_aws: &AwsSettings) -> Option<ConnectorCo
     }
     let filter = read_filter(&mut t);
     let set_aside = read_set_aside(&mut t, global_aws);
+    let parallelization_factor = t
+        .opt_u64(
+            "parallelization_factor",
+            1,
+            u64::from(crate::commit::lanes::MAX_LANES),
+        )
+        .map_or(1, |n| n as u8);
+    if let (true, Some(why)) = (
+        parallelization_factor > 1,
+        sink.as_ref().and_then(SinkConfig::refuses_lanes),
+    ) {
+        t.problem(
+            "parallelization_factor",
+            format!("must be 1 with this sink: {why}"),
+        );
+    }
     t.finish();
     let source = source?;
     let identity_aws = crate::aws::AwsSettings {
@@ -243,6 +259,7 @@ fn connector(mut t: TableReader, global_aws: &AwsSettings) -> Option<ConnectorCo
         sink: sink?,
         filter: filter?,
         set_aside: set_aside?,
+        parallelization_factor,
     })
 }
 

@@ -101,6 +101,16 @@ pub fn describe() {
         "1 while the connector runs."
     );
     describe_gauge!(
+        "shardbridge_lane_records_in_flight",
+        Unit::Count,
+        "Records handed to the sink in a lane (parallelization_factor) and not yet acknowledged, over the connector's shards."
+    );
+    describe_gauge!(
+        "shardbridge_lane_lag_milliseconds",
+        Unit::Milliseconds,
+        "Per lane, how long before its last acknowledgement its newest record entered the stream."
+    );
+    describe_gauge!(
         "shardbridge_shards_owned",
         Unit::Count,
         "Shards this worker holds a lease on."
@@ -333,6 +343,18 @@ pub fn data_loss(connector: &str, shard: &str, error: &dyn std::fmt::Display) {
 
 pub fn records_skipped(connector: &str, reason: &'static str, n: usize) {
     counter!("shardbridge_source_records_skipped_total", "connector" => connector.to_string(), "reason" => reason).increment(n as u64);
+}
+
+/// `delta` records entered (positive) or left (negative) a lane's sink calls.
+pub fn lane_in_flight(connector: &str, lane: u8, delta: f64) {
+    gauge!("shardbridge_lane_records_in_flight", "connector" => connector.to_string(), "lane" => lane.to_string())
+        .increment(delta);
+}
+
+/// A lane's call was acknowledged; its newest record entered the stream `millis` before.
+pub fn lane_lag(connector: &str, lane: u8, millis: i64) {
+    gauge!("shardbridge_lane_lag_milliseconds", "connector" => connector.to_string(), "lane" => lane.to_string())
+        .set(millis.max(0) as f64);
 }
 
 pub fn iterator_age(connector: &str, millis: i64) {

@@ -19,11 +19,22 @@ pub struct PendingBatch {
     pub last_read: Option<SequenceNumber>,
     /// When the batch's first page was read.
     pub since: Option<Instant>,
+    /// Records and bytes per lane (`parallelization_factor`; all in lane 0 without lanes): the
+    /// sink's limits apply to each lane's share, since each lane is written in calls of its own.
+    pub lanes: Vec<(usize, usize)>,
 }
 
 impl PendingBatch {
     pub fn push(&mut self, records: Vec<OutputRecord>, last_read: SequenceNumber, now: Instant) {
-        self.bytes += records.iter().map(|r| r.payload.len()).sum::<usize>();
+        for r in &records {
+            let lane = usize::from(r.lane);
+            if self.lanes.len() <= lane {
+                self.lanes.resize(lane + 1, (0, 0));
+            }
+            self.lanes[lane].0 += 1;
+            self.lanes[lane].1 += r.payload.len();
+            self.bytes += r.payload.len();
+        }
         self.records.extend(records);
         self.last_read = Some(last_read);
         self.since.get_or_insert(now);
@@ -47,13 +58,15 @@ impl PendingBatch {
     }
 }
 
-/// Whichever limit comes first.
+/// Whichever limit comes first; with lanes, the record and byte limits are reached when one
+/// lane's share reaches them.
 pub fn should_flush(limits: &BatchLimits, pending: &PendingBatch, now: Instant) -> bool {
     let Some(since) = pending.since else {
         return false;
     };
-    pending.records.len() >= limits.max_records
-        || pending.bytes >= limits.max_bytes
+    let fullest = |f: fn(&(usize, usize)) -> usize| pending.lanes.iter().map(f).max().unwrap_or(0);
+    fullest(|l| l.0) >= limits.max_records
+        || fullest(|l| l.1) >= limits.max_bytes
         || now.saturating_duration_since(since) >= limits.max_interval
 }
 
@@ -87,6 +100,7 @@ mod tests {
             created_millis: None,
             partition_key: None,
             event_name: None,
+            lane: 0,
             payload: vec![b'x'; bytes],
         }
     }
@@ -123,6 +137,35 @@ mod tests {
         assert!(p.is_empty() && p.take().is_none());
         p.push(vec![out("4", 100)], seq("4"), t0);
         assert!(should_flush(&LIMITS, &p, t0), "bytes");
+    }
+
+    #[test]
+    fn with_lanes_the_limits_apply_to_each_lanes_share() {
+        let t0 = Instant::now();
+        let mut p = PendingBatch::default();
+        let in_lane = |seq: &str, lane: u8, bytes: usize| OutputRecord {
+            lane,
+            ..out(seq, bytes)
+        };
+        p.push(
+            vec![
+                in_lane("1", 0, 10),
+                in_lane("2", 1, 10),
+                in_lane("3", 2, 10),
+            ],
+            seq("3"),
+            t0,
+        );
+        p.push(vec![in_lane("4", 1, 10), in_lane("5", 2, 60)], seq("5"), t0);
+        assert!(
+            !should_flush(&LIMITS, &p, t0),
+            "no lane has 3 records or 100 bytes"
+        );
+        p.push(vec![in_lane("6", 1, 10)], seq("6"), t0);
+        assert!(should_flush(&LIMITS, &p, t0), "lane 1 has 3 records");
+        p.take();
+        p.push(vec![in_lane("7", 2, 60), in_lane("8", 2, 40)], seq("8"), t0);
+        assert!(should_flush(&LIMITS, &p, t0), "lane 2 has 100 bytes");
     }
 
     #[test]

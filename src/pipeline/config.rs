@@ -42,6 +42,9 @@ pub struct ConnectorConfig {
     pub filter: crate::filter::FilterCriteria,
     /// What cannot go to the sink, and where it goes instead.
     pub set_aside: SetAsidePolicy,
+    /// Lanes per shard (Lambda's ParallelizationFactor, 1-10): records are dealt to lanes by
+    /// item key and each lane is written concurrently (src/commit/lanes.rs).
+    pub parallelization_factor: u8,
 }
 
 /// Lambda's MaximumRetryAttempts, MaximumRecordAgeInSeconds and OnFailure destination.

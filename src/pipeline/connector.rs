@@ -605,6 +605,7 @@ impl Connector {
             format: self.cfg.format,
             invoke_identity_arn: self.invoke_identity_arn.clone(),
             on_failure: self.on_failure.clone(),
+            lanes: self.cfg.parallelization_factor,
             acquired,
             skip_before_millis: match self.cfg.source.starting_position {
                 StartingPosition::AtTimestamp(ms) => Some(ms),

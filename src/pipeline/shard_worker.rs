@@ -10,7 +10,7 @@ use tokio::time::Instant;
 
 use tokio_util::sync::CancellationToken;
 
-use crate::commit::{CommitDriver, CommitError, CommitParts, CommitRetries, Opened, Step};
+use crate::commit::{lanes, CommitDriver, CommitError, CommitParts, CommitRetries, Opened, Step};
 use crate::format::FormatKind;
 use crate::lease::held::HeldLease;
 use crate::lease::model::{Acquired, Checkpoint, Lease};
@@ -56,6 +56,8 @@ pub struct ShardContext {
     pub lag: Arc<ConnectorLag>,
     /// Where records that cannot go to the sink are set aside, and when.
     pub on_failure: Option<Arc<crate::sink::on_failure::OnFailure>>,
+    /// Lanes per shard (`parallelization_factor`): 1 for none.
+    pub lanes: u8,
 }
 
 impl ShardContext {
@@ -84,6 +86,7 @@ impl ShardContext {
             source_backoff: Backoff::new(100, 5_000, 10),
             commit_retries: CommitRetries::default(),
             on_failure: None,
+            lanes: 1,
             health: Arc::new(Health::default()),
             stop: CancellationToken::new(),
             parent_ended_at: None,
@@ -148,6 +151,7 @@ async fn read_shard(ctx: ShardContext) -> Result<ShardOutcome, ShardError> {
         stop: ctx.stop.clone(),
         retries: ctx.commit_retries,
         on_failure: ctx.on_failure.clone(),
+        lanes: ctx.lanes,
     })
     .await?;
     let mut commit = match opened {
@@ -345,20 +349,20 @@ fn add_to_batch(
         }
         // Config validation pairs formats with sources; a mismatch here is a bug, reported
         // with the record's identity rather than skipped.
-        out.push(
-            sink::encode(
-                ctx.sink.as_ref(),
-                ctx.format,
-                ctx.invoke_identity_arn.as_deref(),
-                r,
-            )
-            .map_err(|e| {
-                ShardError::Source(format!(
-                    "record {} of shard {shard}: {e}",
-                    r.sequence_number()
-                ))
-            })?,
-        );
+        let mut encoded = sink::encode(
+            ctx.sink.as_ref(),
+            ctx.format,
+            ctx.invoke_identity_arn.as_deref(),
+            r,
+        )
+        .map_err(|e| {
+            ShardError::Source(format!(
+                "record {} of shard {shard}: {e}",
+                r.sequence_number()
+            ))
+        })?;
+        encoded.lane = lanes::lane_of(r, ctx.lanes);
+        out.push(encoded);
     }
     if skipped > 0 {
         events::records_skipped(&ctx.connector, "before_starting_position", skipped);

@@ -47,6 +47,8 @@ pub struct OutputRecord {
     pub partition_key: Option<String>,
     /// INSERT, MODIFY or REMOVE for a DynamoDB change; None for a Kinesis record.
     pub event_name: Option<&'static str>,
+    /// The record's lane within its shard (`parallelization_factor`; 0 without lanes).
+    pub lane: u8,
     pub payload: Vec<u8>,
 }
 
@@ -234,6 +236,7 @@ pub fn encode(
             SourceRecord::DynamoDb(c) => Some(c.operation.event_name()),
             SourceRecord::Kinesis(_) => None,
         },
+        lane: 0,
         payload,
     })
 }
@@ -296,6 +299,20 @@ impl SinkConfig {
                 .map(|(kinesis, aws)| SinkConfig::Kinesis { kinesis, aws }),
             Kind::Kafka => kafka::config::KafkaSinkConfig::read(t, global_aws)
                 .map(|(kafka, aws)| SinkConfig::Kafka { kafka, aws }),
+        }
+    }
+
+    /// Why this sink cannot take a shard's records in parallel lanes (`parallelization_factor`
+    /// over 1), if it cannot: its recovery depends on how a batch was cut into calls.
+    pub fn refuses_lanes(&self) -> Option<&'static str> {
+        match self {
+            SinkConfig::Stdout | SinkConfig::File(_) | SinkConfig::Kinesis { .. } => None,
+            SinkConfig::S3 { .. } => Some(
+                "the s3 sink writes a batch as one object, named by its range, so that a new owner rewrites the same objects; lanes would cut it into objects a recovery cannot name again (raise max_records / max_bytes to write more per call)",
+            ),
+            SinkConfig::Kafka { .. } => Some(
+                "the kafka sink commits a batch in one transaction, counted by its commit record, and already sends its records pipelined; lanes would need a transaction each (raise max_records to send more per transaction)",
+            ),
         }
     }
 }

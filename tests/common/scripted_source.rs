@@ -35,6 +35,8 @@ pub struct ScriptedShard {
     /// Keyed by the number of the get_records call (1-based) that fails.
     pub faults: BTreeMap<usize, Fault>,
     pub page_size: usize,
+    /// Records change this many items, in turn (record i changes item `k{i % keys}`).
+    pub keys: usize,
 }
 
 struct State {
@@ -55,10 +57,10 @@ pub fn seq_of(index: usize) -> SequenceNumber {
     SequenceNumber::parse(&(1000 + index).to_string()).unwrap()
 }
 
-pub fn record(shard: &str, index: usize) -> ChangeRecord {
+pub fn record(shard: &str, index: usize, keys: usize) -> ChangeRecord {
     let keys = BTreeMap::from([(
         "id".to_string(),
-        AttributeValue::S(format!("k{}", index % 7)),
+        AttributeValue::S(format!("k{}", index % keys.max(1))),
     )]);
     ChangeRecord {
         event_id: format!("event-{index}"),
@@ -171,7 +173,7 @@ impl ShardSource for ScriptedSource {
         let at = at.max(s.trim_horizon);
         let end = (at + self.shard.page_size.min(limit as usize)).min(self.shard.records);
         let records = (at..end)
-            .map(|i| SourceRecord::DynamoDb(record(&self.shard.shard_id, i)))
+            .map(|i| SourceRecord::DynamoDb(record(&self.shard.shard_id, i, self.shard.keys)))
             .collect();
         let next_iterator = if self.shard.closed && end == self.shard.records {
             None

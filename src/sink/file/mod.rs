@@ -99,6 +99,7 @@ mod tests {
                     created_millis: None,
                     partition_key: None,
                     event_name: None,
+                    lane: 0,
                     payload: format!("{{\"seq\":\"{s}\"}}").into_bytes(),
                 })
                 .collect(),

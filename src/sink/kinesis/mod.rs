@@ -59,8 +59,9 @@ pub struct KinesisSink {
     connector: String,
     events: events::KinesisEvents,
     target: OnceCell<KinesisSource>,
-    /// Per source shard, the batch in progress.
-    progress: Mutex<HashMap<String, Progress>>,
+    /// Per source shard and first record, the batches in progress (several at once when a
+    /// shard is written in lanes).
+    progress: Mutex<HashMap<(String, SequenceNumber), Progress>>,
 }
 
 /// One record as Kinesis takes it.
@@ -329,6 +330,12 @@ impl Sink for KinesisSink {
         true
     }
 
+    async fn close_shard(&self, shard: &str) {
+        // What a batch of a lease that ended got done is not needed again by this process: a
+        // new owner, this one included, recovers the batch from its intent.
+        self.progress.lock().await.retain(|(s, _), _| s != shard);
+    }
+
     async fn write_batch(&self, batch: &Batch, permit: &dyn SendPermit) -> Result<(), SinkError> {
         let (Some(first), Some(last)) = (batch.first(), batch.last()) else {
             return Ok(());
@@ -343,7 +350,7 @@ impl Sink for KinesisSink {
             .collect();
         let mut progress = {
             let mut all = self.progress.lock().await;
-            match all.remove(&batch.shard_id) {
+            match all.remove(&(batch.shard_id.clone(), first.sequence_number.clone())) {
                 Some(p)
                     if p.first == first.sequence_number
                         && p.last == last.sequence_number
@@ -369,10 +376,10 @@ impl Sink for KinesisSink {
         }
         .await;
         if result.is_err() {
-            self.progress
-                .lock()
-                .await
-                .insert(batch.shard_id.clone(), progress);
+            self.progress.lock().await.insert(
+                (batch.shard_id.clone(), first.sequence_number.clone()),
+                progress,
+            );
         }
         result
     }

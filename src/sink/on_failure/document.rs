@@ -159,6 +159,7 @@ mod tests {
             created_millis: Some(millis),
             partition_key: None,
             event_name: Some("MODIFY"),
+            lane: 0,
             payload: payload.to_vec(),
         }
     }

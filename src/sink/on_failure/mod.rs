@@ -359,6 +359,7 @@ mod tests {
             created_millis: created,
             partition_key: key.map(str::to_string),
             event_name: None,
+            lane: 0,
             payload: vec![b'x'; bytes],
         }
     }

@@ -428,6 +428,7 @@ mod tests {
             created_millis: created,
             partition_key: None,
             event_name: None,
+            lane: 0,
             payload: format!("{{\"seq\":\"{seq}\",\"v\":\"{}\"}}", "x".repeat(40)).into_bytes(),
         }
     }
