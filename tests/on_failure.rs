@@ -243,12 +243,13 @@ async fn records_too_old(kind: &str) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_batch_the_sink_refuses_too_often_goes_to_the_destination() {
-    for kind in ["file", "kafka"] {
-        refused_batches(kind).await;
+    for (kind, lanes) in [("file", 1), ("kafka", 1), ("file", 3)] {
+        refused_batches(kind, lanes).await;
     }
 }
 
-async fn refused_batches(kind: &str) {
+/// With `lanes` > 1 each lane's refused calls are set aside on their own.
+async fn refused_batches(kind: &str, lanes: u8) {
     let (endpoint, _, table) = table_with_changes("refused", 4, 12).await;
 
     let dir = tempfile::tempdir().unwrap();
@@ -266,7 +267,7 @@ async fn refused_batches(kind: &str) {
             &endpoint,
             &table,
             &sink,
-            "max_retry_attempts = 1",
+            &format!("max_retry_attempts = 1\nparallelization_factor = {lanes}"),
             &dlq.toml(),
         ),
     );
@@ -274,8 +275,15 @@ async fn refused_batches(kind: &str) {
     assert!(run.child.try_wait().unwrap().is_none(), "still running");
     assert_eq!(run.stop(Duration::from_secs(30)), 0, "{}", run.log_text());
     // Every change once, in stream order within its shard.
-    let seqs = set_aside_sequences(&docs);
-    assert_eq!(seqs.len(), 12, "{kind}: {seqs:?}");
+    let mut seqs = set_aside_sequences(&docs);
+    assert_eq!(seqs.len(), 12, "{kind}, {lanes} lanes: {seqs:?}");
+    seqs.sort();
+    seqs.dedup();
+    assert_eq!(seqs.len(), 12, "{kind}, {lanes} lanes: each change once");
+    if lanes > 1 {
+        // 4 items over 3 lanes: the lanes' calls were refused, and set aside, separately.
+        assert!(docs.len() >= 2, "{} documents", docs.len());
+    }
     for doc in &docs {
         let ctx = &doc["requestContext"];
         assert_eq!(ctx["condition"], "RetryAttemptsExhausted", "{doc}");
