@@ -11,6 +11,7 @@
 //! that batch before anything newer (`recovery::plan`). Every checkpoint write is conditional on
 //! owner, counter and the stored checkpoint being the batch's starting point.
 
+pub mod invocation;
 pub mod lanes;
 pub mod recovery;
 
@@ -30,9 +31,11 @@ use crate::metrics::health::Health;
 use crate::retry::{self, Backoff, RetryError, RetryPolicy};
 use crate::sink::on_failure::{self, Condition, OnFailure, SetAside};
 use crate::sink::{
-    Batch, BatchLimits, CommitProtocol, OutputRecord, Recovery, SendPermit, Sink, SinkError,
+    Batch, BatchLimits, CommitProtocol, FunctionRules, OutputRecord, Recovery, SendPermit, Sink,
+    SinkError,
 };
 use crate::source::sequence::SequenceNumber;
+use invocation::Invocations;
 use recovery::RecoveryPlan;
 
 /// How long a sink write may take before /readyz reports the shard degraded.
@@ -119,8 +122,9 @@ pub enum CommitError {
 pub struct CommitDriver {
     parts: CommitParts,
     protocol: CommitProtocol,
-    /// The checkpoint as stored: the next checkpoint write is conditional on it.
-    stored: Checkpoint,
+    /// The checkpoint as stored: the next checkpoint write is conditional on it. (Behind a
+    /// lock so that a partial batch response can be checkpointed while the batch goes on.)
+    stored: std::sync::Mutex<Checkpoint>,
     /// An unfinished batch of a previous owner: the next batch is exactly its range.
     recovering: Option<Intent>,
     /// Transactional: the number of the next batch (the sink's commit record counts the
@@ -143,7 +147,7 @@ impl CommitDriver {
             Err(step) => return Ok(Opened::Ended(step)),
         };
         let mut driver = CommitDriver {
-            stored: parts.taken.checkpoint.clone(),
+            stored: std::sync::Mutex::new(parts.taken.checkpoint.clone()),
             protocol,
             recovering: None,
             next_batch,
@@ -192,8 +196,12 @@ impl CommitDriver {
     }
 
     /// Where reading starts: the stored checkpoint.
-    pub fn checkpoint_position(&self) -> &Checkpoint {
-        &self.stored
+    pub fn checkpoint_position(&self) -> Checkpoint {
+        self.stored().clone()
+    }
+
+    fn stored(&self) -> std::sync::MutexGuard<'_, Checkpoint> {
+        self.stored.lock().unwrap_or_else(|p| p.into_inner())
     }
 
     /// When the shard worker hands its accumulated records over.
@@ -234,7 +242,7 @@ impl CommitDriver {
                     (Condition::RecordTooLarge, &split.too_large),
                 ] {
                     if !aside.is_empty() {
-                        let step = self.set_aside(&of, condition, aside, 0, None).await?;
+                        let step = self.set_aside(&of, condition, aside, 0, None, None).await?;
                         if step != Step::Done {
                             return Ok(step);
                         }
@@ -312,6 +320,9 @@ impl CommitDriver {
     /// sink refused it too often. The step, and whether the sink took the batch (a
     /// transactional batch set aside was not committed, so its number stays).
     async fn deliver_or_set_aside(&self, batch: &Batch) -> Result<(Step, bool), CommitError> {
+        if let Some(rules) = self.parts.sink.function_rules() {
+            return Ok((self.invoke(batch, rules).await?, true));
+        }
         match (self.deliver(batch).await, self.parts.on_failure.as_deref()) {
             (Err(CommitError::RetriesExhausted { attempts, source }), Some(of)) => {
                 let why = source.message();
@@ -322,11 +333,130 @@ impl CommitDriver {
                         &batch.records,
                         attempts,
                         Some(why),
+                        None,
                     )
                     .await?;
                 Ok((step, false))
             }
             (result, _) => Ok((result?, true)),
+        }
+    }
+
+    /// Hands a batch to a function sink by Lambda's rules (src/commit/invocation.rs): calls
+    /// within the sink's limits, front to back; a partial batch response resends from the
+    /// lowest failed record, checkpointing the records before it (when the shard is not in
+    /// lanes, whose calls run side by side); a function error is retried with back-off,
+    /// bisected when the sink says so, and set aside after `max_retry_attempts`.
+    async fn invoke(&self, batch: &Batch, rules: FunctionRules) -> Result<Step, CommitError> {
+        let of = self.parts.on_failure.as_deref();
+        let rules = invocation::Rules {
+            bisect: rules.bisect_on_error,
+            max_retry_attempts: of.and_then(|of| of.max_retry_attempts),
+        };
+        let limits = self.parts.sink.batch_limits();
+        let sizes: Vec<usize> = batch.records.iter().map(|r| r.payload.len()).collect();
+        let parts = invocation::chunks(&sizes, limits.max_records, limits.max_bytes);
+        let mut plan = Invocations::new(parts, rules);
+        let checkpoints_partial =
+            self.parts.lanes <= 1 && self.protocol == CommitProtocol::FlushThenCheckpoint;
+        let (mut failed_in_a_row, mut bisections) = (0u32, 0u64);
+        // The last refusal, for the OnFailure document: its message and HTTP status.
+        let mut refusal: Option<(String, Option<u16>)> = None;
+        loop {
+            let part = match plan.next() {
+                invocation::Decision::Done => return Ok(Step::Done),
+                invocation::Decision::SetAside { part, attempts } => {
+                    if let Some(of) = of {
+                        let (why, status) = match &refusal {
+                            Some((why, status)) => (Some(why.as_str()), *status),
+                            None => (None, None),
+                        };
+                        let aside = &batch.records[part];
+                        let step = self
+                            .set_aside(
+                                of,
+                                Condition::RetryAttemptsExhausted,
+                                aside,
+                                attempts,
+                                why,
+                                status,
+                            )
+                            .await?;
+                        if step != Step::Done {
+                            return Ok(step);
+                        }
+                    }
+                    plan.set_aside();
+                    continue;
+                }
+                invocation::Decision::Send {
+                    part,
+                    after_failure,
+                } => {
+                    if after_failure {
+                        failed_in_a_row += 1;
+                        let wait = self
+                            .parts
+                            .retries
+                            .sink
+                            .delay_capped(failed_in_a_row, rand::random::<f64>());
+                        events::retry_wait(&self.parts.connector, "sink_unavailable", wait);
+                        if !retry::pause(&self.parts.stop, wait).await {
+                            return Ok(Step::Stopped);
+                        }
+                    } else {
+                        failed_in_a_row = 0;
+                    }
+                    part
+                }
+            };
+            let call = Batch {
+                records: batch.records[part.clone()].to_vec(),
+                stream_arn: batch.stream_arn.clone(),
+                shard_id: batch.shard_id.clone(),
+                recovery: batch.recovery,
+                number: batch.number,
+            };
+            let outcome = match self.write_once(&call).await {
+                Ok(()) => invocation::Outcome::Success,
+                Err(DeliverError::Sink(SinkError::Partial { handled, message })) => {
+                    refusal = Some((message, Some(200)));
+                    invocation::Outcome::Partial { handled }
+                }
+                Err(DeliverError::Sink(SinkError::FunctionError { status, message })) => {
+                    refusal = Some((message, status));
+                    invocation::Outcome::Error
+                }
+                Err(DeliverError::Sink(SinkError::Transient(message))) => {
+                    refusal = Some((message, None));
+                    invocation::Outcome::Error
+                }
+                Err(DeliverError::Sink(e)) => return Err(CommitError::Sink(e)),
+                Err(DeliverError::Stopped) => return Ok(Step::Stopped),
+                Err(DeliverError::LeaseLost) => return Ok(Step::LeaseLost),
+                Err(DeliverError::Fenced(why)) => {
+                    tracing::warn!(connector = %self.parts.connector, shard = self.shard(), %why, "the sink fenced this worker out of the shard; giving the lease up");
+                    return Ok(Step::LeaseLost);
+                }
+            };
+            let before = plan.handled(batch.records.len());
+            plan.record(outcome);
+            if plan.bisections() > bisections {
+                bisections = plan.bisections();
+                events::bisected(&self.parts.connector, self.shard());
+            }
+            let handled = plan.handled(batch.records.len());
+            if let (invocation::Outcome::Partial { .. }, true, true) =
+                (outcome, checkpoints_partial, handled > before)
+            {
+                // Lambda checkpoints up to the record before the lowest failed one.
+                let last = &batch.records[handled - 1];
+                let to = Checkpoint::Sequence(last.sequence_number.clone());
+                let step = self.checkpoint(&to, None, last.created_millis).await?;
+                if step != Step::Done {
+                    return Ok(step);
+                }
+            }
         }
     }
 
@@ -387,7 +517,7 @@ impl CommitDriver {
 
     /// `record_millis`: when the newest record checkpointed entered the stream, if known.
     async fn checkpoint(
-        &mut self,
+        &self,
         to: &Checkpoint,
         children: Option<&BTreeSet<String>>,
         record_millis: Option<i64>,
@@ -399,7 +529,7 @@ impl CommitDriver {
             "checkpoint",
             self.parts.retries.lease_writes,
         );
-        let from = self.stored.clone();
+        let from = self.stored().clone();
         let write = CheckpointWrite {
             from: &from,
             to,
@@ -412,7 +542,7 @@ impl CommitDriver {
         .await;
         let step = lease_step(result, "checkpoint")?;
         match step {
-            Step::Done => self.stored = to.clone(),
+            Step::Done => *self.stored() = to.clone(),
             Step::LeaseLost => {
                 tracing::warn!(connector = %self.parts.connector, shard = self.shard(), from = %from.as_string(), to = %to.as_string(), "checkpoint refused: the lease moved or the stored checkpoint is not where this batch began");
             }
@@ -437,6 +567,7 @@ impl CommitDriver {
         records: &[OutputRecord],
         attempts: u32,
         error: Option<&str>,
+        status_code: Option<u16>,
     ) -> Result<Step, CommitError> {
         let connector = &self.parts.connector;
         let aside = SetAside {
@@ -447,6 +578,7 @@ impl CommitDriver {
             condition,
             attempts,
             error,
+            status_code,
             records,
         };
         let policy = RetryPolicy::forever(connector, "on_failure", self.parts.retries.sink);
@@ -578,6 +710,13 @@ impl CommitDriver {
                 // Partly written; the lease is checked again before the batch goes on.
                 Err(SinkError::NotPermitted) => continue,
                 Err(SinkError::Fenced(why)) => return Err(DeliverError::Fenced(why)),
+                // The function answered: it is up; what it reported is the caller's to act on.
+                Err(e @ SinkError::Partial { .. }) => {
+                    if self.degraded.swap(false, Ordering::Relaxed) {
+                        self.parts.health.shard_well(connector, shard);
+                    }
+                    return Err(DeliverError::Sink(e));
+                }
                 Err(e) => {
                     let class = match e {
                         SinkError::Fatal(_) => "fatal",

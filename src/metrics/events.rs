@@ -100,6 +100,31 @@ pub fn describe() {
         Unit::Count,
         "1 while the connector runs."
     );
+    describe_counter!(
+        "shardbridge_http_invocations_total",
+        Unit::Count,
+        "POSTs to the http sink's handler, by result (success, partial, error, timeout)."
+    );
+    describe_counter!(
+        "shardbridge_http_records_reported_failed_total",
+        Unit::Count,
+        "Records the handler named in batchItemFailures."
+    );
+    describe_histogram!(
+        "shardbridge_http_invocation_duration_seconds",
+        Unit::Seconds,
+        "Time from sending an invocation to its answer."
+    );
+    describe_counter!(
+        "shardbridge_http_payload_bytes_total",
+        Unit::Bytes,
+        "Bytes of the events POSTed to the handler, retries included."
+    );
+    describe_counter!(
+        "shardbridge_http_bisections_total",
+        Unit::Count,
+        "Failed parts of a batch split in two before being sent again (bisect_on_error)."
+    );
     describe_gauge!(
         "shardbridge_lane_records_in_flight",
         Unit::Count,
@@ -399,6 +424,17 @@ pub fn sink_error(
         tracing::warn!(connector, shard, class, %error, similar_left_out = left_out, "sink write failed");
     }
     counter!("shardbridge_sink_errors_total", "connector" => connector.to_string(), "class" => class).increment(1);
+}
+
+/// A function sink's failed part of a batch was split in two (BisectBatchOnFunctionError).
+pub fn bisected(connector: &str, shard: &str) {
+    tracing::info!(
+        connector,
+        shard,
+        "the function failed a part of the batch; bisecting it"
+    );
+    counter!("shardbridge_http_bisections_total", "connector" => connector.to_string())
+        .increment(1);
 }
 
 /// Records delivered to the failure destination instead of the sink.

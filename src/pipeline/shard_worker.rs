@@ -160,7 +160,7 @@ async fn read_shard(ctx: ShardContext) -> Result<ShardOutcome, ShardError> {
     };
     let mut position = match commit.checkpoint_position() {
         Checkpoint::ShardEnd => return Ok(ShardOutcome::ShardEnd(Vec::new())),
-        Checkpoint::Sequence(s) => IteratorPosition::AfterSequenceNumber(s.clone()),
+        Checkpoint::Sequence(s) => IteratorPosition::AfterSequenceNumber(s),
         Checkpoint::Latest => IteratorPosition::Latest,
         Checkpoint::AtTimestamp => match ctx.skip_before_millis {
             Some(millis) => IteratorPosition::AtTimestamp(millis),

@@ -2,6 +2,7 @@
 //! advances a checkpoint only after `write_batch` returned, i.e. after the batch is durable.
 
 pub mod file;
+pub mod http;
 pub mod kafka;
 pub mod kinesis;
 pub mod on_failure;
@@ -141,6 +142,12 @@ impl SendPermit for Unconditional {
     }
 }
 
+/// How a function sink's failed batches are retried (Lambda's BisectBatchOnFunctionError).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct FunctionRules {
+    pub bisect_on_error: bool,
+}
+
 #[derive(Debug, thiserror::Error)]
 pub enum SinkError {
     /// Worth retrying with back-off (the destination is down or slow): back-pressure.
@@ -158,6 +165,17 @@ pub enum SinkError {
     /// up without sending again.
     #[error("fenced: {0}")]
     Fenced(String),
+    /// A function sink (http) failed the batch: an answer other than 2xx (`status`), a
+    /// timeout or no connection (no status). Retried, bisected, set aside by Lambda's rules.
+    #[error("function error: {message}")]
+    FunctionError {
+        status: Option<u16>,
+        message: String,
+    },
+    /// A function sink's partial batch response: the batch's first `handled` records are done,
+    /// the one after them is the lowest the function reported failed.
+    #[error("{message}")]
+    Partial { handled: usize, message: String },
 }
 
 impl SinkError {
@@ -165,6 +183,9 @@ impl SinkError {
     pub fn message(&self) -> &str {
         match self {
             SinkError::Transient(m) | SinkError::Fatal(m) | SinkError::Fenced(m) => m,
+            SinkError::FunctionError { message, .. } | SinkError::Partial { message, .. } => {
+                message
+            }
             SinkError::NotPermitted => "sending paused: the lease is in doubt",
         }
     }
@@ -202,6 +223,11 @@ pub trait Sink: Send + Sync {
     /// stream-to-stream sink) rather than its JSON line.
     fn takes_raw_bytes(&self) -> bool {
         false
+    }
+    /// For a sink that invokes a function (http): Lambda's rules for its batches (calls of at
+    /// most `batch_limits`, partial batch responses, bisection; src/commit/invocation.rs).
+    fn function_rules(&self) -> Option<FunctionRules> {
+        None
     }
     /// The largest record (payload and partition key) the sink can ever take, if it has such
     /// a limit: with a failure destination, larger ones are set aside before the batch is sent.
@@ -260,6 +286,7 @@ pub enum SinkConfig {
         kafka: kafka::config::KafkaSinkConfig,
         aws: AwsSettings,
     },
+    Http(http::HttpSinkConfig),
 }
 
 impl SinkConfig {
@@ -272,6 +299,7 @@ impl SinkConfig {
             S3,
             Kinesis,
             Kafka,
+            Http,
         }
         if !t.has("type") {
             t.problem("type", "missing");
@@ -284,6 +312,7 @@ impl SinkConfig {
             ("s3", Kind::S3),
             ("kinesis", Kind::Kinesis),
             ("kafka", Kind::Kafka),
+            ("http", Kind::Http),
         ];
         let Some(kind) = t.choice("type", &kinds) else {
             t.ignore_rest();
@@ -299,6 +328,7 @@ impl SinkConfig {
                 .map(|(kinesis, aws)| SinkConfig::Kinesis { kinesis, aws }),
             Kind::Kafka => kafka::config::KafkaSinkConfig::read(t, global_aws)
                 .map(|(kafka, aws)| SinkConfig::Kafka { kafka, aws }),
+            Kind::Http => http::HttpSinkConfig::read(t).map(SinkConfig::Http),
         }
     }
 
@@ -306,7 +336,10 @@ impl SinkConfig {
     /// over 1), if it cannot: its recovery depends on how a batch was cut into calls.
     pub fn refuses_lanes(&self) -> Option<&'static str> {
         match self {
-            SinkConfig::Stdout | SinkConfig::File(_) | SinkConfig::Kinesis { .. } => None,
+            SinkConfig::Stdout
+            | SinkConfig::File(_)
+            | SinkConfig::Kinesis { .. }
+            | SinkConfig::Http(_) => None,
             SinkConfig::S3 { .. } => Some(
                 "the s3 sink writes a batch as one object, named by its range, so that a new owner rewrites the same objects; lanes would cut it into objects a recovery cannot name again (raise max_records / max_bytes to write more per call)",
             ),
@@ -332,5 +365,6 @@ pub async fn build(config: &SinkConfig, connector: &str) -> Result<Box<dyn Sink>
         SinkConfig::Kafka { kafka, aws } => {
             Box::new(kafka::KafkaSink::new(kafka.clone(), aws, connector).await?)
         }
+        SinkConfig::Http(http) => Box::new(http::HttpSink::new(http.clone(), connector)?),
     })
 }

@@ -48,6 +48,9 @@ pub struct SetAside<'a> {
     pub attempts: u32,
     /// The sink's last error, if it refused them.
     pub error: Option<&'a str>,
+    /// The HTTP status a function sink (http) answered the last attempt with; None when it
+    /// did not answer (a timeout) or the sink is not a function.
+    pub status_code: Option<u16>,
     /// In sequence order; never empty.
     pub records: &'a [OutputRecord],
 }
@@ -91,7 +94,7 @@ impl SetAside<'_> {
             // Lambda reports a function error as a 200 invoke with `functionError`; the sink's
             // refusal is its equivalent, with the sink's own words beside it.
             Some(error) => {
-                response.insert("statusCode".into(), json!(200));
+                response.insert("statusCode".into(), json!(self.status_code.unwrap_or(200)));
                 response.insert("executedVersion".into(), json!("$LATEST"));
                 response.insert("functionError".into(), json!("Unhandled"));
                 response.insert("errorMessage".into(), json!(error));
@@ -177,6 +180,7 @@ mod tests {
             condition: Condition::RetryAttemptsExhausted,
             attempts: 3,
             error,
+            status_code: None,
             records,
         }
     }

@@ -1,0 +1,432 @@
+//! The `http` sink against a handler in the test (an HTTP server on loopback) that behaves as a
+//! Lambda function would: a DynamoDB stream on moto, the worker as a process, Lambda's rules
+//! for what follows a partial batch response, a function error and a timeout.
+
+mod common;
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use aws_sdk_dynamodb::types::StreamViewType;
+use axum::body::Bytes;
+use axum::http::{HeaderMap, StatusCode};
+use common::*;
+use serde_json::Value;
+
+/// One POST the handler received: its records as (item id, version, sequence number), and the
+/// batch headers.
+#[derive(Clone, Debug)]
+struct Call {
+    records: Vec<(String, u64, String)>,
+    first_header: String,
+    count_header: String,
+    authorization: String,
+}
+
+type Behaviour = dyn Fn(&Handler, &Call) -> (StatusCode, String, Duration) + Send + Sync;
+
+/// What the handler saw and did.
+#[derive(Default)]
+struct Handler {
+    calls: Mutex<Vec<Call>>,
+    /// Records handled, in the order handled: (item id, version).
+    handled: Mutex<Vec<(String, u64)>>,
+    /// Times a record (by id and version) is still to fail.
+    fail: Mutex<BTreeMap<(String, u64), u32>>,
+    /// The record each call was answered failed at, by the call's index.
+    reported: Mutex<BTreeMap<usize, String>>,
+}
+
+/// Serves `behaviour` on a free loopback port; returns the invoke URL.
+async fn serve(handler: Arc<Handler>, behaviour: Arc<Behaviour>) -> String {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("http://{}/invoke", listener.local_addr().unwrap());
+    let app = axum::Router::new().route(
+        "/invoke",
+        axum::routing::post(move |headers: HeaderMap, body: Bytes| {
+            let (handler, behaviour) = (handler.clone(), behaviour.clone());
+            async move {
+                let event: Value = serde_json::from_slice(&body).expect("a JSON event");
+                let header = |name: &str| {
+                    headers
+                        .get(name)
+                        .and_then(|v| v.to_str().ok())
+                        .unwrap_or_default()
+                        .to_string()
+                };
+                let call = Call {
+                    records: event["Records"]
+                        .as_array()
+                        .expect("a Records list")
+                        .iter()
+                        .map(|r| {
+                            let image = &r["dynamodb"]["NewImage"];
+                            (
+                                image["id"]["S"].as_str().unwrap().to_string(),
+                                image["version"]["N"].as_str().unwrap().parse().unwrap(),
+                                r["dynamodb"]["SequenceNumber"]
+                                    .as_str()
+                                    .unwrap()
+                                    .to_string(),
+                            )
+                        })
+                        .collect(),
+                    first_header: header("x-shardbridge-first-sequence-number"),
+                    count_header: header("x-shardbridge-record-count"),
+                    authorization: header("authorization"),
+                };
+                handler.calls.lock().unwrap().push(call.clone());
+                let (status, body, delay) = behaviour(&handler, &call);
+                tokio::time::sleep(delay).await;
+                (status, body)
+            }
+        }),
+    );
+    tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
+    url
+}
+
+/// Puts `versions` versions of each of `ids`, version by version (so items interleave).
+async fn write_items(ddb: &aws_sdk_dynamodb::Client, table: &str, ids: &[&str], versions: u32) {
+    for v in 1..=versions {
+        for id in ids {
+            put(ddb, table, id, v).await;
+        }
+    }
+}
+
+async fn put(ddb: &aws_sdk_dynamodb::Client, table: &str, id: &str, version: u32) {
+    ddb.put_item()
+        .table_name(table)
+        .set_item(Some(workload::item(id, version)))
+        .send()
+        .await
+        .unwrap();
+}
+
+fn config(port: u16, endpoint: &str, table: &str, sink: &str, extra: &str) -> String {
+    format!(
+        r#"
+[worker]
+listen = "127.0.0.1:{port}"
+[aws]
+region = "us-east-1"
+endpoint_url = "{endpoint}"
+[[connectors]]
+name = "handler"
+{extra}
+[connectors.source]
+type = "dynamodb-streams"
+table = "{table}"
+poll_idle_ms = 50
+[connectors.leases]
+table = "{leases}"
+[connectors.sink]
+type = "http"
+{sink}
+"#,
+        leases = unique("http-leases")
+    )
+}
+
+/// Each item's handled versions, in the order handled.
+fn by_item(handled: &[(String, u64)]) -> BTreeMap<String, Vec<u64>> {
+    let mut out: BTreeMap<String, Vec<u64>> = BTreeMap::new();
+    for (id, v) in handled {
+        out.entry(id.clone()).or_default().push(*v);
+    }
+    out
+}
+
+fn metric(port: u16, name: &str, labels: &str) -> f64 {
+    let (_, text) = http_get(port, "/metrics").expect("metrics");
+    metric_value(&text, name, labels).unwrap_or(0.0)
+}
+
+async fn wait_until(what: &str, run: &mut Running, check: impl Fn() -> bool) {
+    let started = std::time::Instant::now();
+    while !check() {
+        assert!(
+            run.child.try_wait().unwrap().is_none(),
+            "the worker ended; log:\n{}",
+            run.log_text()
+        );
+        assert!(
+            started.elapsed() < Duration::from_secs(90),
+            "not done after 90 s: {what}; log:\n{}",
+            run.log_text()
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+/// A handler that handles records in order and reports the first one it fails (Powertools'
+/// stream processor with `ReportBatchItemFailures` does the same): only the records from that
+/// one on are sent again, the records before it are never sent again, and every change is
+/// handled once, in its item's order.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_partial_batch_response_resends_only_from_the_lowest_failed_record() {
+    let endpoint = aws_endpoint();
+    let ddb = aws_sdk_dynamodb::Client::new(&sdk_config(&endpoint).await);
+    let table = unique("http-partial");
+    workload::create_table(&ddb, &table, StreamViewType::NewAndOldImages).await;
+    let ids = ["a", "b", "c"];
+    write_items(&ddb, &table, &ids, 5).await;
+
+    let handler = Arc::new(Handler::default());
+    handler
+        .fail
+        .lock()
+        .unwrap()
+        .extend([(("b".to_string(), 3), 2), (("c".to_string(), 5), 1)]);
+    let behaviour: Arc<Behaviour> = Arc::new(|h: &Handler, call: &Call| {
+        for (id, v, seq) in &call.records {
+            let mut fail = h.fail.lock().unwrap();
+            if let Some(left @ 1..) = fail.get_mut(&(id.clone(), *v)) {
+                *left -= 1;
+                let index = h.calls.lock().unwrap().len() - 1;
+                h.reported.lock().unwrap().insert(index, seq.clone());
+                let body = format!(r#"{{"batchItemFailures": [{{"itemIdentifier": "{seq}"}}]}}"#);
+                return (StatusCode::OK, body, Duration::ZERO);
+            }
+            h.handled.lock().unwrap().push((id.clone(), *v));
+        }
+        (
+            StatusCode::OK,
+            r#"{"batchItemFailures": []}"#.into(),
+            Duration::ZERO,
+        )
+    });
+    let url = serve(handler.clone(), behaviour).await;
+
+    let dir = tempfile::tempdir().unwrap();
+    let port = free_port();
+    let sink = format!(
+        "url = \"{url}\"\nmax_records = 4\nreport_batch_item_failures = true\n\
+         headers = {{ Authorization = \"Bearer ${{HANDLER_TOKEN}}\" }}"
+    );
+    let path = dir.path().join("c.toml");
+    std::fs::write(&path, config(port, &endpoint, &table, &sink, "")).unwrap();
+    // The token is named in the file, its value only in the environment.
+    let token = "s3cret-handler-token";
+    let mut run = Running::start_with_env(
+        &path,
+        &dir.path().join("run.log"),
+        &[("HANDLER_TOKEN", token), ("RUST_LOG", "debug")],
+    );
+    wait_until("15 changes handled", &mut run, || {
+        handler.handled.lock().unwrap().len() >= 15
+    })
+    .await;
+    tokio::time::sleep(Duration::from_millis(500)).await;
+
+    let handled = handler.handled.lock().unwrap().clone();
+    let want: BTreeMap<String, Vec<u64>> = ids
+        .iter()
+        .map(|id| (id.to_string(), (1..=5).collect()))
+        .collect();
+    assert_eq!(
+        by_item(&handled),
+        want,
+        "every change once, in its item's order"
+    );
+    let calls = handler.calls.lock().unwrap().clone();
+    assert!(calls.iter().all(|c| c.records.len() <= 4), "max_records");
+    // After each failure report, the next call begins with the record reported.
+    let reported = handler.reported.lock().unwrap().clone();
+    assert_eq!(reported.len(), 3, "b@3 failed twice, c@5 once: {calls:?}");
+    for (i, seq) in &reported {
+        assert_eq!(
+            &calls[i + 1].records[0].2,
+            seq,
+            "resent from the failed record"
+        );
+    }
+    for c in &calls {
+        assert_eq!(c.authorization, format!("Bearer {token}"));
+        assert_eq!(
+            c.first_header, c.records[0].2,
+            "the batch's first sequence number"
+        );
+        assert_eq!(c.count_header, c.records.len().to_string());
+    }
+    let labels = "connector=\"handler\",result=\"partial\"";
+    assert_eq!(
+        metric(port, "shardbridge_http_invocations_total", labels),
+        3.0
+    );
+    assert_eq!(
+        metric(
+            port,
+            "shardbridge_http_records_reported_failed_total",
+            "connector=\"handler\""
+        ),
+        3.0
+    );
+    assert_eq!(run.stop(Duration::from_secs(30)), 0, "{}", run.log_text());
+    assert!(
+        !run.log_text().contains(token),
+        "the token never reaches the log"
+    );
+
+    // Without the variable the connector does not start, and says which key needs it.
+    let mut run = Running::start(&path, &dir.path().join("unset.log"));
+    assert_eq!(run.wait(Duration::from_secs(30)), 1);
+    let log = run.log_text();
+    assert!(
+        log.contains(
+            "sink.headers.Authorization: the environment variable HANDLER_TOKEN is not set"
+        ),
+        "{log}"
+    );
+}
+
+/// A poison record (the handler answers 500 whenever the batch holds it) and a slow one (the
+/// handler takes longer than `timeout_ms`) are isolated by bisection and go to the SQS failure
+/// destination after `max_retry_attempts`, with Lambda's OnFailure document; every other change
+/// is handled, once, in its item's order.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bisection_isolates_a_poison_and_a_slow_record_and_sets_them_aside() {
+    let endpoint = aws_endpoint();
+    let sdk = sdk_config(&endpoint).await;
+    let ddb = aws_sdk_dynamodb::Client::new(&sdk);
+    let sqs = aws_sdk_sqs::Client::new(&sdk);
+    let queue_url = sqs
+        .create_queue()
+        .queue_name(unique("http-dlq"))
+        .send()
+        .await
+        .unwrap()
+        .queue_url()
+        .unwrap()
+        .to_string();
+    let table = unique("http-bisect");
+    workload::create_table(&ddb, &table, StreamViewType::NewAndOldImages).await;
+    let ids = ["a", "b", "c", "d", "e", "f"];
+    let mut writes: Vec<(&str, u32)> = ids.iter().map(|id| (*id, 1)).collect();
+    writes.push(("poison", 1));
+    writes.extend(ids[..3].iter().map(|id| (*id, 2)));
+    writes.push(("slow", 1));
+    writes.extend(ids[3..].iter().map(|id| (*id, 2)));
+    for (id, v) in writes {
+        put(&ddb, &table, id, v).await;
+    }
+
+    let handler = Arc::new(Handler::default());
+    let behaviour: Arc<Behaviour> = Arc::new(|h: &Handler, call: &Call| {
+        let holds = |name: &str| call.records.iter().any(|(id, _, _)| id == name);
+        if holds("poison") {
+            return (
+                StatusCode::INTERNAL_SERVER_ERROR,
+                "poison pill".into(),
+                Duration::ZERO,
+            );
+        }
+        if holds("slow") {
+            return (StatusCode::OK, String::new(), Duration::from_secs(3));
+        }
+        let mut handled = h.handled.lock().unwrap();
+        handled.extend(call.records.iter().map(|(id, v, _)| (id.clone(), *v)));
+        (StatusCode::OK, String::new(), Duration::ZERO)
+    });
+    let url = serve(handler.clone(), behaviour).await;
+
+    let dir = tempfile::tempdir().unwrap();
+    let port = free_port();
+    let sink =
+        format!("url = \"{url}\"\ntimeout_ms = 500\nmax_records = 10\nbisect_on_error = true");
+    let extra = format!(
+        "max_retry_attempts = 1\n[connectors.on_failure]\ntype = \"sqs\"\nqueue_url = \"{queue_url}\""
+    );
+    let text = config(port, &endpoint, &table, &sink, &extra);
+    let path = dir.path().join("c.toml");
+    std::fs::write(&path, text).unwrap();
+    let mut run = Running::start(&path, &dir.path().join("run.log"));
+
+    let mut docs: Vec<Value> = Vec::new();
+    let started = std::time::Instant::now();
+    while docs.len() < 2 || handler.handled.lock().unwrap().len() < 12 {
+        assert!(
+            started.elapsed() < Duration::from_secs(90),
+            "{} documents, {} handled; log:\n{}",
+            docs.len(),
+            handler.handled.lock().unwrap().len(),
+            run.log_text()
+        );
+        let out = sqs
+            .receive_message()
+            .queue_url(&queue_url)
+            .max_number_of_messages(10)
+            .send()
+            .await
+            .unwrap();
+        for m in out.messages() {
+            docs.push(serde_json::from_str(m.body().unwrap()).unwrap());
+            sqs.delete_message()
+                .queue_url(&queue_url)
+                .receipt_handle(m.receipt_handle().unwrap())
+                .send()
+                .await
+                .unwrap();
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    let handled = handler.handled.lock().unwrap().clone();
+    let want: BTreeMap<String, Vec<u64>> =
+        ids.iter().map(|id| (id.to_string(), vec![1, 2])).collect();
+    let calls = handler.calls.lock().unwrap().clone();
+    let shapes: Vec<Vec<String>> = calls
+        .iter()
+        .map(|c| {
+            c.records
+                .iter()
+                .map(|(id, v, _)| format!("{id}{v}"))
+                .collect()
+        })
+        .collect();
+    assert_eq!(
+        by_item(&handled),
+        want,
+        "every other change once, in order: {shapes:?}; log:\n{}",
+        run.log_text()
+    );
+
+    let mut aside = BTreeMap::new();
+    for doc in &docs {
+        let records = doc["records"].as_array().unwrap();
+        assert_eq!(records.len(), 1, "isolated: {doc}");
+        let id = records[0]["dynamodb"]["NewImage"]["id"]["S"]
+            .as_str()
+            .unwrap();
+        assert_eq!(doc["requestContext"]["condition"], "RetryAttemptsExhausted");
+        assert_eq!(doc["requestContext"]["approximateInvokeCount"], 2, "{doc}");
+        assert_eq!(doc["responseContext"]["functionError"], "Unhandled");
+        aside.insert(id.to_string(), doc["responseContext"].clone());
+    }
+    assert_eq!(
+        aside.keys().cloned().collect::<BTreeSet<_>>(),
+        BTreeSet::from(["poison".to_string(), "slow".to_string()])
+    );
+    assert_eq!(aside["poison"]["statusCode"], 500);
+    let poison_error = aside["poison"]["errorMessage"].as_str().unwrap();
+    assert!(
+        poison_error.contains("HTTP 500: poison pill"),
+        "{poison_error}"
+    );
+    let slow_error = aside["slow"]["errorMessage"].as_str().unwrap();
+    assert!(
+        slow_error.contains("timed out after 500 ms"),
+        "{slow_error}"
+    );
+    assert!(
+        metric(
+            port,
+            "shardbridge_http_bisections_total",
+            "connector=\"handler\""
+        ) >= 4.0
+    );
+    let timeouts = "connector=\"handler\",result=\"timeout\"";
+    assert!(metric(port, "shardbridge_http_invocations_total", timeouts) >= 2.0);
+    assert_eq!(run.stop(Duration::from_secs(30)), 0, "{}", run.log_text());
+}
