@@ -21,7 +21,9 @@ use shardbridge::lease::table::{LeaseError, LeaseStore, LeaseTable};
 use shardbridge::metrics::health::{describe, is_ready, ConnectorState, Health};
 use shardbridge::pipeline::shard_worker::{self, ShardContext, ShardError, ShardOutcome};
 use shardbridge::retry::Backoff;
-use shardbridge::sink::{Batch, BatchLimits, CommitProtocol, SendPermit, Sink, SinkError};
+use shardbridge::sink::{
+    Batch, BatchLimits, CommitProtocol, FunctionRules, SendPermit, Sink, SinkError,
+};
 use shardbridge::source::IteratorPosition;
 use tokio_util::sync::CancellationToken;
 
@@ -925,4 +927,93 @@ async fn one_lane_is_the_sinks_own_batching() {
         .collect();
     assert_eq!(seqs, (0..5_000).collect::<Vec<_>>(), "in shard order");
     assert!(calls.iter().all(|c| c.iter().all(|(_, lane)| *lane == 0)));
+}
+
+/// A function sink (Lambda's rules) whose handler reports one record failed the first time it
+/// sees it: on the call that resends from that record, the checkpoint already stands on the
+/// record before it.
+struct PartialSink {
+    store: Arc<dyn LeaseStore>,
+    fail_once: Mutex<BTreeSet<String>>,
+    /// Each call's first sequence number and the stored checkpoint when it came.
+    calls: Mutex<Vec<(String, Checkpoint)>>,
+    handled: Mutex<Vec<String>>,
+}
+
+#[async_trait]
+impl Sink for PartialSink {
+    fn commit_protocol(&self) -> CommitProtocol {
+        CommitProtocol::FlushThenCheckpoint
+    }
+    fn batch_limits(&self) -> BatchLimits {
+        BatchLimits {
+            max_records: 10,
+            max_bytes: usize::MAX,
+            max_interval: Duration::from_millis(10),
+        }
+    }
+    fn function_rules(&self) -> Option<FunctionRules> {
+        Some(FunctionRules {
+            bisect_on_error: false,
+        })
+    }
+    async fn write_batch(&self, batch: &Batch, _permit: &dyn SendPermit) -> Result<(), SinkError> {
+        let stored = self.store.list().await.unwrap()[0].checkpoint.clone();
+        let first = batch.records[0].sequence_number.to_string();
+        self.calls.lock().unwrap().push((first, stored));
+        for (i, r) in batch.records.iter().enumerate() {
+            let seq = r.sequence_number.to_string();
+            if self.fail_once.lock().unwrap().remove(&seq) {
+                return Err(SinkError::Partial {
+                    handled: i,
+                    message: format!("{seq} failed"),
+                });
+            }
+            self.handled.lock().unwrap().push(seq);
+        }
+        Ok(())
+    }
+}
+
+#[tokio::test]
+async fn a_partial_batch_response_checkpoints_before_the_failed_record_and_resends_from_it() {
+    let store: Arc<dyn LeaseStore> = Arc::new(MemoryLeaseStore::default());
+    let sink = Arc::new(PartialSink {
+        store: store.clone(),
+        fail_once: Mutex::new(BTreeSet::from([
+            seq_of(13).to_string(),
+            seq_of(27).to_string(),
+        ])),
+        calls: Mutex::new(Vec::new()),
+        handled: Mutex::new(Vec::new()),
+    });
+    let ctx = memory_context(
+        store.clone(),
+        shard(40, &[]),
+        sink.clone(),
+        Checkpoint::TrimHorizon,
+        None,
+    )
+    .await;
+    assert_eq!(
+        shard_worker::run(ctx).await.unwrap(),
+        ShardOutcome::ShardEnd(vec![])
+    );
+    assert_eq!(
+        sink.handled.lock().unwrap().clone(),
+        seqs(0..40),
+        "every record once, in order"
+    );
+    let calls = sink.calls.lock().unwrap().clone();
+    for failed in [13, 27] {
+        let (_, stored) = calls
+            .iter()
+            .find(|(first, _)| *first == seq_of(failed).to_string())
+            .expect("a call resent from the failed record");
+        assert_eq!(
+            *stored,
+            Checkpoint::Sequence(seq_of(failed - 1)),
+            "checkpointed up to the record before {failed}"
+        );
+    }
 }
