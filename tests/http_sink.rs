@@ -11,6 +11,7 @@ use std::time::Duration;
 use aws_sdk_dynamodb::types::StreamViewType;
 use axum::body::Bytes;
 use axum::http::{HeaderMap, StatusCode};
+use common::harness;
 use common::*;
 use serde_json::Value;
 
@@ -428,5 +429,150 @@ async fn bisection_isolates_a_poison_and_a_slow_record_and_sets_them_aside() {
     );
     let timeouts = "connector=\"handler\",result=\"timeout\"";
     assert!(metric(port, "shardbridge_http_invocations_total", timeouts) >= 2.0);
+    assert_eq!(run.stop(Duration::from_secs(30)), 0, "{}", run.log_text());
+}
+
+/// A handler written with Powertools for AWS Lambda (its parser models and batch processor,
+/// tests/support/powertools_handler.py) behind the sink: every event it receives validates
+/// against Powertools' model for the source (DynamoDB Streams: inserts, modifies and removes
+/// of every attribute type; Kinesis: the `lambda` format's records), its partial batch
+/// responses are honoured, and every record is handled.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_powertools_handler_validates_every_event() {
+    // DynamoDB Streams: 40 changes to 5 items, each item's version 3 failing once.
+    let endpoint = aws_endpoint();
+    let ddb = aws_sdk_dynamodb::Client::new(&sdk_config(&endpoint).await);
+    let table = unique("http-powertools");
+    workload::create_table(&ddb, &table, StreamViewType::NewAndOldImages).await;
+    let plan = workload::plan(5, 40);
+    workload::apply(&ddb, &table, &plan).await;
+    let changes: usize = plan.iter().map(|(_, c)| c.len()).sum();
+    let source = format!(
+        "[connectors.source]\ntype = \"dynamodb-streams\"\ntable = \"{table}\"\npoll_idle_ms = 50"
+    );
+    powertools_run("dynamodb", &source, "", changes).await;
+
+    // Kinesis: 3 versions of 8 keys over 2 shards; the key "fail-1"'s records fail once.
+    let kinesis = kinesis_endpoint();
+    let k = harness::kinesis_client(&kinesis).await;
+    let stream = unique("http-powertools");
+    harness::create_stream(&k, &stream, 2).await;
+    let mut keys: Vec<String> = (0..7).map(|i| format!("key-{i}")).collect();
+    keys.push("fail-1".into());
+    for version in 1..=3 {
+        harness::put_version(&k, &stream, &keys, version).await;
+    }
+    let source = format!(
+        "[connectors.source]\ntype = \"kinesis\"\nstream = \"{stream}\"\npoll_idle_ms = 50\n\
+         [connectors.source.aws]\nendpoint_url = \"{kinesis}\""
+    );
+    let format = "[connectors.format]\ntype = \"lambda\"\n\
+                  invoke_identity_arn = \"arn:aws:iam::123456789012:role/handler\"";
+    powertools_run("kinesis", &source, format, keys.len() * 3).await;
+}
+
+/// Runs the Powertools handler for `kind` and a worker from `source` to it until `records`
+/// distinct records were handled; checks what the handler wrote.
+async fn powertools_run(kind: &str, source: &str, format: &str, records: usize) {
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("handled.jsonl");
+    let handler_port = free_port();
+    let mut handler = std::process::Command::new(test_python())
+        .arg(concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/tests/support/powertools_handler.py"
+        ))
+        .arg(handler_port.to_string())
+        .arg(&out)
+        .arg(kind)
+        .stderr(std::fs::File::create(dir.path().join("handler.log")).unwrap())
+        .spawn()
+        .expect("start the Powertools handler");
+    let port = free_port();
+    let text = format!(
+        r#"
+[worker]
+listen = "127.0.0.1:{port}"
+[aws]
+region = "us-east-1"
+endpoint_url = "{endpoint}"
+[[connectors]]
+name = "powertools"
+{source}
+[connectors.leases]
+table = "{leases}"
+{format}
+[connectors.sink]
+type = "http"
+url = "http://127.0.0.1:{handler_port}/invoke"
+max_records = 7
+report_batch_item_failures = true
+"#,
+        endpoint = aws_endpoint(),
+        leases = unique("powertools-leases")
+    );
+    let path = dir.path().join("c.toml");
+    std::fs::write(&path, text).unwrap();
+    let mut run = Running::start(&path, &dir.path().join("run.log"));
+    let handled = |lines: &[Value]| -> BTreeSet<String> {
+        lines
+            .iter()
+            .flat_map(|l| l["handled"].as_array().cloned().unwrap_or_default())
+            .map(|s| s.as_str().unwrap().to_string())
+            .collect()
+    };
+    let started = std::time::Instant::now();
+    loop {
+        let lines = if out.exists() {
+            read_lines(&out)
+        } else {
+            Vec::new()
+        };
+        let invalid: Vec<&Value> = lines
+            .iter()
+            .filter(|l| l.get("invalid").is_some())
+            .collect();
+        assert!(
+            invalid.is_empty(),
+            "{kind}: events Powertools refused: {invalid:?}"
+        );
+        if handled(&lines).len() >= records {
+            break;
+        }
+        assert!(
+            handler.try_wait().unwrap().is_none(),
+            "the handler ended: {}",
+            std::fs::read_to_string(dir.path().join("handler.log")).unwrap_or_default()
+        );
+        assert!(
+            started.elapsed() < Duration::from_secs(90),
+            "{kind}: {} of {records} records handled; log:\n{}",
+            handled(&lines).len(),
+            run.log_text()
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    let _ = handler.kill();
+    let _ = handler.wait();
+    let lines = read_lines(&out);
+    let validated: u64 = lines.iter().map(|l| l["validated"].as_u64().unwrap()).sum();
+    assert!(
+        validated as usize >= records,
+        "{kind}: {validated} records validated"
+    );
+    assert_eq!(
+        handled(&lines).len(),
+        records,
+        "{kind}: every record handled"
+    );
+    let partial = metric(
+        port,
+        "shardbridge_http_invocations_total",
+        "connector=\"powertools\",result=\"partial\"",
+    );
+    assert!(
+        partial >= 1.0,
+        "{kind}: the handler's partial responses were read"
+    );
     assert_eq!(run.stop(Duration::from_secs(30)), 0, "{}", run.log_text());
 }
