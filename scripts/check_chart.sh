@@ -10,7 +10,8 @@
 #   2. lints (strict) and renders the charts, as `helm lint` and `helm template` do: default
 #      values, HPA on, ServiceMonitor and PodMonitor on, every option at once
 #      (helm/shardbridge/ci/full-values.yaml) and the sidecar example (its file:// dependency
-#      packaged by `helm dependency update` in a scratch copy: the work tree is not written);
+#      packaged by `helm dependency update` in a scratch copy: the work tree is not written),
+#      also with values-http-handler.yaml (the app as the http sink's handler);
 #   3. validates every rendered object against the Kubernetes schemas of KUBE_VERSION (strict:
 #      unknown fields are errors). ServiceMonitor and PodMonitor are CRDs with no schema there:
 #      they are skipped by name (and only checked for their selector and port);
@@ -428,6 +429,9 @@ step "full: every optional object" drv check-kinds "$WORK/full.yaml" \
 step "default: checksum follows connectors.toml" drv check-checksum "$CHART"
 step "sidecar: helm dependency update (file://)" drv dep-update "$EXAMPLE"
 render_case sidecar "$EXAMPLE"
+render_case sidecar-http-handler "$EXAMPLE" -f "$EXAMPLE/values-http-handler.yaml"
+step "sidecar-http-handler: the sink calls the app on localhost" \
+  grep -q '^url = "http://127.0.0.1:8080/invoke"$' "$WORK/cfg/sidecar-http-handler/"*.toml
 
 # Wrong values: refused by values.schema.json when rendering (what `helm install` does first).
 step "schema: replicaCount=-1" drv expect-schema-fail "$CHART" /replicaCount --set replicaCount=-1
@@ -438,6 +442,8 @@ step "schema: worker.port a quoted number" drv expect-schema-fail "$CHART" /work
 step "schema: unknown key replicas" drv expect-schema-fail "$CHART" "'replicas' not allowed" --set replicas=3
 step "schema: sink type sqs" drv expect-schema-fail "$CHART" /connectors/0/sink/type \
   --set 'connectors[0].name=orders,connectors[0].source.type=kinesis,connectors[0].source.stream=s,connectors[0].sink.type=sqs'
+step "schema: parallelization_factor 11" drv expect-schema-fail "$CHART" /connectors/0/parallelization_factor \
+  --set 'connectors[0].name=orders,connectors[0].source.type=kinesis,connectors[0].source.stream=s,connectors[0].sink.type=stdout,connectors[0].parallelization_factor=11'
 step "schema: connector name with a space" drv expect-schema-fail "$CHART" /connectors/0/name \
   --set 'connectors[0].name=my orders,connectors[0].source.type=kinesis,connectors[0].source.stream=s,connectors[0].sink.type=stdout'
 step "schema: image.pullPolicy Sometimes" drv expect-schema-fail "$CHART" /image/pullPolicy \
