@@ -576,3 +576,65 @@ report_batch_item_failures = true
     );
     assert_eq!(run.stop(Duration::from_secs(30)), 0, "{}", run.log_text());
 }
+
+/// SIGKILL while the handler holds an invocation: after a restart the batch is delivered
+/// again, and every change reaches the handler (at-least-once: nothing skipped).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_batch_in_flight_at_a_crash_is_delivered_again_after_restart() {
+    let endpoint = aws_endpoint();
+    let ddb = aws_sdk_dynamodb::Client::new(&sdk_config(&endpoint).await);
+    let table = unique("http-crash");
+    workload::create_table(&ddb, &table, StreamViewType::NewAndOldImages).await;
+    let ids = ["a", "b", "c", "d"];
+    write_items(&ddb, &table, &ids, 3).await;
+
+    let handler = Arc::new(Handler::default());
+    // The first call is held for long (the worker is killed meanwhile); the others are handled.
+    let behaviour: Arc<Behaviour> = Arc::new(|h: &Handler, call: &Call| {
+        if h.calls.lock().unwrap().len() == 1 {
+            return (StatusCode::OK, String::new(), Duration::from_secs(30));
+        }
+        let mut handled = h.handled.lock().unwrap();
+        handled.extend(call.records.iter().map(|(id, v, _)| (id.clone(), *v)));
+        (StatusCode::OK, String::new(), Duration::ZERO)
+    });
+    let url = serve(handler.clone(), behaviour).await;
+
+    let dir = tempfile::tempdir().unwrap();
+    let port = free_port();
+    let sink = format!("url = \"{url}\"\nmax_records = 5");
+    let text = config(port, &endpoint, &table, &sink, "")
+        .replace("[connectors.sink]", "failover_ms = 2000\n[connectors.sink]");
+    let path = dir.path().join("c.toml");
+    std::fs::write(&path, text).unwrap();
+    let mut run = Running::start(&path, &dir.path().join("run.log"));
+    wait_until("the first invocation", &mut run, || {
+        !handler.calls.lock().unwrap().is_empty()
+    })
+    .await;
+    let held: Vec<String> = handler.calls.lock().unwrap()[0]
+        .records
+        .iter()
+        .map(|(_, _, seq)| seq.clone())
+        .collect();
+    run.signal("KILL");
+    run.wait(Duration::from_secs(10));
+
+    let mut run = Running::start(&path, &dir.path().join("restart.log"));
+    wait_until("12 changes handled after the restart", &mut run, || {
+        handler.handled.lock().unwrap().len() >= 12
+    })
+    .await;
+    let calls = handler.calls.lock().unwrap().clone();
+    let again = calls[1..]
+        .iter()
+        .any(|c| c.records.iter().map(|(_, _, s)| s).eq(held.iter()));
+    assert!(again, "the held batch {held:?} was sent again: {calls:?}");
+    let handled = handler.handled.lock().unwrap().clone();
+    let want: BTreeMap<String, Vec<u64>> = ids
+        .iter()
+        .map(|id| (id.to_string(), vec![1, 2, 3]))
+        .collect();
+    assert_eq!(by_item(&handled), want, "every change, in its item's order");
+    assert_eq!(run.stop(Duration::from_secs(30)), 0, "{}", run.log_text());
+}
