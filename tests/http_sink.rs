@@ -638,3 +638,139 @@ async fn a_batch_in_flight_at_a_crash_is_delivered_again_after_restart() {
     assert_eq!(by_item(&handled), want, "every change, in its item's order");
     assert_eq!(run.stop(Duration::from_secs(30)), 0, "{}", run.log_text());
 }
+
+/// https: the handler's certificate is signed by a CA of the test's; with `tls.ca_file` naming
+/// it every change is delivered, without it nothing is (the certificate is refused, retried as
+/// a function error, and said so in the log).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn https_trusts_the_configured_ca_and_only_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let openssl = |args: &[&str]| {
+        let out = std::process::Command::new("openssl")
+            .args(args)
+            .current_dir(d)
+            .output()
+            .expect("openssl");
+        assert!(out.status.success(), "openssl {args:?}: {out:?}");
+    };
+    std::fs::write(d.join("san.ext"), "subjectAltName=IP:127.0.0.1\n").unwrap();
+    openssl(&[
+        "req",
+        "-x509",
+        "-newkey",
+        "rsa:2048",
+        "-nodes",
+        "-keyout",
+        "ca.key",
+        "-out",
+        "ca.pem",
+        "-days",
+        "1",
+        "-subj",
+        "/CN=shardbridge test CA",
+    ]);
+    openssl(&[
+        "req",
+        "-newkey",
+        "rsa:2048",
+        "-nodes",
+        "-keyout",
+        "server.key",
+        "-out",
+        "server.csr",
+        "-subj",
+        "/CN=127.0.0.1",
+    ]);
+    openssl(&[
+        "x509",
+        "-req",
+        "-in",
+        "server.csr",
+        "-CA",
+        "ca.pem",
+        "-CAkey",
+        "ca.key",
+        "-CAcreateserial",
+        "-out",
+        "server.pem",
+        "-days",
+        "1",
+        "-extfile",
+        "san.ext",
+    ]);
+    // A handler over TLS that counts the records it receives.
+    let handler_port = free_port();
+    let received = d.join("received.txt");
+    let server = format!(
+        r#"
+import http.server, json, ssl
+class H(http.server.BaseHTTPRequestHandler):
+    def do_POST(self):
+        body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
+        with open({received:?}, "a") as f:
+            f.write("%d\n" % len(body["Records"]))
+        self.send_response(200)
+        self.send_header("Content-Length", "0")
+        self.end_headers()
+    def log_message(self, *a):
+        pass
+s = http.server.ThreadingHTTPServer(("127.0.0.1", {handler_port}), H)
+c = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+c.load_cert_chain({cert:?}, {key:?})
+s.socket = c.wrap_socket(s.socket, server_side=True)
+s.serve_forever()
+"#,
+        received = received.display().to_string(),
+        cert = d.join("server.pem").display().to_string(),
+        key = d.join("server.key").display().to_string(),
+    );
+    let mut tls_server = std::process::Command::new(test_python())
+        .arg("-c")
+        .arg(server)
+        .spawn()
+        .unwrap();
+    let count = || -> usize {
+        std::fs::read_to_string(&received)
+            .unwrap_or_default()
+            .lines()
+            .map(|l| l.parse::<usize>().unwrap())
+            .sum()
+    };
+
+    let endpoint = aws_endpoint();
+    let ddb = aws_sdk_dynamodb::Client::new(&sdk_config(&endpoint).await);
+    for (trusted, run_name) in [(false, "untrusted"), (true, "trusted")] {
+        let table = unique("http-tls");
+        workload::create_table(&ddb, &table, StreamViewType::NewAndOldImages).await;
+        write_items(&ddb, &table, &["a", "b"], 2).await;
+        let url = format!("https://127.0.0.1:{handler_port}/invoke");
+        let mut sink = format!("url = \"{url}\"\ntimeout_ms = 2000");
+        if trusted {
+            let ca = d.join("ca.pem");
+            sink += &format!("\n[connectors.sink.tls]\nca_file = \"{}\"", ca.display());
+        }
+        let port = free_port();
+        let path = d.join(format!("{run_name}.toml"));
+        std::fs::write(&path, config(port, &endpoint, &table, &sink, "")).unwrap();
+        let mut run = Running::start(&path, &d.join(format!("{run_name}.log")));
+        if trusted {
+            wait_until("4 changes received over TLS", &mut run, || count() >= 4).await;
+        } else {
+            let log_path = d.join(format!("{run_name}.log"));
+            wait_until("a refused certificate in the log", &mut run, || {
+                let log = std::fs::read_to_string(&log_path).unwrap_or_default();
+                log.contains("sink write failed") && log.to_lowercase().contains("certificate")
+            })
+            .await;
+            assert_eq!(
+                count(),
+                0,
+                "nothing is sent to a server the worker does not trust"
+            );
+        }
+        assert_eq!(run.stop(Duration::from_secs(30)), 0, "{}", run.log_text());
+    }
+    let _ = tls_server.kill();
+    let _ = tls_server.wait();
+}
