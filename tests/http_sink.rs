@@ -774,3 +774,61 @@ s.serve_forever()
     let _ = tls_server.kill();
     let _ = tls_server.wait();
 }
+
+/// Lambda's MaximumRecordAgeInSeconds holds for retries: a record the handler keeps failing is
+/// retried until it is older than `max_record_age_ms`, then set aside (condition
+/// `RecordAgeExceeded`), without `max_retry_attempts`; the rest is handled.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_record_failing_past_the_maximum_age_is_set_aside() {
+    let endpoint = aws_endpoint();
+    let ddb = aws_sdk_dynamodb::Client::new(&sdk_config(&endpoint).await);
+    let table = unique("http-age");
+    workload::create_table(&ddb, &table, StreamViewType::NewAndOldImages).await;
+    for (id, v) in [("a", 1), ("stuck", 1), ("b", 1), ("a", 2)] {
+        put(&ddb, &table, id, v).await;
+    }
+    let handler = Arc::new(Handler::default());
+    let behaviour: Arc<Behaviour> = Arc::new(|h: &Handler, call: &Call| {
+        if call.records.iter().any(|(id, _, _)| id == "stuck") {
+            return (
+                StatusCode::SERVICE_UNAVAILABLE,
+                "busy".into(),
+                Duration::ZERO,
+            );
+        }
+        let mut handled = h.handled.lock().unwrap();
+        handled.extend(call.records.iter().map(|(id, v, _)| (id.clone(), *v)));
+        (StatusCode::OK, String::new(), Duration::ZERO)
+    });
+    let url = serve(handler.clone(), behaviour).await;
+    let dir = tempfile::tempdir().unwrap();
+    let dlq = dir.path().join("dlq.jsonl");
+    let port = free_port();
+    let sink = format!("url = \"{url}\"\nbisect_on_error = true");
+    let extra = format!(
+        "max_record_age_ms = 3000\n[connectors.on_failure]\ntype = \"file\"\npath = \"{}\"",
+        dlq.display()
+    );
+    let path = dir.path().join("c.toml");
+    std::fs::write(&path, config(port, &endpoint, &table, &sink, &extra)).unwrap();
+    let mut run = Running::start(&path, &dir.path().join("run.log"));
+    wait_until("the stuck record set aside", &mut run, || {
+        dlq.exists() && !read_lines(&dlq).is_empty()
+    })
+    .await;
+    wait_until("the rest handled", &mut run, || {
+        handler.handled.lock().unwrap().len() >= 3
+    })
+    .await;
+    let docs = read_lines(&dlq);
+    assert_eq!(docs.len(), 1, "{docs:?}");
+    assert_eq!(docs[0]["requestContext"]["condition"], "RecordAgeExceeded");
+    let records = docs[0]["records"].as_array().unwrap();
+    assert_eq!(records.len(), 1);
+    assert_eq!(records[0]["dynamodb"]["NewImage"]["id"]["S"], "stuck");
+    assert_eq!(docs[0]["responseContext"]["statusCode"], 503);
+    let want: BTreeMap<String, Vec<u64>> =
+        BTreeMap::from([("a".to_string(), vec![1, 2]), ("b".to_string(), vec![1])]);
+    assert_eq!(by_item(&handler.handled.lock().unwrap()), want);
+    assert_eq!(run.stop(Duration::from_secs(30)), 0, "{}", run.log_text());
+}

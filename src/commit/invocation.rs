@@ -12,7 +12,8 @@
 //!   count as a retry, so a poison record is isolated however small `max_retry_attempts` is.
 //!   A part that cannot be split (or without bisection) counts one failure;
 //! - a part whose failures exceed `max_retry_attempts` is set aside (Lambda's
-//!   `RetryAttemptsExhausted`), and the batch goes on with the next part.
+//!   `RetryAttemptsExhausted`), and the batch goes on with the next part (the driver also sets
+//!   a failed part aside once its records are older than `max_record_age_ms`).
 
 use std::collections::VecDeque;
 use std::ops::Range;
@@ -136,6 +137,11 @@ impl Invocations {
     /// Records before this index are done or set aside: the batch's handled prefix.
     pub fn handled(&self, len: usize) -> usize {
         self.parts.front().map_or(len, |p| p.range.start)
+    }
+
+    /// How often the front part failed so far.
+    pub fn failures(&self) -> u32 {
+        self.parts.front().map_or(0, |p| p.failures)
     }
 
     /// Splits done so far.
@@ -265,6 +271,7 @@ mod tests {
             },
             "the first invocation and two retries"
         );
+        assert_eq!(inv.failures(), 3);
         inv.set_aside();
         assert_eq!(inv.next(), Decision::Done);
         assert_eq!(inv.handled(6), 6);

@@ -132,7 +132,14 @@ pub struct CommitDriver {
     next_batch: Option<u64>,
     /// This shard is reported degraded (its sink is down or slow).
     degraded: AtomicBool,
+    /// A checkpoint still being written (flush-then-checkpoint: the next batch is read and
+    /// sent meanwhile); settled before any other lease write and before the shard ends.
+    in_flight: std::sync::Mutex<Option<CheckpointTask>>,
 }
+
+/// A checkpoint write under way: its outcome and the checkpoint it writes.
+type CheckpointTask =
+    tokio::task::JoinHandle<(Result<(), RetryError<LeaseError>>, Checkpoint, Checkpoint)>;
 
 impl CommitDriver {
     /// Takes over the shard's commit state: recovers what a previous owner left unfinished as
@@ -152,6 +159,7 @@ impl CommitDriver {
             recovering: None,
             next_batch,
             degraded: AtomicBool::new(false),
+            in_flight: std::sync::Mutex::new(None),
             parts,
         };
         let plan = recovery::plan(
@@ -306,8 +314,62 @@ impl CommitDriver {
                 }
             }
         }
-        self.checkpoint(&Checkpoint::Sequence(last_read), None, record_millis)
-            .await
+        let to = Checkpoint::Sequence(last_read);
+        if self.protocol == CommitProtocol::FlushThenCheckpoint {
+            // Nothing to recover for this protocol: the next batch may be read and sent while
+            // this checkpoint is written (a crash meanwhile sends both again).
+            return self.checkpoint_in_background(to, record_millis).await;
+        }
+        self.checkpoint(&to, None, record_millis).await
+    }
+
+    /// Waits for a checkpoint still being written, and takes in its outcome.
+    pub async fn settle(&self) -> Result<Step, CommitError> {
+        let task = self
+            .in_flight
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .take();
+        let Some(task) = task else {
+            return Ok(Step::Done);
+        };
+        let (result, from, to) = task.await.map_err(|e| CommitError::Lease {
+            what: "checkpoint".into(),
+            source: LeaseError::Fatal(format!("the checkpoint task ended: {e}")),
+        })?;
+        self.checkpoint_written(lease_step(result, "checkpoint")?, &from, &to)
+    }
+
+    /// Starts writing a checkpoint without waiting for it (after the one before is settled).
+    async fn checkpoint_in_background(
+        &self,
+        to: Checkpoint,
+        record_millis: Option<i64>,
+    ) -> Result<Step, CommitError> {
+        let step = self.settle().await?;
+        if step != Step::Done {
+            return Ok(step);
+        }
+        let from = self.stored().clone();
+        let (lease, stop) = (self.parts.lease.clone(), self.parts.stop.clone());
+        let (connector, backoff) = (
+            self.parts.connector.clone(),
+            self.parts.retries.lease_writes,
+        );
+        let task = tokio::spawn(async move {
+            let policy = RetryPolicy::forever(&connector, "checkpoint", backoff);
+            let write = CheckpointWrite {
+                from: &from,
+                to: &to,
+                children: None,
+                record_millis,
+            };
+            let result =
+                retry::run(&policy, &stop, is_transient, || lease.checkpoint(&write)).await;
+            (result, from, to)
+        });
+        *self.in_flight.lock().unwrap_or_else(|p| p.into_inner()) = Some(task);
+        Ok(Step::Done)
     }
 
     /// The shard is closed and every record of it committed: SHARD_END, with its children.
@@ -393,6 +455,36 @@ impl CommitDriver {
                     part,
                     after_failure,
                 } => {
+                    // A part that failed until its first record grew older than
+                    // `max_record_age_ms` goes to the destination (Lambda's
+                    // MaximumRecordAgeInSeconds holds for retries too).
+                    let max_age = of.and_then(|of| of.max_record_age_ms);
+                    let first_created = batch.records[part.start].created_millis;
+                    if let (true, Some(of), Some(max), Some(created)) =
+                        (after_failure, of, max_age, first_created)
+                    {
+                        if now_millis().saturating_sub(created) > max as i64 {
+                            let (why, status) = match &refusal {
+                                Some((why, status)) => (Some(why.as_str()), *status),
+                                None => (None, None),
+                            };
+                            let step = self
+                                .set_aside(
+                                    of,
+                                    Condition::RecordAgeExceeded,
+                                    &batch.records[part],
+                                    plan.failures(),
+                                    why,
+                                    status,
+                                )
+                                .await?;
+                            if step != Step::Done {
+                                return Ok(step);
+                            }
+                            plan.set_aside();
+                            continue;
+                        }
+                    }
                     if after_failure {
                         failed_in_a_row += 1;
                         let wait = self
@@ -522,6 +614,10 @@ impl CommitDriver {
         children: Option<&BTreeSet<String>>,
         record_millis: Option<i64>,
     ) -> Result<Step, CommitError> {
+        let step = self.settle().await?;
+        if step != Step::Done {
+            return Ok(step);
+        }
         // For as long as it takes: the write is conditional on this worker's lease, so a late
         // one after the lease moved is refused, never harmful; a stop cuts the wait short.
         let policy = RetryPolicy::forever(
@@ -540,7 +636,16 @@ impl CommitDriver {
             self.parts.lease.checkpoint(&write)
         })
         .await;
-        let step = lease_step(result, "checkpoint")?;
+        self.checkpoint_written(lease_step(result, "checkpoint")?, &from, to)
+    }
+
+    /// Takes in how a checkpoint write from `from` to `to` ended.
+    fn checkpoint_written(
+        &self,
+        step: Step,
+        from: &Checkpoint,
+        to: &Checkpoint,
+    ) -> Result<Step, CommitError> {
         match step {
             Step::Done => *self.stored() = to.clone(),
             Step::LeaseLost => {

@@ -158,6 +158,26 @@ async fn read_shard(ctx: ShardContext) -> Result<ShardOutcome, ShardError> {
         Opened::Ready(driver) => *driver,
         Opened::Ended(step) => return Ok(ended(step).unwrap_or(ShardOutcome::Stopped)),
     };
+    let outcome = read_from(&ctx, &mut commit, &shard).await;
+    // A checkpoint still being written is waited for, so that a stop hands the lease over with
+    // it (and a lost lease is reported as such).
+    match (outcome, commit.settle().await) {
+        (Err(e), _) => Err(e),
+        (Ok(_), Err(e)) => Err(e.into()),
+        (Ok(ShardOutcome::ShardEnd(children)), _) => Ok(ShardOutcome::ShardEnd(children)),
+        (Ok(_), Ok(Step::LeaseLost)) => Ok(ShardOutcome::LeaseLost),
+        (Ok(outcome), Ok(_)) => Ok(outcome),
+    }
+}
+
+/// Reads the shard from its checkpoint and hands its batches to `commit`, until the shard
+/// ends, a stop, or the lease is lost.
+async fn read_from(
+    ctx: &ShardContext,
+    commit: &mut CommitDriver,
+    shard: &str,
+) -> Result<ShardOutcome, ShardError> {
+    let shard = shard.to_string();
     let mut position = match commit.checkpoint_position() {
         Checkpoint::ShardEnd => return Ok(ShardOutcome::ShardEnd(Vec::new())),
         Checkpoint::Sequence(s) => IteratorPosition::AfterSequenceNumber(s),
@@ -183,7 +203,7 @@ async fn read_shard(ctx: ShardContext) -> Result<ShardOutcome, ShardError> {
             // since it is not checkpointed unless written. A batch whose range is fixed is
             // not cut short.
             if commit.required_end().is_none() {
-                if let Some(outcome) = flush(&mut commit, &mut pending).await? {
+                if let Some(outcome) = flush(commit, &mut pending).await? {
                     return Ok(outcome);
                 }
             }
@@ -194,7 +214,7 @@ async fn read_shard(ctx: ShardContext) -> Result<ShardOutcome, ShardError> {
         }
         if commit.required_end().is_none() && batch::should_flush(&limits, &pending, Instant::now())
         {
-            if let Some(outcome) = flush(&mut commit, &mut pending).await? {
+            if let Some(outcome) = flush(commit, &mut pending).await? {
                 return Ok(outcome);
             }
         }
@@ -214,12 +234,12 @@ async fn read_shard(ctx: ShardContext) -> Result<ShardOutcome, ShardError> {
         let page = match result {
             Ok(None) => continue,
             Ok(Some(page)) => page,
-            Err(SourceError::StreamNotFound(m)) if shard_is_gone(&ctx, &shard).await => {
+            Err(SourceError::StreamNotFound(m)) if shard_is_gone(ctx, &shard).await => {
                 // The shard was trimmed away under us (the stream itself is there): nothing is
                 // left to read. Deliver what was read, then finish the shard so that its
                 // children are not held back.
                 events::data_loss(&ctx.connector, &shard, &format!("the shard is gone: {m}"));
-                if let Some(outcome) = flush(&mut commit, &mut pending).await? {
+                if let Some(outcome) = flush(commit, &mut pending).await? {
                     return Ok(outcome);
                 }
                 return Ok(ended(commit.finish(&BTreeSet::new()).await?)
@@ -231,7 +251,7 @@ async fn read_shard(ctx: ShardContext) -> Result<ShardOutcome, ShardError> {
                     let why = format!("source: {count} failed calls in a row: {e}");
                     ctx.health.shard_degraded(&ctx.connector, &shard, why);
                 }
-                handle_source_error(&ctx, &shard, e, count, &mut position, &mut iterator).await?;
+                handle_source_error(ctx, &shard, e, count, &mut position, &mut iterator).await?;
                 continue;
             }
         };
@@ -259,13 +279,13 @@ async fn read_shard(ctx: ShardContext) -> Result<ShardOutcome, ShardError> {
             if let Some(end) = commit.required_end() {
                 (records, rest) = batch::split_at(records, end);
             }
-            add_to_batch(&ctx, &shard, &mut pending, &records)?;
+            add_to_batch(ctx, &shard, &mut pending, &records)?;
             if let Some(end) = commit.required_end() {
                 if pending.last_read.as_ref() >= Some(end) || !rest.is_empty() {
-                    if let Some(outcome) = flush(&mut commit, &mut pending).await? {
+                    if let Some(outcome) = flush(commit, &mut pending).await? {
                         return Ok(outcome);
                     }
-                    add_to_batch(&ctx, &shard, &mut pending, &rest)?;
+                    add_to_batch(ctx, &shard, &mut pending, &rest)?;
                 }
             }
         } else if has_next {
@@ -290,10 +310,10 @@ async fn read_shard(ctx: ShardContext) -> Result<ShardOutcome, ShardError> {
             PollAction::ShardEnd => {
                 // A batch whose range was fixed but never reached its end (trimmed records)
                 // commits what there is.
-                if let Some(outcome) = flush(&mut commit, &mut pending).await? {
+                if let Some(outcome) = flush(commit, &mut pending).await? {
                     return Ok(outcome);
                 }
-                let children = find_children(&ctx, &shard).await;
+                let children = find_children(ctx, &shard).await;
                 let ids: BTreeSet<String> = children.iter().map(|c| c.shard_id.clone()).collect();
                 tracing::info!(connector = %ctx.connector, %shard, ?ids, "shard closed and fully read");
                 return Ok(

@@ -1,0 +1,178 @@
+//! Throughput benchmark helper for the `http` sink (`scripts/bench_http.sh` drives it):
+//!
+//! - `handler --port P`: a handler that answers every POST at once (200, no body) and counts
+//!   the records of the `{"Records": [...]}` events it receives; `GET /count` returns the count.
+//! - `bare --source NAME --url URL`: the baseline. One task per shard of the Kinesis stream
+//!   reads from TRIM_HORIZON until caught up (GetRecords limit 1000), encodes each record in the
+//!   `lambda` format as shardbridge does, and POSTs the page's records in events of up to
+//!   `--max-records`, one after the other (a shard's order). No leases, no checkpoints, no
+//!   retries beyond failing the run.
+//!
+//! Endpoints come from `--kinesis-endpoint` or the environment that `scripts/dev-servers.sh env`
+//! prints.
+
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::Instant;
+
+use anyhow::{bail, Context, Result};
+use clap::{Parser, Subcommand};
+
+use shardbridge::format::{self, FormatKind};
+use shardbridge::source::kinesis::{KinesisSource, KinesisStreamRef};
+use shardbridge::source::{IteratorPosition, ShardSource};
+
+#[path = "bench_support/mod.rs"]
+mod bench_support;
+use bench_support::sdk;
+
+#[derive(Parser)]
+#[command(about = "http sink throughput benchmark helper")]
+struct Cli {
+    /// Kinesis endpoint (kinesalite).
+    #[arg(long, global = true, env = "SHARDBRIDGE_TEST_KINESIS_ENDPOINT")]
+    kinesis_endpoint: Option<String>,
+    #[arg(long, global = true, default_value = "us-east-1")]
+    region: String,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Serve a handler that answers at once and counts records.
+    Handler {
+        #[arg(long)]
+        port: u16,
+    },
+    /// The bare loop: every shard to its end, each page POSTed as events of `max_records`.
+    Bare {
+        #[arg(long)]
+        source: String,
+        #[arg(long)]
+        url: String,
+        #[arg(long, default_value_t = 100)]
+        max_records: usize,
+    },
+}
+
+/// The identity the `lambda` format names (what `format.invoke_identity_arn` sets).
+const IDENTITY: &str = "arn:aws:iam::123456789012:role/bench";
+
+#[tokio::main]
+async fn main() -> Result<()> {
+    let cli = Cli::parse();
+    match &cli.command {
+        Command::Handler { port } => handler(*port).await,
+        Command::Bare {
+            source,
+            url,
+            max_records,
+        } => bare(&cli, source, url, *max_records).await,
+    }
+}
+
+async fn handler(port: u16) -> Result<()> {
+    let count = Arc::new(AtomicU64::new(0));
+    let (post_count, get_count) = (count.clone(), count);
+    let app = axum::Router::new()
+        .route(
+            "/invoke",
+            axum::routing::post(move |body: axum::body::Bytes| {
+                let count = post_count.clone();
+                async move {
+                    let event: serde_json::Value =
+                        serde_json::from_slice(&body).unwrap_or_default();
+                    let n = event["Records"].as_array().map_or(0, Vec::len);
+                    count.fetch_add(n as u64, Ordering::Relaxed);
+                    ""
+                }
+            }),
+        )
+        .route(
+            "/count",
+            axum::routing::get(move || {
+                let count = get_count.clone();
+                async move { count.load(Ordering::Relaxed).to_string() }
+            }),
+        );
+    let listener = tokio::net::TcpListener::bind(("127.0.0.1", port))
+        .await
+        .with_context(|| format!("bind 127.0.0.1:{port}"))?;
+    axum::serve(listener, app).await?;
+    Ok(())
+}
+
+async fn bare(cli: &Cli, source: &str, url: &str, max_records: usize) -> Result<()> {
+    let started = Instant::now();
+    let conf = sdk(&cli.kinesis_endpoint, &cli.region).await?;
+    let src = Arc::new(
+        KinesisSource::connect(&conf, &KinesisStreamRef::Name(source.to_string()))
+            .await
+            .with_context(|| format!("stream {source}"))?,
+    );
+    let http = reqwest::Client::new();
+    let shards = src.list_shards().await.context("ListShards")?;
+    let mut tasks = tokio::task::JoinSet::new();
+    for shard in shards {
+        let (src, http, url) = (src.clone(), http.clone(), url.to_string());
+        tasks.spawn(async move {
+            let mut sent = 0usize;
+            let mut iterator = src
+                .open_iterator(&shard.shard_id, &IteratorPosition::TrimHorizon)
+                .await
+                .context("GetShardIterator")?;
+            loop {
+                let page = src
+                    .get_records(&iterator, 1000)
+                    .await
+                    .context("GetRecords")?;
+                for chunk in page.records.chunks(max_records.max(1)) {
+                    let mut body = b"{\"Records\":[".to_vec();
+                    for (i, r) in chunk.iter().enumerate() {
+                        if i > 0 {
+                            body.push(b',');
+                        }
+                        format::encode_as(FormatKind::Lambda, Some(IDENTITY), r, &mut body)?;
+                        if body.last() == Some(&b'\n') {
+                            body.pop();
+                        }
+                    }
+                    body.extend_from_slice(b"]}");
+                    let answer = http
+                        .post(&url)
+                        .header("content-type", "application/json")
+                        .body(body)
+                        .build()
+                        .context("request")?;
+                    let answer = http.execute(answer).await.context("POST")?;
+                    if !answer.status().is_success() {
+                        bail!("POST: HTTP {}", answer.status());
+                    }
+                    sent += chunk.len();
+                }
+                match page.next_iterator {
+                    None => break,
+                    Some(_)
+                        if page.records.is_empty()
+                            && page.millis_behind_latest.unwrap_or(0) == 0 =>
+                    {
+                        break
+                    }
+                    Some(next) => iterator = next,
+                }
+            }
+            anyhow::Ok(sent)
+        });
+    }
+    let mut total = 0;
+    while let Some(r) = tasks.join_next().await {
+        total += r??;
+    }
+    let secs = started.elapsed().as_secs_f64();
+    println!(
+        "bare: {total} records in {secs:.3} s ({:.0} records/s)",
+        total as f64 / secs
+    );
+    Ok(())
+}
