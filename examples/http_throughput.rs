@@ -1,7 +1,9 @@
 //! Throughput benchmark helper for the `http` sink (`scripts/bench_http.sh` drives it):
 //!
-//! - `handler --port P`: a handler that answers every POST at once (200, no body) and counts
-//!   the records of the `{"Records": [...]}` events it receives; `GET /count` returns the count.
+//! - `handler --port P [--expect N --reached FILE]`: a handler that answers every POST at once
+//!   (200, no body) and counts the records of the `{"Records": [...]}` events it receives;
+//!   `GET /count` returns the count, and when it first reaches N the time (Unix seconds) is
+//!   written to FILE, so a benchmark need not poll (polling costs CPU the servers need).
 //! - `bare --source NAME --url URL`: the baseline. One task per shard of the Kinesis stream
 //!   reads from TRIM_HORIZON until caught up (GetRecords limit 1000), encodes each record in the
 //!   `lambda` format as shardbridge does, and POSTs the page's records in events of up to
@@ -44,6 +46,11 @@ enum Command {
     Handler {
         #[arg(long)]
         port: u16,
+        /// Records after which the time is written to `--reached`.
+        #[arg(long)]
+        expect: Option<u64>,
+        #[arg(long)]
+        reached: Option<std::path::PathBuf>,
     },
     /// The bare loop: every shard to its end, each page POSTed as events of `max_records`.
     Bare {
@@ -63,7 +70,11 @@ const IDENTITY: &str = "arn:aws:iam::123456789012:role/bench";
 async fn main() -> Result<()> {
     let cli = Cli::parse();
     match &cli.command {
-        Command::Handler { port } => handler(*port).await,
+        Command::Handler {
+            port,
+            expect,
+            reached,
+        } => handler(*port, *expect, reached.clone()).await,
         Command::Bare {
             source,
             url,
@@ -72,7 +83,11 @@ async fn main() -> Result<()> {
     }
 }
 
-async fn handler(port: u16) -> Result<()> {
+async fn handler(
+    port: u16,
+    expect: Option<u64>,
+    reached: Option<std::path::PathBuf>,
+) -> Result<()> {
     let count = Arc::new(AtomicU64::new(0));
     let (post_count, get_count) = (count.clone(), count);
     let app = axum::Router::new()
@@ -80,11 +95,21 @@ async fn handler(port: u16) -> Result<()> {
             "/invoke",
             axum::routing::post(move |body: axum::body::Bytes| {
                 let count = post_count.clone();
+                let reached = reached.clone();
                 async move {
                     let event: serde_json::Value =
                         serde_json::from_slice(&body).unwrap_or_default();
-                    let n = event["Records"].as_array().map_or(0, Vec::len);
-                    count.fetch_add(n as u64, Ordering::Relaxed);
+                    let n = event["Records"].as_array().map_or(0, Vec::len) as u64;
+                    let before = count.fetch_add(n, Ordering::Relaxed);
+                    if let (Some(want), Some(file)) = (expect, &reached) {
+                        if before < want && before + n >= want {
+                            let now = std::time::SystemTime::now()
+                                .duration_since(std::time::UNIX_EPOCH)
+                                .unwrap_or_default()
+                                .as_secs_f64();
+                            let _ = std::fs::write(file, format!("{now:.6}"));
+                        }
+                    }
                     ""
                 }
             }),

@@ -23,7 +23,7 @@ use crate::retry::{self, Backoff, RetryError, RetryPolicy};
 use crate::sink::{self, Sink};
 use crate::source::poll::{after_error, after_page, idle_interval, ErrorAction, PollAction};
 use crate::source::record::SourceRecord;
-use crate::source::{IteratorPosition, Shard, ShardIterator, ShardSource, SourceError};
+use crate::source::{IteratorPosition, RecordPage, Shard, ShardIterator, ShardSource, SourceError};
 
 /// What a shard task works with. `ShardContext::new` fills in defaults; set the rest with
 /// struct update syntax.
@@ -195,6 +195,8 @@ async fn read_from(
     // Empty pages in a row: an idle shard is polled less and less often.
     let mut empty_pages = 0u32;
     let mut parent_ended_at = ctx.parent_ended_at;
+    // The next page, when it was fetched while the batch before it was written.
+    let mut read_ahead: Option<Result<RecordPage, SourceError>> = None;
     tracing::info!(connector = %ctx.connector, %shard, ?position, "reading shard");
 
     loop {
@@ -214,19 +216,40 @@ async fn read_from(
         }
         if commit.required_end().is_none() && batch::should_flush(&limits, &pending, Instant::now())
         {
-            if let Some(outcome) = flush(commit, &mut pending).await? {
+            let flushed = match iterator.clone() {
+                // Read-ahead: the next page is fetched while the sink writes this batch (one
+                // page per shard), so a shard moves at the pace of the slower of the two
+                // rather than of their sum. A stop cuts the fetch short.
+                Some(it) if read_ahead.is_none() => {
+                    failures.still_well();
+                    let fetch = async {
+                        tokio::select! {
+                            _ = ctx.stop.cancelled() => None,
+                            r = ctx.source.get_records(&it, ctx.max_records) => Some(r),
+                        }
+                    };
+                    let (flushed, page) = tokio::join!(flush(commit, &mut pending), fetch);
+                    read_ahead = page;
+                    flushed
+                }
+                _ => flush(commit, &mut pending).await,
+            };
+            if let Some(outcome) = flushed? {
                 return Ok(outcome);
             }
         }
         // Without a failure in progress, the source counts as well until this call begins (time
         // spent writing to the sink is not time the source failed).
-        failures.still_well();
-        let result = match &iterator {
-            None => ctx.source.open_iterator(&shard, &position).await.map(|it| {
+        if read_ahead.is_none() {
+            failures.still_well();
+        }
+        let result = match (read_ahead.take(), &iterator) {
+            (Some(page), _) => page.map(Some),
+            (None, None) => ctx.source.open_iterator(&shard, &position).await.map(|it| {
                 iterator = Some(it);
                 None
             }),
-            Some(it) => tokio::select! {
+            (None, Some(it)) => tokio::select! {
                 _ = ctx.stop.cancelled() => continue,
                 r = ctx.source.get_records(it, ctx.max_records) => r.map(Some),
             },
