@@ -88,6 +88,16 @@ async fn serve(handler: Arc<Handler>, behaviour: Arc<Behaviour>) -> String {
     url
 }
 
+/// A new table keyed by `id` with a NEW_AND_OLD_IMAGES stream: the moto endpoint, a client and
+/// the table's name.
+async fn new_table(prefix: &str) -> (String, aws_sdk_dynamodb::Client, String) {
+    let endpoint = aws_endpoint();
+    let ddb = aws_sdk_dynamodb::Client::new(&sdk_config(&endpoint).await);
+    let table = unique(prefix);
+    workload::create_table(&ddb, &table, StreamViewType::NewAndOldImages).await;
+    (endpoint, ddb, table)
+}
+
 /// Puts `versions` versions of each of `ids`, version by version (so items interleave).
 async fn write_items(ddb: &aws_sdk_dynamodb::Client, table: &str, ids: &[&str], versions: u32) {
     for v in 1..=versions {
@@ -168,10 +178,7 @@ async fn wait_until(what: &str, run: &mut Running, check: impl Fn() -> bool) {
 /// handled once, in its item's order.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_partial_batch_response_resends_only_from_the_lowest_failed_record() {
-    let endpoint = aws_endpoint();
-    let ddb = aws_sdk_dynamodb::Client::new(&sdk_config(&endpoint).await);
-    let table = unique("http-partial");
-    workload::create_table(&ddb, &table, StreamViewType::NewAndOldImages).await;
+    let (endpoint, ddb, table) = new_table("http-partial").await;
     let ids = ["a", "b", "c"];
     write_items(&ddb, &table, &ids, 5).await;
 
@@ -440,10 +447,7 @@ async fn bisection_isolates_a_poison_and_a_slow_record_and_sets_them_aside() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_powertools_handler_validates_every_event() {
     // DynamoDB Streams: 40 changes to 5 items, each item's version 3 failing once.
-    let endpoint = aws_endpoint();
-    let ddb = aws_sdk_dynamodb::Client::new(&sdk_config(&endpoint).await);
-    let table = unique("http-powertools");
-    workload::create_table(&ddb, &table, StreamViewType::NewAndOldImages).await;
+    let (_, ddb, table) = new_table("http-powertools").await;
     let plan = workload::plan(5, 40);
     workload::apply(&ddb, &table, &plan).await;
     let changes: usize = plan.iter().map(|(_, c)| c.len()).sum();
@@ -581,10 +585,7 @@ report_batch_item_failures = true
 /// again, and every change reaches the handler (at-least-once: nothing skipped).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_batch_in_flight_at_a_crash_is_delivered_again_after_restart() {
-    let endpoint = aws_endpoint();
-    let ddb = aws_sdk_dynamodb::Client::new(&sdk_config(&endpoint).await);
-    let table = unique("http-crash");
-    workload::create_table(&ddb, &table, StreamViewType::NewAndOldImages).await;
+    let (endpoint, ddb, table) = new_table("http-crash").await;
     let ids = ["a", "b", "c", "d"];
     write_items(&ddb, &table, &ids, 3).await;
 
@@ -738,11 +739,8 @@ s.serve_forever()
             .sum()
     };
 
-    let endpoint = aws_endpoint();
-    let ddb = aws_sdk_dynamodb::Client::new(&sdk_config(&endpoint).await);
     for (trusted, run_name) in [(false, "untrusted"), (true, "trusted")] {
-        let table = unique("http-tls");
-        workload::create_table(&ddb, &table, StreamViewType::NewAndOldImages).await;
+        let (endpoint, ddb, table) = new_table("http-tls").await;
         write_items(&ddb, &table, &["a", "b"], 2).await;
         let url = format!("https://127.0.0.1:{handler_port}/invoke");
         let mut sink = format!("url = \"{url}\"\ntimeout_ms = 2000");
@@ -780,10 +778,7 @@ s.serve_forever()
 /// `RecordAgeExceeded`), without `max_retry_attempts`; the rest is handled.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_record_failing_past_the_maximum_age_is_set_aside() {
-    let endpoint = aws_endpoint();
-    let ddb = aws_sdk_dynamodb::Client::new(&sdk_config(&endpoint).await);
-    let table = unique("http-age");
-    workload::create_table(&ddb, &table, StreamViewType::NewAndOldImages).await;
+    let (endpoint, ddb, table) = new_table("http-age").await;
     for (id, v) in [("a", 1), ("stuck", 1), ("b", 1), ("a", 2)] {
         put(&ddb, &table, id, v).await;
     }
