@@ -215,7 +215,6 @@ pub fn line_count(path: &Path) -> usize {
         .unwrap_or(0)
 }
 
-/// The kinesalite server. A test that cannot reach it fails.
 /// The Python of the test servers (scripts/dev-servers.sh installs moto, boto3 and
 /// aws-lambda-powertools there).
 pub fn test_python() -> String {
@@ -223,6 +222,7 @@ pub fn test_python() -> String {
         .unwrap_or_else(|_| format!("{}/.venv/bin/python", env!("CARGO_MANIFEST_DIR")))
 }
 
+/// The kinesalite server. A test that cannot reach it fails.
 pub fn kinesis_endpoint() -> String {
     let url = std::env::var("SHARDBRIDGE_TEST_KINESIS_ENDPOINT")
         .unwrap_or_else(|_| "http://127.0.0.1:4567".to_string());
