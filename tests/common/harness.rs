@@ -562,7 +562,7 @@ pub async fn write_with_faults(
         versions += 1;
         let v = versions;
         // Generous: on a loaded machine an armed worker may need a while to get a batch of its own.
-        assert!(v <= 80, "faults hit: {:?}", faults.map(|p| (p, hit(p))));
+        assert!(v <= 160, "faults hit: {:?}", faults.map(|p| (p, hit(p))));
         put_version(k, stream, keys, v).await;
         match v {
             2 | 4 => drop(split(k, stream).await),
