@@ -3,7 +3,8 @@
 //! - `handler --port P [--expect N --reached FILE]`: a handler that answers every POST at once
 //!   (200, no body) and counts the records of the `{"Records": [...]}` events it receives;
 //!   `GET /count` returns the count, and when it first reaches N the time (Unix seconds) is
-//!   written to FILE, so a benchmark need not poll (polling costs CPU the servers need).
+//!   written to FILE, so a benchmark need not poll (polling costs CPU the servers need); the
+//!   time it received the first records goes to FILE with the extension `first`.
 //! - `bare --source NAME --url URL`: the baseline. One task per shard of the Kinesis stream
 //!   reads from TRIM_HORIZON until caught up (GetRecords limit 1000), encodes each record in the
 //!   `lambda` format as shardbridge does, and POSTs the page's records in events of up to
@@ -102,12 +103,18 @@ async fn handler(
                     let n = event["Records"].as_array().map_or(0, Vec::len) as u64;
                     let before = count.fetch_add(n, Ordering::Relaxed);
                     if let (Some(want), Some(file)) = (expect, &reached) {
-                        if before < want && before + n >= want {
-                            let now = std::time::SystemTime::now()
+                        let now = || {
+                            let t = std::time::SystemTime::now()
                                 .duration_since(std::time::UNIX_EPOCH)
                                 .unwrap_or_default()
                                 .as_secs_f64();
-                            let _ = std::fs::write(file, format!("{now:.6}"));
+                            format!("{t:.6}")
+                        };
+                        if before == 0 && n > 0 {
+                            let _ = std::fs::write(file.with_extension("first"), now());
+                        }
+                        if before < want && before + n >= want {
+                            let _ = std::fs::write(file, now());
                         }
                     }
                     ""

@@ -15,7 +15,9 @@
 #                counted N records (it writes that time itself; then SIGTERM, which must exit
 #                0), and its CPU seconds
 # Both must deliver exactly N records. Prints records/s of both and the ratio
-# shardbridge/bare per run, then medians.
+# shardbridge/bare per run, then medians: from launch (start-up included: shardbridge creates
+# its lease table and takes its leases first), and from the first records the handler received
+# to the last (the rate of delivery once both run; the handler writes both times itself).
 #
 # Knobs (environment): BENCH_RUNS (3), BENCH_SHARDS (4), BENCH_MAX_RECORDS (100, records per
 # invocation for both), BENCH_TIMEOUT_S (300), BENCH_KEEP (1: keep the work dir), BENCH_LOG
@@ -58,7 +60,7 @@ log "loading $N records into $STREAM ($SHARDS shards)"
 start_handler() {
   [[ -n "$HANDLER_PID" ]] && { kill "$HANDLER_PID" 2>/dev/null || true; wait "$HANDLER_PID" 2>/dev/null || true; }
   HANDLER_PORT="$(free_port)"
-  REACHED="$WORK/reached.$HANDLER_PORT"
+  REACHED="$WORK/reached-$HANDLER_PORT.last"; FIRST="$WORK/reached-$HANDLER_PORT.first"
   "$HT" handler --port "$HANDLER_PORT" --expect "$N" --reached "$REACHED" &
   HANDLER_PID=$!
   for _ in $(seq 1 100); do
@@ -81,6 +83,7 @@ run_bare() {
   local got; got="$(count)"
   [[ "$got" == "$N" ]] || { log "ERROR: bare delivered $got of $N"; exit 1; }
   BARE_S="$(fsub "$t1" "$t0")"
+  BARE_STEADY_S="$(fsub "$(cat "$REACHED")" "$(cat "$FIRST")")"
 }
 
 run_shardbridge() {
@@ -132,20 +135,24 @@ EOF
   got="$(count)"
   [[ "$got" == "$N" ]] || { log "ERROR: shardbridge delivered $got of $N (duplicates?)"; exit 1; }
   SB_S="$(fsub "$t1" "$t0")"
+  SB_STEADY_S="$(fsub "$t1" "$(cat "$FIRST")")"
 }
 
-bare_rates=(); sb_rates=(); ratios=(); cpus=()
+bare_rates=(); sb_rates=(); ratios=(); cpus=(); steady_ratios=()
 for run in $(seq 1 "$RUNS"); do
   if ((run % 2)); then run_bare; run_shardbridge; else run_shardbridge; run_bare; fi
   b="$(rate "$N" "$BARE_S")"; s="$(rate "$N" "$SB_S")"; r="$(fdiv "$s" "$b")"
   cpu_us="$(awk -v c="$SB_CPU" -v n="$N" 'BEGIN { printf "%.1f", c / n * 1e6 }')"
+  bs="$(rate "$N" "$BARE_STEADY_S")"; ss="$(rate "$N" "$SB_STEADY_S")"; rs="$(fdiv "$ss" "$bs")"
   log "run $run: bare $b records/s ($BARE_S s), shardbridge $s records/s ($SB_S s, $SB_CPU CPU s = $cpu_us µs/record), ratio $r"
+  log "  first record to last: bare $bs records/s ($BARE_STEADY_S s), shardbridge $ss records/s ($SB_STEADY_S s), ratio $rs"
   log "  bare: $BARE_SERVERS"
   log "  shardbridge: $SB_SERVERS"
-  bare_rates+=("$b"); sb_rates+=("$s"); ratios+=("$r"); cpus+=("$cpu_us")
+  bare_rates+=("$b"); sb_rates+=("$s"); ratios+=("$r"); cpus+=("$cpu_us"); steady_ratios+=("$rs")
 done
 echo "http sink, $N records, $SHARDS shards, $MAX_RECORDS records per invocation, $RUNS runs"
 echo "median bare: $(median "${bare_rates[@]}") records/s"
 echo "median shardbridge: $(median "${sb_rates[@]}") records/s, $(median "${cpus[@]}") µs CPU per record"
-echo "median ratio shardbridge/bare: $(median "${ratios[@]}")"
+echo "median ratio shardbridge/bare: $(median "${ratios[@]}") (from launch)"
+echo "median ratio shardbridge/bare: $(median "${steady_ratios[@]}") (first record received to last)"
 "$KT" rmstream --stream "$STREAM" >/dev/null 2>&1 || true

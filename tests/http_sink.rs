@@ -827,3 +827,100 @@ async fn a_record_failing_past_the_maximum_age_is_set_aside() {
     assert_eq!(by_item(&handler.handled.lock().unwrap()), want);
     assert_eq!(run.stop(Duration::from_secs(30)), 0, "{}", run.log_text());
 }
+
+/// Parallel lanes: the handler fails every call holding item `stuck` until the other items'
+/// later versions (written after `stuck`'s first call, so read into later batches) have been
+/// handled. Those go on meanwhile: a failing lane holds back only its own items. Then every
+/// change is handled once, in its item's order.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn with_lanes_a_failing_lane_holds_back_only_its_own_items() {
+    let (endpoint, ddb, table) = new_table("http-lanes").await;
+    let others = ["a", "b", "c", "d", "e", "f"];
+    write_items(&ddb, &table, &["stuck"], 1).await;
+    write_items(&ddb, &table, &others, 1).await;
+
+    let handler = Arc::new(Handler::default());
+    let released = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let started = std::time::Instant::now();
+    let behaviour: Arc<Behaviour> = {
+        let released = released.clone();
+        Arc::new(move |h: &Handler, call: &Call| {
+            use std::sync::atomic::Ordering::SeqCst;
+            let mut handled = h.handled.lock().unwrap();
+            if call.records.iter().any(|(id, _, _)| id == "stuck") && !released.load(SeqCst) {
+                // Released once some other item reached version 4, or after 60 s (so that
+                // without lanes running ahead the test fails on its assertions, not a hang).
+                let later = handled.iter().filter(|(_, v)| *v >= 4).count();
+                if later == 0 && started.elapsed() < Duration::from_secs(60) {
+                    return (
+                        StatusCode::INTERNAL_SERVER_ERROR,
+                        "busy".into(),
+                        Duration::ZERO,
+                    );
+                }
+                released.store(true, SeqCst);
+            }
+            handled.extend(call.records.iter().map(|(id, v, _)| (id.clone(), *v)));
+            (StatusCode::OK, String::new(), Duration::ZERO)
+        })
+    };
+    let url = serve(handler.clone(), behaviour).await;
+
+    let dir = tempfile::tempdir().unwrap();
+    let port = free_port();
+    let sink = format!("url = \"{url}\"\nmax_records = 2");
+    let path = dir.path().join("c.toml");
+    std::fs::write(
+        &path,
+        config(
+            port,
+            &endpoint,
+            &table,
+            &sink,
+            "parallelization_factor = 10",
+        ),
+    )
+    .unwrap();
+    let mut run = Running::start(&path, &dir.path().join("run.log"));
+    wait_until("the stuck item's first call", &mut run, || {
+        let calls = handler.calls.lock().unwrap();
+        calls
+            .iter()
+            .any(|c| c.records.iter().any(|(id, _, _)| id == "stuck"))
+    })
+    .await;
+    // Later batches: each version written after the batch before it was read.
+    for v in 2..=4 {
+        for id in others {
+            put(&ddb, &table, id, v).await;
+        }
+        tokio::time::sleep(Duration::from_millis(300)).await;
+    }
+    put(&ddb, &table, "stuck", 2).await;
+    wait_until("every change handled", &mut run, || {
+        handler.handled.lock().unwrap().len() >= 2 + others.len() * 4
+    })
+    .await;
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let handled = handler.handled.lock().unwrap().clone();
+    let stuck_at = handled.iter().position(|(id, _)| id == "stuck").unwrap();
+    let before: Vec<_> = handled[..stuck_at]
+        .iter()
+        .filter(|(_, v)| *v >= 2)
+        .collect();
+    assert!(
+        !before.is_empty(),
+        "the other lanes handled later batches while the stuck one retried: {handled:?}"
+    );
+    let mut want: BTreeMap<String, Vec<u64>> = others
+        .iter()
+        .map(|id| (id.to_string(), vec![1, 2, 3, 4]))
+        .collect();
+    want.insert("stuck".into(), vec![1, 2]);
+    assert_eq!(
+        by_item(&handled),
+        want,
+        "every change once, in its item's order"
+    );
+    assert_eq!(run.stop(Duration::from_secs(30)), 0, "{}", run.log_text());
+}

@@ -929,6 +929,139 @@ async fn one_lane_is_the_sinks_own_batching() {
     assert!(calls.iter().all(|c| c.iter().all(|(_, lane)| *lane == 0)));
 }
 
+/// A flush-then-checkpoint sink whose handler refuses every call with item 0's changes until
+/// the other lanes delivered `release_after` changes (or 5 s passed): the lane of item 0 is
+/// stuck retrying while the others go on.
+struct StuckLaneSink {
+    store: Arc<dyn LeaseStore>,
+    release_after: usize,
+    started: std::time::Instant,
+    released: AtomicBool,
+    stuck_lane: Mutex<Option<u8>>,
+    /// Changes delivered by the other lanes while item 0's lane was stuck, by index.
+    others_while_stuck: Mutex<Vec<usize>>,
+    delivered: Mutex<Vec<usize>>,
+    checkpoint_ahead: Mutex<Vec<String>>,
+}
+
+#[async_trait]
+impl Sink for StuckLaneSink {
+    fn commit_protocol(&self) -> CommitProtocol {
+        CommitProtocol::FlushThenCheckpoint
+    }
+    fn batch_limits(&self) -> BatchLimits {
+        BatchLimits {
+            max_records: 50,
+            max_bytes: usize::MAX,
+            max_interval: Duration::from_millis(20),
+        }
+    }
+    async fn write_batch(&self, batch: &Batch, _permit: &dyn SendPermit) -> Result<(), SinkError> {
+        let index = |r: &shardbridge::sink::OutputRecord| {
+            r.sequence_number.to_string().parse::<usize>().unwrap() - 1000
+        };
+        if let Checkpoint::Sequence(at) = &self.store.list().await.unwrap()[0].checkpoint {
+            if let Some(first) = batch.first().filter(|r| &r.sequence_number <= at) {
+                self.checkpoint_ahead.lock().unwrap().push(format!(
+                    "{} checkpointed before {}",
+                    at, first.sequence_number
+                ));
+            }
+        }
+        tokio::time::sleep(Duration::from_millis(2)).await;
+        let lane = batch.records[0].lane;
+        if batch.records.iter().any(|r| index(r) % 200 == 0) {
+            *self.stuck_lane.lock().unwrap() = Some(lane);
+            let others = self.others_while_stuck.lock().unwrap().len();
+            if !self.released.load(Ordering::SeqCst)
+                && others < self.release_after
+                && self.started.elapsed() < Duration::from_secs(5)
+            {
+                return Err(SinkError::Transient("item 0 is not handled yet".into()));
+            }
+            self.released.store(true, Ordering::SeqCst);
+        }
+        let stuck = *self.stuck_lane.lock().unwrap();
+        if !self.released.load(Ordering::SeqCst) && stuck.is_some_and(|l| l != lane) {
+            let mut others = self.others_while_stuck.lock().unwrap();
+            others.extend(batch.records.iter().map(index));
+        }
+        self.delivered
+            .lock()
+            .unwrap()
+            .extend(batch.records.iter().map(index));
+        Ok(())
+    }
+}
+
+#[tokio::test]
+async fn a_lane_that_retries_holds_back_only_its_own_keys_and_the_checkpoint() {
+    let store: Arc<dyn LeaseStore> = Arc::new(MemoryLeaseStore::default());
+    let sink = Arc::new(StuckLaneSink {
+        store: store.clone(),
+        release_after: 2_000,
+        started: std::time::Instant::now(),
+        released: AtomicBool::new(false),
+        stuck_lane: Mutex::new(None),
+        others_while_stuck: Mutex::new(Vec::new()),
+        delivered: Mutex::new(Vec::new()),
+        checkpoint_ahead: Mutex::new(Vec::new()),
+    });
+    let hot = ScriptedShard {
+        shard_id: SHARD.into(),
+        records: 5_000,
+        closed: true,
+        faults: BTreeMap::new(),
+        page_size: 100,
+        keys: 200,
+    };
+    let ctx = memory_context(
+        store.clone(),
+        hot,
+        sink.clone(),
+        Checkpoint::TrimHorizon,
+        None,
+    )
+    .await;
+    let ctx = ShardContext { lanes: 10, ..ctx };
+    assert_eq!(
+        shard_worker::run(ctx).await.unwrap(),
+        ShardOutcome::ShardEnd(vec![])
+    );
+    // While item 0's lane retried its first call (changes 0.. of the first batch), the other
+    // lanes went on through later batches, up to the bound of batches in flight.
+    let others = sink.others_while_stuck.lock().unwrap().clone();
+    assert!(
+        others.len() >= 2_000,
+        "the other lanes delivered {} changes while one lane was stuck",
+        others.len()
+    );
+    assert!(
+        others.iter().max().is_some_and(|m| *m > 2_000),
+        "the other lanes reached later batches: up to change {:?}",
+        others.iter().max()
+    );
+    let delivered = sink.delivered.lock().unwrap().clone();
+    let mut all = delivered.clone();
+    all.sort_unstable();
+    assert_eq!(all, (0..5_000).collect::<Vec<_>>(), "every change once");
+    let mut per_item: BTreeMap<usize, Vec<usize>> = BTreeMap::new();
+    for i in delivered {
+        per_item.entry(i % 200).or_default().push(i);
+    }
+    assert!(
+        per_item.values().all(|v| v.windows(2).all(|w| w[0] < w[1])),
+        "each item's changes in order"
+    );
+    assert_eq!(
+        sink.checkpoint_ahead.lock().unwrap().clone(),
+        Vec::<String>::new(),
+        "the checkpoint passed records a lane had not written"
+    );
+    let row = store.list().await.unwrap().remove(0);
+    assert_eq!(row.checkpoint, Checkpoint::ShardEnd);
+}
+
 /// A function sink (Lambda's rules) whose handler reports one record failed the first time it
 /// sees it: on the call that resends from that record, the checkpoint already stands on the
 /// record before it.

@@ -92,6 +92,63 @@ pub struct Lane {
     pub calls: Vec<Vec<OutputRecord>>,
 }
 
+/// Batches of a shard whose lanes are still at work (flush-then-checkpoint sinks, whose lanes
+/// run ahead of each other across batches: a lane that retries holds back only its own keys,
+/// and the checkpoint). A batch is done when every lane it gave calls to has finished them;
+/// the checkpoint may pass a batch once it and every batch before it are done. Each lane
+/// works through its batches in order, so a lane is done with batch n only after n-1.
+#[derive(Debug)]
+pub struct InFlight<T> {
+    /// Oldest first: the batch's number, the lanes still at it, what the caller keeps for it.
+    batches: std::collections::VecDeque<(u64, usize, T)>,
+}
+
+impl<T> Default for InFlight<T> {
+    fn default() -> Self {
+        InFlight {
+            batches: std::collections::VecDeque::new(),
+        }
+    }
+}
+
+impl<T> InFlight<T> {
+    /// Batches not yet passed by the checkpoint.
+    pub fn len(&self) -> usize {
+        self.batches.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.batches.is_empty()
+    }
+
+    /// A new batch, numbered after every earlier one, that gave calls to `lanes` lanes (0: all
+    /// its records were passed over). Returns the batches the checkpoint may pass now.
+    pub fn register(&mut self, number: u64, lanes: usize, kept: T) -> Vec<T> {
+        debug_assert!(self.batches.back().map_or(true, |(n, _, _)| *n < number));
+        self.batches.push_back((number, lanes, kept));
+        self.take_done()
+    }
+
+    /// One lane finished its calls of batch `number`. Returns the batches the checkpoint may
+    /// pass now, oldest first. A number not in flight is ignored (it was never registered).
+    pub fn lane_done(&mut self, number: u64) -> Vec<T> {
+        if let Some((_, left, _)) = self.batches.iter_mut().find(|(n, _, _)| *n == number) {
+            *left = left.saturating_sub(1);
+        }
+        self.take_done()
+    }
+
+    fn take_done(&mut self) -> Vec<T> {
+        let mut done = Vec::new();
+        while self.batches.front().is_some_and(|(_, left, _)| *left == 0) {
+            if let Some((_, _, kept)) = self.batches.pop_front() {
+                done.push(kept);
+            }
+        }
+        done
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -225,6 +282,58 @@ mod tests {
             seen.sort();
             let want: Vec<_> = (0..specs.len()).map(|i| out(i as u64, 0, 0).sequence_number).collect();
             prop_assert_eq!(seen, want);
+        }
+    }
+
+    #[test]
+    fn a_batch_passed_over_entirely_is_done_as_soon_as_those_before_it_are() {
+        let mut f = InFlight::default();
+        assert_eq!(f.register(0, 2, "a"), Vec::<&str>::new());
+        assert_eq!(f.register(1, 0, "b"), Vec::<&str>::new());
+        assert_eq!(f.lane_done(0), Vec::<&str>::new());
+        assert_eq!(f.lane_done(0), vec!["a", "b"]);
+        assert!(f.is_empty());
+        assert_eq!(f.register(2, 0, "c"), vec!["c"]);
+        assert_eq!(
+            f.lane_done(7),
+            Vec::<&str>::new(),
+            "an unknown number changes nothing"
+        );
+    }
+
+    proptest! {
+        /// Lanes finishing in any interleaving (each lane in its own order): every batch is
+        /// given back exactly once, in order, and only once it and all before it are done.
+        #[test]
+        fn in_flight_gives_batches_back_in_order_once_every_lane_is_done(
+            uses in proptest::collection::vec(proptest::collection::btree_set(0u8..4, 0..4), 1..12),
+            picks in proptest::collection::vec(0usize..4, 0..200),
+        ) {
+            let mut f = InFlight::default();
+            let mut queues: Vec<Vec<u64>> = vec![Vec::new(); 4];
+            let mut given: Vec<u64> = Vec::new();
+            let mut left: Vec<usize> = Vec::new();
+            for (n, lanes) in uses.iter().enumerate() {
+                for &l in lanes {
+                    queues[usize::from(l)].push(n as u64);
+                }
+                left.push(lanes.len());
+                given.extend(f.register(n as u64, lanes.len(), n as u64));
+            }
+            // The lanes, each at its next batch; a pick finishes that lane's next batch.
+            let mut next = [0usize; 4];
+            let picks = picks.into_iter().chain((0..4).flat_map(|l| std::iter::repeat(l).take(12)));
+            for lane in picks {
+                let Some(&n) = queues[lane].get(next[lane]) else { continue };
+                next[lane] += 1;
+                left[n as usize] -= 1;
+                given.extend(f.lane_done(n));
+                // Given back: the batches with every lane done and every batch before them too.
+                let ready = left.iter().take_while(|l| **l == 0).count();
+                prop_assert_eq!(&given, &(0..ready as u64).collect::<Vec<_>>());
+            }
+            prop_assert_eq!(given, (0..uses.len() as u64).collect::<Vec<_>>());
+            prop_assert!(f.is_empty());
         }
     }
 }

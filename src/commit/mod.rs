@@ -11,6 +11,7 @@
 //! that batch before anything newer (`recovery::plan`). Every checkpoint write is conditional on
 //! owner, counter and the stored checkpoint being the batch's starting point.
 
+mod ahead;
 pub mod invocation;
 pub mod lanes;
 pub mod recovery;
@@ -120,26 +121,50 @@ pub enum CommitError {
 }
 
 pub struct CommitDriver {
-    parts: CommitParts,
-    protocol: CommitProtocol,
-    /// The checkpoint as stored: the next checkpoint write is conditional on it. (Behind a
-    /// lock so that a partial batch response can be checkpointed while the batch goes on.)
-    stored: std::sync::Mutex<Checkpoint>,
+    shared: Arc<Shared>,
     /// An unfinished batch of a previous owner: the next batch is exactly its range.
     recovering: Option<Intent>,
     /// Transactional: the number of the next batch (the sink's commit record counts the
     /// batches committed); None for the other protocols.
     next_batch: Option<u64>,
-    /// This shard is reported degraded (its sink is down or slow).
-    degraded: AtomicBool,
-    /// A checkpoint still being written (flush-then-checkpoint: the next batch is read and
-    /// sent meanwhile); settled before any other lease write and before the shard ends.
-    in_flight: std::sync::Mutex<Option<CheckpointTask>>,
+    /// Flush-then-checkpoint in lanes: the batches whose lanes are still at work.
+    ahead: Option<ahead::LanesAhead>,
 }
 
-/// A checkpoint write under way: its outcome and the checkpoint it writes.
-type CheckpointTask =
-    tokio::task::JoinHandle<(Result<(), RetryError<LeaseError>>, Checkpoint, Checkpoint)>;
+/// What a shard's commit driver shares with the tasks it starts (the lanes of a
+/// flush-then-checkpoint sink, the checkpoint writer).
+pub struct Shared {
+    parts: CommitParts,
+    protocol: CommitProtocol,
+    /// The checkpoint as stored: the next checkpoint write is conditional on it.
+    stored: std::sync::Mutex<Checkpoint>,
+    /// This shard is reported degraded (its sink is down or slow).
+    degraded: AtomicBool,
+    /// Checkpoints written in the background (flush-then-checkpoint: the next batch is read
+    /// and sent meanwhile); settled before any other lease write and before the shard ends.
+    checkpoints: std::sync::Mutex<CheckpointQueue>,
+}
+
+/// At most one background checkpoint write at a time. One asked for while another is under
+/// way waits, and a newer one replaces it: the lease skips to the newer position, so a slow
+/// lease table gets fewer writes instead of holding the shard back.
+#[derive(Default)]
+struct CheckpointQueue {
+    /// The newest checkpoint not yet being written, and when its record entered the stream.
+    next: Option<(Checkpoint, Option<i64>)>,
+    /// A writer task runs (it takes `next` until there is none).
+    writing: bool,
+    /// The writer task, until its outcome is taken.
+    writer: Option<tokio::task::JoinHandle<Result<Step, CommitError>>>,
+}
+
+impl std::ops::Deref for CommitDriver {
+    type Target = Shared;
+
+    fn deref(&self) -> &Shared {
+        &self.shared
+    }
+}
 
 impl CommitDriver {
     /// Takes over the shard's commit state: recovers what a previous owner left unfinished as
@@ -154,13 +179,16 @@ impl CommitDriver {
             Err(step) => return Ok(Opened::Ended(step)),
         };
         let mut driver = CommitDriver {
-            stored: std::sync::Mutex::new(parts.taken.checkpoint.clone()),
-            protocol,
+            shared: Arc::new(Shared {
+                stored: std::sync::Mutex::new(parts.taken.checkpoint.clone()),
+                protocol,
+                degraded: AtomicBool::new(false),
+                checkpoints: std::sync::Mutex::new(CheckpointQueue::default()),
+                parts,
+            }),
             recovering: None,
             next_batch,
-            degraded: AtomicBool::new(false),
-            in_flight: std::sync::Mutex::new(None),
-            parts,
+            ahead: None,
         };
         let plan = recovery::plan(
             protocol,
@@ -197,24 +225,6 @@ impl CommitDriver {
                 Ok(Opened::Ready(Box::new(driver)))
             }
         }
-    }
-
-    fn shard(&self) -> &str {
-        self.parts.lease.shard_id()
-    }
-
-    /// Where reading starts: the stored checkpoint.
-    pub fn checkpoint_position(&self) -> Checkpoint {
-        self.stored().clone()
-    }
-
-    fn stored(&self) -> std::sync::MutexGuard<'_, Checkpoint> {
-        self.stored.lock().unwrap_or_else(|p| p.into_inner())
-    }
-
-    /// When the shard worker hands its accumulated records over.
-    pub fn batch_limits(&self) -> BatchLimits {
-        self.parts.sink.batch_limits()
     }
 
     /// The last record of the next batch, when that batch's range is fixed in advance (a
@@ -260,6 +270,18 @@ impl CommitDriver {
             }
             None => records,
         };
+        if self.protocol == CommitProtocol::FlushThenCheckpoint
+            && self.parts.lanes > 1
+            && recovering.is_none()
+        {
+            // Each lane at its own pace across batches: one that retries holds back only its
+            // keys (and the checkpoint), up to a bound (ahead::).
+            let shared = self.shared.clone();
+            let ahead = self
+                .ahead
+                .get_or_insert_with(|| ahead::LanesAhead::start(&shared));
+            return ahead.submit(records, last_read, record_millis).await;
+        }
         if let Some(first) = records.first() {
             if recovering.is_some() {
                 events::intent_replayed(&self.parts.connector, self.shard());
@@ -318,64 +340,123 @@ impl CommitDriver {
         if self.protocol == CommitProtocol::FlushThenCheckpoint {
             // Nothing to recover for this protocol: the next batch may be read and sent while
             // this checkpoint is written (a crash meanwhile sends both again).
-            return self.checkpoint_in_background(to, record_millis).await;
+            return Shared::checkpoint_in_background(&self.shared, to, record_millis).await;
         }
         self.checkpoint(&to, None, record_millis).await
     }
 
-    /// Waits for a checkpoint still being written, and takes in its outcome.
-    pub async fn settle(&self) -> Result<Step, CommitError> {
-        let task = self
-            .in_flight
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .take();
-        let Some(task) = task else {
-            return Ok(Step::Done);
+    /// Waits for what is still under way (lanes at work, a checkpoint being written) and takes
+    /// in its outcome: before the lease is handed over, and before SHARD_END.
+    pub async fn settle(&mut self) -> Result<Step, CommitError> {
+        let drained = match self.ahead.take() {
+            Some(ahead) => ahead.drain().await,
+            None => Ok(Step::Done),
         };
-        let (result, from, to) = task.await.map_err(|e| CommitError::Lease {
-            what: "checkpoint".into(),
-            source: LeaseError::Fatal(format!("the checkpoint task ended: {e}")),
-        })?;
-        self.checkpoint_written(lease_step(result, "checkpoint")?, &from, &to)
-    }
-
-    /// Starts writing a checkpoint without waiting for it (after the one before is settled).
-    async fn checkpoint_in_background(
-        &self,
-        to: Checkpoint,
-        record_millis: Option<i64>,
-    ) -> Result<Step, CommitError> {
-        let step = self.settle().await?;
-        if step != Step::Done {
-            return Ok(step);
+        // The checkpoints the lanes asked for are written (or refused) before anything else.
+        let settled = self.settle_checkpoints().await;
+        match (drained?, settled?) {
+            (Step::LeaseLost, _) | (_, Step::LeaseLost) => Ok(Step::LeaseLost),
+            (Step::Stopped, _) | (_, Step::Stopped) => Ok(Step::Stopped),
+            _ => Ok(Step::Done),
         }
-        let from = self.stored().clone();
-        let (lease, stop) = (self.parts.lease.clone(), self.parts.stop.clone());
-        let (connector, backoff) = (
-            self.parts.connector.clone(),
-            self.parts.retries.lease_writes,
-        );
-        let task = tokio::spawn(async move {
-            let policy = RetryPolicy::forever(&connector, "checkpoint", backoff);
-            let write = CheckpointWrite {
-                from: &from,
-                to: &to,
-                children: None,
-                record_millis,
-            };
-            let result =
-                retry::run(&policy, &stop, is_transient, || lease.checkpoint(&write)).await;
-            (result, from, to)
-        });
-        *self.in_flight.lock().unwrap_or_else(|p| p.into_inner()) = Some(task);
-        Ok(Step::Done)
     }
 
     /// The shard is closed and every record of it committed: SHARD_END, with its children.
     pub async fn finish(&mut self, children: &BTreeSet<String>) -> Result<Step, CommitError> {
+        let step = self.settle().await?;
+        if step != Step::Done {
+            return Ok(step);
+        }
         self.checkpoint(&Checkpoint::ShardEnd, Some(children), None)
             .await
+    }
+}
+
+impl Shared {
+    fn shard(&self) -> &str {
+        self.parts.lease.shard_id()
+    }
+
+    /// Where reading starts: the stored checkpoint.
+    pub fn checkpoint_position(&self) -> Checkpoint {
+        self.stored().clone()
+    }
+
+    fn stored(&self) -> std::sync::MutexGuard<'_, Checkpoint> {
+        self.stored.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    fn checkpoint_queue(&self) -> std::sync::MutexGuard<'_, CheckpointQueue> {
+        self.checkpoints.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// When the shard worker hands its accumulated records over.
+    pub fn batch_limits(&self) -> BatchLimits {
+        self.parts.sink.batch_limits()
+    }
+
+    /// Waits for the background checkpoint writes, and takes in their outcome.
+    async fn settle_checkpoints(&self) -> Result<Step, CommitError> {
+        loop {
+            let task = self.checkpoint_queue().writer.take();
+            let Some(task) = task else {
+                return Ok(Step::Done);
+            };
+            let step = joined(task).await?;
+            if step != Step::Done {
+                return Ok(step);
+            }
+        }
+    }
+
+    /// Asks for a checkpoint without waiting for it: written after the one under way, if any,
+    /// unless a newer one is asked for first.
+    async fn checkpoint_in_background(
+        shared: &Arc<Shared>,
+        to: Checkpoint,
+        record_millis: Option<i64>,
+    ) -> Result<Step, CommitError> {
+        let ended = {
+            let mut queue = shared.checkpoint_queue();
+            if queue.writing {
+                queue.next = Some((to, record_millis));
+                return Ok(Step::Done);
+            }
+            queue.writer.take()
+        };
+        // The writer before has ended: a refusal or failure of it ends this shard's commits.
+        if let Some(task) = ended {
+            let step = joined(task).await?;
+            if step != Step::Done {
+                return Ok(step);
+            }
+        }
+        let mut queue = shared.checkpoint_queue();
+        queue.next = Some((to, record_millis));
+        queue.writing = true;
+        let writer = shared.clone();
+        queue.writer = Some(tokio::spawn(async move { writer.write_queued().await }));
+        Ok(Step::Done)
+    }
+
+    /// The background writer: the newest checkpoint asked for, until none is left.
+    async fn write_queued(&self) -> Result<Step, CommitError> {
+        loop {
+            let next = {
+                let mut queue = self.checkpoint_queue();
+                let next = queue.next.take();
+                queue.writing = next.is_some();
+                next
+            };
+            let Some((to, record_millis)) = next else {
+                return Ok(Step::Done);
+            };
+            let written = self.write_checkpoint(&to, None, record_millis).await;
+            if !matches!(written, Ok(Step::Done)) {
+                self.checkpoint_queue().writing = false;
+                return written;
+            }
+        }
     }
 
     /// Writes a batch, or with `max_retry_attempts` and a destination, sets it aside once the
@@ -557,29 +638,12 @@ impl CommitDriver {
     async fn deliver_in_lanes(&self, mut batch: Batch) -> Result<(Step, bool), CommitError> {
         let records = std::mem::take(&mut batch.records);
         let split = lanes::split(records, self.parts.lanes, self.parts.sink.batch_limits());
-        let connector = &self.parts.connector;
         let template = &batch;
-        let outcomes = futures_util::future::join_all(split.into_iter().map(|lane| async move {
-            for records in lane.calls {
-                let call = Batch {
-                    records,
-                    ..template.clone()
-                };
-                let count = call.records.len();
-                events::lane_in_flight(connector, lane.lane, count as f64);
-                let outcome = self.deliver_or_set_aside(&call).await;
-                events::lane_in_flight(connector, lane.lane, -(count as f64));
-                match outcome? {
-                    (Step::Done, _) => {
-                        if let Some(created) = call.last().and_then(|r| r.created_millis) {
-                            events::lane_lag(connector, lane.lane, now_millis() - created);
-                        }
-                    }
-                    (step, _) => return Ok(step),
-                }
-            }
-            Ok(Step::Done)
-        }))
+        let outcomes = futures_util::future::join_all(
+            split
+                .into_iter()
+                .map(|lane| self.deliver_lane(lane.lane, lane.calls, template)),
+        )
         .await;
         let mut step = Step::Done;
         for outcome in outcomes {
@@ -590,6 +654,35 @@ impl CommitDriver {
             }
         }
         Ok((step, true))
+    }
+
+    /// One lane's calls of a batch, in order; `template` gives every call but its records.
+    async fn deliver_lane(
+        &self,
+        lane: u8,
+        calls: Vec<Vec<OutputRecord>>,
+        template: &Batch,
+    ) -> Result<Step, CommitError> {
+        let connector = &self.parts.connector;
+        for records in calls {
+            let call = Batch {
+                records,
+                ..template.clone()
+            };
+            let count = call.records.len();
+            events::lane_in_flight(connector, lane, count as f64);
+            let outcome = self.deliver_or_set_aside(&call).await;
+            events::lane_in_flight(connector, lane, -(count as f64));
+            match outcome? {
+                (Step::Done, _) => {
+                    if let Some(created) = call.last().and_then(|r| r.created_millis) {
+                        events::lane_lag(connector, lane, now_millis() - created);
+                    }
+                }
+                (step, _) => return Ok(step),
+            }
+        }
+        Ok(Step::Done)
     }
 
     async fn write_intent(&self, intent: &Intent) -> Result<Step, CommitError> {
@@ -607,17 +700,28 @@ impl CommitDriver {
         lease_step(result, "intent write")
     }
 
-    /// `record_millis`: when the newest record checkpointed entered the stream, if known.
+    /// Writes a checkpoint after the background writes. `record_millis`: when the newest
+    /// record checkpointed entered the stream, if known.
     async fn checkpoint(
         &self,
         to: &Checkpoint,
         children: Option<&BTreeSet<String>>,
         record_millis: Option<i64>,
     ) -> Result<Step, CommitError> {
-        let step = self.settle().await?;
+        let step = self.settle_checkpoints().await?;
         if step != Step::Done {
             return Ok(step);
         }
+        self.write_checkpoint(to, children, record_millis).await
+    }
+
+    /// One checkpoint write from the stored checkpoint to `to`.
+    async fn write_checkpoint(
+        &self,
+        to: &Checkpoint,
+        children: Option<&BTreeSet<String>>,
+        record_millis: Option<i64>,
+    ) -> Result<Step, CommitError> {
         // For as long as it takes: the write is conditional on this worker's lease, so a late
         // one after the lease moved is refused, never harmful; a stop cuts the wait short.
         let policy = RetryPolicy::forever(
@@ -926,6 +1030,16 @@ impl std::fmt::Display for DeliverError {
             DeliverError::Sink(e) => write!(f, "{}", e.message()),
         }
     }
+}
+
+/// The outcome of a background task of the driver.
+async fn joined(
+    task: tokio::task::JoinHandle<Result<Step, CommitError>>,
+) -> Result<Step, CommitError> {
+    task.await.map_err(|e| CommitError::Lease {
+        what: "checkpoint".into(),
+        source: LeaseError::Fatal(format!("a background task of the shard ended: {e}")),
+    })?
 }
 
 fn is_transient(e: &LeaseError) -> bool {
