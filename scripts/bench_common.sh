@@ -20,6 +20,37 @@ start_servers() {
   unset AWS_PROFILE
 }
 
+# pin_source_emulator: gives kinesalite (every thread) the last CPU and this shell (so everything
+# the benchmark starts from here on: the measured processes, the handler) and moto the others,
+# as the AWS services run on machines of their own in production. Without it, on a small
+# machine the lease-table emulator (moto: a few ms of CPU per write) takes CPU from kinesalite
+# during shardbridge's runs but not during a bare loop's, and the comparison measures moto.
+# Needs taskset and 2 or more CPUs; undone by unpin_source_emulator (call it on exit).
+PINNED=0
+pin_source_emulator() {
+  local n k m
+  n="$(nproc)"
+  k="$(cat .run/kinesalite.pid 2>/dev/null || true)"
+  m="$(cat .run/moto.pid 2>/dev/null || true)"
+  if ((n < 2)) || ! command -v taskset >/dev/null || [[ -z "$k" || -z "$m" ]]; then
+    log "not pinning the source emulator (needs taskset, 2+ CPUs and the dev servers)"
+    return 0
+  fi
+  # What to restore: the CPUs this shell may use (nproc counts only those).
+  UNPINNED="$(taskset -pc $$ | sed 's/.*: //')"
+  taskset -a -pc "$((n - 1))" "$k" >/dev/null
+  taskset -a -pc "0-$((n - 2))" "$m" >/dev/null
+  taskset -pc "0-$((n - 2))" $$ >/dev/null
+  PINNED=1
+  log "pinned: kinesalite on CPU $((n - 1)); moto and the measured processes on CPUs 0-$((n - 2))"
+}
+unpin_source_emulator() {
+  ((PINNED)) || return 0
+  taskset -a -pc "$UNPINNED" "$(cat .run/kinesalite.pid)" >/dev/null 2>&1 || true
+  taskset -a -pc "$UNPINNED" "$(cat .run/moto.pid)" >/dev/null 2>&1 || true
+  PINNED=0
+}
+
 # CPU ticks (user + system) of a local server started by dev-servers.sh, or 0.
 HZ="$(getconf CLK_TCK)"
 server_ticks() {

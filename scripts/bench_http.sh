@@ -19,7 +19,11 @@
 # its lease table and takes its leases first), and from the first records the handler received
 # to the last (the rate of delivery once both run; the handler writes both times itself).
 #
-# Knobs (environment): BENCH_RUNS (3), BENCH_SHARDS (4), BENCH_MAX_RECORDS (100, records per
+# The source emulator gets a CPU of its own (bench_common.sh pin_source_emulator; BENCH_PIN=0
+# turns that off): kinesalite is the bottleneck of both, and on a 2-CPU machine moto, the lease
+# table's emulator, would otherwise take CPU from it during shardbridge's runs only.
+#
+# Knobs (environment): BENCH_PIN (1), BENCH_RUNS (3), BENCH_SHARDS (4), BENCH_MAX_RECORDS (100, records per
 # invocation for both), BENCH_TIMEOUT_S (300), BENCH_KEEP (1: keep the work dir), BENCH_LOG
 # (shardbridge's RUST_LOG, default warn; its log is shardbridge.log in the work dir, its last
 # /metrics metrics.txt).
@@ -48,10 +52,12 @@ WORK="$(mktemp -d "${TMPDIR:-/tmp}/bench_http.XXXXXX")"
 HANDLER_PID=""
 cleanup() {
   [[ -n "$HANDLER_PID" ]] && kill "$HANDLER_PID" 2>/dev/null || true
+  unpin_source_emulator
   [[ "${BENCH_KEEP:-0}" == 1 ]] && log "kept $WORK" || rm -rf "$WORK"
 }
 trap cleanup EXIT
 
+[[ "${BENCH_PIN:-1}" == 1 ]] && pin_source_emulator
 STREAM="bench-http-$(date +%s)-$$"
 log "loading $N records into $STREAM ($SHARDS shards)"
 "$KT" load --stream "$STREAM" --shards "$SHARDS" --records "$N" >/dev/null
@@ -150,7 +156,7 @@ for run in $(seq 1 "$RUNS"); do
   log "  shardbridge: $SB_SERVERS"
   bare_rates+=("$b"); sb_rates+=("$s"); ratios+=("$r"); cpus+=("$cpu_us"); steady_ratios+=("$rs")
 done
-echo "http sink, $N records, $SHARDS shards, $MAX_RECORDS records per invocation, $RUNS runs"
+echo "http sink, $N records, $SHARDS shards, $MAX_RECORDS records per invocation, $RUNS runs, source emulator pinned: $((PINNED))"
 echo "median bare: $(median "${bare_rates[@]}") records/s"
 echo "median shardbridge: $(median "${sb_rates[@]}") records/s, $(median "${cpus[@]}") µs CPU per record"
 echo "median ratio shardbridge/bare: $(median "${ratios[@]}") (from launch)"
