@@ -654,6 +654,51 @@ fn validate_checks_the_parallelization_factor() {
     validate_cases(config, &cases);
 }
 
+/// The dynamodb sink: a target table, a DynamoDB Streams source, its own form of the records
+/// (no other format) and no lanes; `[sink.aws]` overrides the region for another region.
+#[test]
+fn validate_checks_the_dynamodb_sink() {
+    let config = |keys: &str| {
+        let (connector, rest) = keys.split_once('|').unwrap();
+        let (source, sink) = rest.split_once('|').unwrap();
+        format!(
+            "[[connectors]]\nname = \"orders\"\n{connector}\n[connectors.source]\n{source}\n\
+             [connectors.sink]\ntype = \"dynamodb\"\n{sink}\n"
+        )
+    };
+    let ddb = "type = \"dynamodb-streams\"\ntable = \"orders\"";
+    let cases = [
+        (
+            format!(
+                "|{ddb}|table = \"orders-replica\"\n[connectors.sink.aws]\nregion = \"eu-west-1\""
+            ),
+            None,
+        ),
+        (
+            format!("|{ddb}|"),
+            Some("connectors[0].sink.table: missing"),
+        ),
+        (
+            "|type = \"kinesis\"\nstream = \"events\"|table = \"t\"".to_string(),
+            Some("connectors[0].sink.type: \"dynamodb\" needs a DynamoDB Streams source"),
+        ),
+        (
+            format!("[connectors.format]\ntype = \"plain\"|{ddb}|table = \"t\""),
+            Some(
+                "connectors[0].format.type: the dynamodb sink writes the changed items themselves",
+            ),
+        ),
+        (
+            format!("parallelization_factor = 2|{ddb}|table = \"t\""),
+            Some(
+                "connectors[0].parallelization_factor: must be 1 with this sink: the dynamodb sink",
+            ),
+        ),
+    ];
+    let cases: Vec<(&str, Option<&str>)> = cases.iter().map(|(k, e)| (k.as_str(), *e)).collect();
+    validate_cases(config, &cases);
+}
+
 /// `validate` on `config(keys)` for each case: exit 2 with stderr starting with the expected
 /// text, or exit 0 when none is expected.
 fn validate_cases(config: impl Fn(&str) -> String, cases: &[(&str, Option<&str>)]) {

@@ -1603,6 +1603,7 @@ fn policies_for(file: &str) -> Option<(&'static str, &'static [&'static str])> {
         ("src/lease/", "dynamodb", &["lease-table.json"]),
         ("src/sink/s3/", "s3", &["sink-s3.json"]),
         ("src/sink/kinesis/", "kinesis", &["sink-kinesis.json"]),
+        ("src/sink/dynamodb/", "dynamodb", &["sink-dynamodb.json"]),
         (
             "src/sink/on_failure/sqs.rs",
             "sqs",
@@ -1691,6 +1692,7 @@ fn iam_policies_allow_exactly_the_sdk_calls_the_code_makes() {
         "lease-table.json",
         "sink-s3.json",
         "sink-kinesis.json",
+        "sink-dynamodb.json",
         "sink-kafka-msk.json",
         "on-failure-sqs.json",
         "on-failure-s3.json",

@@ -225,6 +225,19 @@ fn connector(mut t: TableReader, global_aws: &AwsSettings) -> Option<ConnectorCo
             }
         }
     }
+    if let Some(SinkConfig::DynamoDb { .. }) = &sink {
+        if source.as_ref().is_some_and(|s| s.stream.is_kinesis()) {
+            t.problem(
+                "sink.type",
+                "\"dynamodb\" needs a DynamoDB Streams source (it writes the changed items into a table)",
+            );
+        } else if format.is_some_and(|f| f != FormatKind::Lambda) {
+            t.problem(
+                "format.type",
+                "the dynamodb sink writes the changed items themselves: leave [connectors.format] out",
+            );
+        }
+    }
     let filter = read_filter(&mut t);
     let set_aside = read_set_aside(&mut t, global_aws);
     let parallelization_factor = t

@@ -1,6 +1,7 @@
 //! Sinks: where formatted records go. Each sink states its commit protocol; the pipeline
 //! advances a checkpoint only after `write_batch` returned, i.e. after the batch is durable.
 
+pub mod dynamodb;
 pub mod file;
 pub mod http;
 pub mod kafka;
@@ -234,6 +235,11 @@ pub trait Sink: Send + Sync {
     fn max_record_bytes(&self) -> Option<usize> {
         None
     }
+    /// For a sink that reads the changes it writes (dynamodb): the format it takes every
+    /// record in, whatever the connector's format.
+    fn own_format(&self) -> Option<FormatKind> {
+        None
+    }
 }
 
 /// A record as `sink` takes it: its encoding in the connector's format (stream to stream in
@@ -244,6 +250,7 @@ pub fn encode(
     invoke_identity_arn: Option<&str>,
     record: &SourceRecord,
 ) -> Result<OutputRecord, FormatMismatch> {
+    let kind = sink.own_format().unwrap_or(kind);
     let payload = match record {
         SourceRecord::Kinesis(k) if kind == FormatKind::Raw && sink.takes_raw_bytes() => {
             k.data.clone()
@@ -287,6 +294,10 @@ pub enum SinkConfig {
         aws: AwsSettings,
     },
     Http(http::HttpSinkConfig),
+    DynamoDb {
+        dynamodb: dynamodb::DynamoDbSinkConfig,
+        aws: AwsSettings,
+    },
 }
 
 impl SinkConfig {
@@ -300,6 +311,7 @@ impl SinkConfig {
             Kinesis,
             Kafka,
             Http,
+            DynamoDb,
         }
         if !t.has("type") {
             t.problem("type", "missing");
@@ -313,6 +325,7 @@ impl SinkConfig {
             ("kinesis", Kind::Kinesis),
             ("kafka", Kind::Kafka),
             ("http", Kind::Http),
+            ("dynamodb", Kind::DynamoDb),
         ];
         let Some(kind) = t.choice("type", &kinds) else {
             t.ignore_rest();
@@ -329,6 +342,8 @@ impl SinkConfig {
             Kind::Kafka => kafka::config::KafkaSinkConfig::read(t, global_aws)
                 .map(|(kafka, aws)| SinkConfig::Kafka { kafka, aws }),
             Kind::Http => http::HttpSinkConfig::read(t).map(SinkConfig::Http),
+            Kind::DynamoDb => dynamodb::DynamoDbSinkConfig::read(t, global_aws)
+                .map(|(dynamodb, aws)| SinkConfig::DynamoDb { dynamodb, aws }),
         }
     }
 
@@ -342,6 +357,9 @@ impl SinkConfig {
             | SinkConfig::Http(_) => None,
             SinkConfig::S3 { .. } => Some(
                 "the s3 sink writes a batch as one object, named by its range, so that a new owner rewrites the same objects; lanes would cut it into objects a recovery cannot name again (raise max_records / max_bytes to write more per call)",
+            ),
+            SinkConfig::DynamoDb { .. } => Some(
+                "the dynamodb sink already writes a batch's items in parallel calls (max_in_flight), and writes only each item's last change of a batch",
             ),
             SinkConfig::Kafka { .. } => Some(
                 "the kafka sink commits a batch in one transaction, counted by its commit record, and already sends its records pipelined; lanes would need a transaction each (raise max_records to send more per transaction)",
@@ -366,5 +384,13 @@ pub async fn build(config: &SinkConfig, connector: &str) -> Result<Box<dyn Sink>
             Box::new(kafka::KafkaSink::new(kafka.clone(), aws, connector).await?)
         }
         SinkConfig::Http(http) => Box::new(http::HttpSink::new(http.clone(), connector)?),
+        SinkConfig::DynamoDb { dynamodb, aws } => {
+            let sdk = crate::aws::sdk_config(aws).await;
+            Box::new(dynamodb::DynamoDbSink::new(
+                &sdk,
+                dynamodb.clone(),
+                connector,
+            ))
+        }
     })
 }

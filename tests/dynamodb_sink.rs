@@ -1,0 +1,235 @@
+//! The DynamoDB sink: a table's changes replicated into a table in another region (moto serves
+//! both), by two workers that are killed with SIGKILL and restarted while the changes run. The
+//! target is sampled all along: no item may go back to an older state (an older version, or a
+//! deleted item coming back), and at the end it equals the source item by item.
+
+mod common;
+
+use std::collections::BTreeMap;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use aws_sdk_dynamodb::types::{AttributeValue as Av, StreamViewType};
+use common::*;
+
+/// Every item of a table, by id (a consistent scan, all pages).
+async fn scan(client: &aws_sdk_dynamodb::Client, table: &str) -> BTreeMap<String, workload::Item> {
+    let mut out = BTreeMap::new();
+    let mut start = None;
+    loop {
+        let page = client
+            .scan()
+            .table_name(table)
+            .consistent_read(true)
+            .set_exclusive_start_key(start)
+            .send()
+            .await
+            .expect("scan");
+        for item in page.items.unwrap_or_default() {
+            if let Some(Av::S(id)) = item.get("id") {
+                out.insert(id.clone(), item);
+            }
+        }
+        start = page.last_evaluated_key;
+        if start.is_none() {
+            return out;
+        }
+    }
+}
+
+fn version(item: &workload::Item) -> u64 {
+    match item.get("version") {
+        Some(Av::N(n)) => n.parse().unwrap(),
+        other => panic!("no version: {other:?}"),
+    }
+}
+
+/// What the samples of the target showed of one item: its newest version seen, and whether it
+/// was seen gone since.
+#[derive(Default)]
+struct Seen {
+    version: Option<u64>,
+    gone_since: bool,
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn replicates_into_another_region_through_kills_never_going_back() {
+    let endpoint = aws_endpoint();
+    let sdk = sdk_config(&endpoint).await;
+    let source = aws_sdk_dynamodb::Client::new(&sdk);
+    let target = aws_sdk_dynamodb::Client::from_conf(
+        aws_sdk_dynamodb::config::Builder::from(&sdk)
+            .region(aws_sdk_dynamodb::config::Region::new("us-west-2"))
+            .build(),
+    );
+    let (source_table, target_table) = (unique("repl-src"), unique("repl-dst"));
+    workload::create_table(&source, &source_table, StreamViewType::NewAndOldImages).await;
+    workload::create_table(&target, &target_table, StreamViewType::NewImage).await;
+    assert!(
+        source
+            .describe_table()
+            .table_name(&target_table)
+            .send()
+            .await
+            .is_err(),
+        "the target table exists only in us-west-2"
+    );
+
+    let dir = tempfile::tempdir().unwrap();
+    let ports = [free_port(), free_port()];
+    let leases = unique("repl-leases");
+    let paths: Vec<_> = ports
+        .iter()
+        .enumerate()
+        .map(|(i, port)| {
+            let text = format!(
+                r#"
+[worker]
+listen = "127.0.0.1:{port}"
+[aws]
+region = "us-east-1"
+endpoint_url = "{endpoint}"
+[[connectors]]
+name = "replica"
+[connectors.source]
+type = "dynamodb-streams"
+table = "{source_table}"
+poll_idle_ms = 50
+[connectors.leases]
+table = "{leases}"
+failover_ms = 2000
+[connectors.sink]
+type = "dynamodb"
+table = "{target_table}"
+max_records = 40
+[connectors.sink.aws]
+region = "us-west-2"
+"#
+            );
+            let path = dir.path().join(format!("w{i}.toml"));
+            std::fs::write(&path, text).unwrap();
+            path
+        })
+        .collect();
+    let log = |name: &str| dir.path().join(format!("{name}.log"));
+    let mut workers = vec![
+        Running::start(&paths[0], &log("w0")),
+        Running::start(&paths[1], &log("w1")),
+    ];
+
+    // The target, sampled while everything runs.
+    let regressions = Arc::new(Mutex::new(Vec::<String>::new()));
+    let done = Arc::new(AtomicBool::new(false));
+    let sampler = {
+        let (target, table) = (target.clone(), target_table.clone());
+        let (regressions, done) = (regressions.clone(), done.clone());
+        tokio::spawn(async move {
+            let mut seen: BTreeMap<String, Seen> = BTreeMap::new();
+            let mut samples = 0;
+            while !done.load(Ordering::SeqCst) {
+                let now = scan(&target, &table).await;
+                for (id, s) in seen.iter_mut() {
+                    if !now.contains_key(id) && s.version.is_some() {
+                        s.gone_since = true;
+                    }
+                }
+                for (id, item) in &now {
+                    let v = version(item);
+                    let s = seen.entry(id.clone()).or_default();
+                    match s.version {
+                        Some(old) if v < old => regressions
+                            .lock()
+                            .unwrap()
+                            .push(format!("{id}: version {v} after {old}")),
+                        Some(old) if v == old && s.gone_since => regressions
+                            .lock()
+                            .unwrap()
+                            .push(format!("{id}: version {v} came back after it was deleted")),
+                        _ => {}
+                    }
+                    s.version = Some(v);
+                    s.gone_since = false;
+                }
+                samples += 1;
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+            samples
+        })
+    };
+
+    // The changes, in three parts, with a worker killed and restarted between them.
+    // Few items, many changes: a batch often holds several changes of one item.
+    let plan = workload::plan(8, 600);
+    let parts: Vec<Vec<(String, Vec<workload::Change>)>> = (0..3)
+        .map(|p| {
+            plan.iter()
+                .map(|(id, changes)| {
+                    let n = changes.len();
+                    let part = changes[p * n / 3..(p + 1) * n / 3].to_vec();
+                    (id.clone(), part)
+                })
+                .collect()
+        })
+        .collect();
+    for (p, part) in parts.iter().enumerate() {
+        workload::apply(&source, &source_table, part).await;
+        if p < 2 {
+            let victim = p % 2;
+            workers[victim].signal("KILL");
+            workers[victim].wait(Duration::from_secs(10));
+            tokio::time::sleep(Duration::from_millis(500)).await;
+            workers[victim] = Running::start(&paths[victim], &log(&format!("w{victim}-{p}")));
+        }
+    }
+
+    // Until the target equals the source.
+    let want = scan(&source, &source_table).await;
+    let started = std::time::Instant::now();
+    loop {
+        let got = scan(&target, &target_table).await;
+        if got == want {
+            break;
+        }
+        assert!(
+            started.elapsed() < Duration::from_secs(90),
+            "the target differs after 90 s: {} items in the source, {} in the target; first \
+             difference: {:?}\nlog w0:\n{}\nlog w1:\n{}",
+            want.len(),
+            got.len(),
+            want.iter()
+                .find(|(id, item)| got.get(*id) != Some(item))
+                .map(|(id, _)| id),
+            workers[0].log_text(),
+            workers[1].log_text()
+        );
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+    done.store(true, Ordering::SeqCst);
+    let samples = sampler.await.unwrap();
+    assert!(samples >= 10, "the target was sampled {samples} times");
+    assert_eq!(
+        regressions.lock().unwrap().clone(),
+        Vec::<String>::new(),
+        "items went back to an older state in the target"
+    );
+    assert!(want.len() >= 4, "the workload left items: {}", want.len());
+    let metric = |name: &str| -> f64 {
+        ports
+            .iter()
+            .filter_map(|p| http_get(*p, "/metrics"))
+            .filter_map(|(_, text)| metric_value(&text, name, "connector=\"replica\""))
+            .sum()
+    };
+    assert!(
+        metric("shardbridge_dynamodb_items_written_total") > 0.0,
+        "items written, by the metric"
+    );
+    assert!(
+        metric("shardbridge_dynamodb_changes_superseded_total") > 0.0,
+        "batches held several changes of an item, and only the last was written"
+    );
+    for mut w in workers {
+        assert_eq!(w.stop(Duration::from_secs(30)), 0, "{}", w.log_text());
+    }
+}
