@@ -5,6 +5,11 @@
 //!   `GET /count` returns the count, and when it first reaches N the time (Unix seconds) is
 //!   written to FILE, so a benchmark need not poll (polling costs CPU the servers need); the
 //!   time it received the first records goes to FILE with the extension `first`.
+//!   `GET /latency` answers `count p50 p99 max` (milliseconds) of the records received since
+//!   `GET /reset`: from each record's `approximateArrivalTimestamp` (when Kinesis took it) to
+//!   the handler receiving it.
+//! - `produce --stream NAME --rate R --seconds S`: puts R records a second for S seconds, in
+//!   PutRecords calls every 20 ms (the load of `scripts/bench_latency.sh`).
 //! - `bare --source NAME --url URL`: the baseline. One task per shard of the Kinesis stream
 //!   reads from TRIM_HORIZON until caught up (GetRecords limit 1000), encodes each record in the
 //!   `lambda` format as shardbridge does, and POSTs the page's records in events of up to
@@ -53,6 +58,15 @@ enum Command {
         #[arg(long)]
         reached: Option<std::path::PathBuf>,
     },
+    /// Put `rate` records a second for `seconds` seconds.
+    Produce {
+        #[arg(long)]
+        stream: String,
+        #[arg(long)]
+        rate: u64,
+        #[arg(long)]
+        seconds: u64,
+    },
     /// The bare loop: every shard to its end, each page POSTed as events of `max_records`.
     Bare {
         #[arg(long)]
@@ -81,6 +95,11 @@ async fn main() -> Result<()> {
             url,
             max_records,
         } => bare(&cli, source, url, *max_records).await,
+        Command::Produce {
+            stream,
+            rate,
+            seconds,
+        } => produce(&cli, stream, *rate, *seconds).await,
     }
 }
 
@@ -91,16 +110,34 @@ async fn handler(
 ) -> Result<()> {
     let count = Arc::new(AtomicU64::new(0));
     let (post_count, get_count) = (count.clone(), count);
+    // Milliseconds from each record's arrival in the stream to its receipt here.
+    let latencies = Arc::new(std::sync::Mutex::new(Vec::<f64>::new()));
+    let (post_latencies, get_latencies, reset_latencies) =
+        (latencies.clone(), latencies.clone(), latencies);
     let app = axum::Router::new()
         .route(
             "/invoke",
             axum::routing::post(move |body: axum::body::Bytes| {
                 let count = post_count.clone();
                 let reached = reached.clone();
+                let latencies = post_latencies.clone();
                 async move {
                     let event: serde_json::Value =
                         serde_json::from_slice(&body).unwrap_or_default();
                     let n = event["Records"].as_array().map_or(0, Vec::len) as u64;
+                    let received = std::time::SystemTime::now()
+                        .duration_since(std::time::UNIX_EPOCH)
+                        .unwrap_or_default()
+                        .as_secs_f64();
+                    let arrived = event["Records"]
+                        .as_array()
+                        .into_iter()
+                        .flatten()
+                        .filter_map(|r| r["kinesis"]["approximateArrivalTimestamp"].as_f64());
+                    latencies
+                        .lock()
+                        .unwrap()
+                        .extend(arrived.map(|t| (received - t).max(0.0) * 1000.0));
                     let before = count.fetch_add(n, Ordering::Relaxed);
                     if let (Some(want), Some(file)) = (expect, &reached) {
                         let now = || {
@@ -126,6 +163,32 @@ async fn handler(
             axum::routing::get(move || {
                 let count = get_count.clone();
                 async move { count.load(Ordering::Relaxed).to_string() }
+            }),
+        )
+        .route(
+            "/latency",
+            axum::routing::get(move || {
+                let latencies = get_latencies.clone();
+                async move {
+                    let mut l = latencies.lock().unwrap().clone();
+                    l.sort_by(f64::total_cmp);
+                    let at = |q: f64| {
+                        l.get(((l.len() as f64 * q).ceil() as usize).saturating_sub(1))
+                            .copied()
+                            .unwrap_or(0.0)
+                    };
+                    format!("{} {:.1} {:.1} {:.1}", l.len(), at(0.5), at(0.99), at(1.0))
+                }
+            }),
+        )
+        .route(
+            "/reset",
+            axum::routing::get(move || {
+                let latencies = reset_latencies.clone();
+                async move {
+                    latencies.lock().unwrap().clear();
+                    "ok"
+                }
             }),
         );
     let listener = tokio::net::TcpListener::bind(("127.0.0.1", port))
@@ -205,6 +268,52 @@ async fn bare(cli: &Cli, source: &str, url: &str, max_records: usize) -> Result<
     println!(
         "bare: {total} records in {secs:.3} s ({:.0} records/s)",
         total as f64 / secs
+    );
+    Ok(())
+}
+
+async fn produce(cli: &Cli, stream: &str, rate: u64, seconds: u64) -> Result<()> {
+    use aws_sdk_kinesis::primitives::Blob;
+    use aws_sdk_kinesis::types::PutRecordsRequestEntry;
+    let conf = sdk(&cli.kinesis_endpoint, &cli.region).await?;
+    let kinesis = aws_sdk_kinesis::Client::new(&conf);
+    let tick = std::time::Duration::from_millis(20);
+    let per_tick = (rate as f64 * tick.as_secs_f64()).max(1.0);
+    let started = Instant::now();
+    let (mut due, mut sent) = (0f64, 0usize);
+    let mut interval = tokio::time::interval(tick);
+    while started.elapsed().as_secs() < seconds {
+        interval.tick().await;
+        due += per_tick;
+        while (sent as f64) < due.floor() {
+            let n = ((due.floor() as usize) - sent).min(500);
+            let entries = (sent..sent + n)
+                .map(|i| {
+                    let (key, data) = bench_support::record_data(i);
+                    PutRecordsRequestEntry::builder()
+                        .partition_key(key)
+                        .data(Blob::new(data))
+                        .build()
+                        .context("entry")
+                })
+                .collect::<Result<Vec<_>>>()?;
+            let out = kinesis
+                .put_records()
+                .stream_name(stream)
+                .set_records(Some(entries))
+                .send()
+                .await
+                .context("PutRecords")?;
+            if out.failed_record_count.unwrap_or(0) > 0 {
+                bail!("PutRecords: {:?} records failed", out.failed_record_count);
+            }
+            sent += n;
+        }
+    }
+    let secs = started.elapsed().as_secs_f64();
+    println!(
+        "produced {sent} records in {secs:.1} s ({:.0} records/s)",
+        sent as f64 / secs
     );
     Ok(())
 }
