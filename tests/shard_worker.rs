@@ -24,7 +24,9 @@ use shardbridge::retry::Backoff;
 use shardbridge::sink::{
     Batch, BatchLimits, CommitProtocol, FunctionRules, SendPermit, Sink, SinkError,
 };
-use shardbridge::source::IteratorPosition;
+use shardbridge::source::{
+    IteratorPosition, RecordPage, Shard, ShardIterator, ShardSource, SourceError,
+};
 use tokio_util::sync::CancellationToken;
 
 const SHARD: &str = "shardId-00000001700000000000-0000test";
@@ -1148,5 +1150,135 @@ async fn a_partial_batch_response_checkpoints_before_the_failed_record_and_resen
             Checkpoint::Sequence(seq_of(failed - 1)),
             "checkpointed up to the record before {failed}"
         );
+    }
+}
+
+/// A source that counts its GetRecords calls in flight, and a sink that notes whether one was
+/// in flight during each of its writes: read-ahead, seen from outside.
+struct WatchedSource {
+    inner: ScriptedSource,
+    reading: Arc<AtomicUsize>,
+}
+
+#[async_trait]
+impl ShardSource for WatchedSource {
+    fn stream_arn(&self) -> &str {
+        self.inner.stream_arn()
+    }
+    async fn list_shards(&self) -> Result<Vec<Shard>, SourceError> {
+        self.inner.list_shards().await
+    }
+    async fn open_iterator(
+        &self,
+        shard_id: &str,
+        position: &IteratorPosition,
+    ) -> Result<ShardIterator, SourceError> {
+        self.inner.open_iterator(shard_id, position).await
+    }
+    async fn get_records(
+        &self,
+        iterator: &ShardIterator,
+        limit: u32,
+    ) -> Result<RecordPage, SourceError> {
+        self.reading.fetch_add(1, Ordering::SeqCst);
+        tokio::time::sleep(Duration::from_millis(5)).await;
+        let page = self.inner.get_records(iterator, limit).await;
+        self.reading.fetch_sub(1, Ordering::SeqCst);
+        page
+    }
+}
+
+struct OverlapSink {
+    reading: Arc<AtomicUsize>,
+    writes: AtomicUsize,
+    overlapped: AtomicUsize,
+    records: AtomicUsize,
+}
+
+#[async_trait]
+impl Sink for OverlapSink {
+    fn commit_protocol(&self) -> CommitProtocol {
+        CommitProtocol::FlushThenCheckpoint
+    }
+    async fn write_batch(&self, batch: &Batch, _permit: &dyn SendPermit) -> Result<(), SinkError> {
+        // A page fetched ahead is being read (5 ms) when the write is 2 ms in.
+        tokio::time::sleep(Duration::from_millis(2)).await;
+        if self.reading.load(Ordering::SeqCst) > 0 {
+            self.overlapped.fetch_add(1, Ordering::SeqCst);
+        }
+        tokio::time::sleep(Duration::from_millis(18)).await;
+        self.writes.fetch_add(1, Ordering::SeqCst);
+        self.records
+            .fetch_add(batch.records.len(), Ordering::SeqCst);
+        Ok(())
+    }
+}
+
+/// The next page is fetched while the sink writes, within the process's read-ahead budget;
+/// with a budget of 0 the shard reads only after each write, counts the pages it did not fetch
+/// ahead, and still delivers everything.
+#[tokio::test(start_paused = true)]
+async fn read_ahead_overlaps_writes_within_the_process_budget() {
+    for budget in [shardbridge::pipeline::read_ahead::DEFAULT_BYTES, 0] {
+        let store: Arc<dyn LeaseStore> = Arc::new(MemoryLeaseStore::default());
+        let reading = Arc::new(AtomicUsize::new(0));
+        let sink = Arc::new(OverlapSink {
+            reading: reading.clone(),
+            writes: AtomicUsize::new(0),
+            overlapped: AtomicUsize::new(0),
+            records: AtomicUsize::new(0),
+        });
+        let shard = || ScriptedShard {
+            shard_id: SHARD.into(),
+            records: 400,
+            closed: true,
+            faults: BTreeMap::new(),
+            page_size: 20,
+            keys: 10,
+        };
+        let ctx = memory_context(store, shard(), sink.clone(), Checkpoint::TrimHorizon, None).await;
+        let connector = ctx.connector.clone();
+        let ctx = ShardContext {
+            source: Arc::new(WatchedSource {
+                inner: ScriptedSource::new(shard()),
+                reading,
+            }),
+            read_ahead: Arc::new(shardbridge::pipeline::read_ahead::ReadAheadBudget::new(
+                budget,
+            )),
+            ..ctx
+        };
+        assert_eq!(
+            shard_worker::run(ctx).await.unwrap(),
+            ShardOutcome::ShardEnd(vec![])
+        );
+        assert_eq!(
+            sink.records.load(Ordering::SeqCst),
+            400,
+            "every record once"
+        );
+        let (writes, overlapped) = (
+            sink.writes.load(Ordering::SeqCst),
+            sink.overlapped.load(Ordering::SeqCst),
+        );
+        let skipped = metric_value(
+            &prometheus().render(),
+            "shardbridge_read_ahead_skipped_total",
+            &format!("connector=\"{connector}\""),
+        )
+        .unwrap_or(0.0);
+        if budget == 0 {
+            assert_eq!(overlapped, 0, "no page fetched during a write");
+            assert!(
+                skipped >= (writes - 1) as f64,
+                "{skipped} skipped of {writes}"
+            );
+        } else {
+            assert!(
+                overlapped * 2 >= writes,
+                "{overlapped} of {writes} writes overlapped a read"
+            );
+            assert_eq!(skipped, 0.0);
+        }
     }
 }

@@ -66,6 +66,7 @@ fn default_worker() -> WorkerConfig {
         id: default_worker_id(),
         listen: DEFAULT_LISTEN.parse().expect("valid default address"),
         shutdown_timeout_ms: 30_000,
+        read_ahead_bytes: crate::pipeline::read_ahead::DEFAULT_BYTES,
     }
 }
 
@@ -94,6 +95,9 @@ fn worker(t: &mut TableReader) -> Option<WorkerConfig> {
     }
     if let Some(ms) = t.opt_u64("shutdown_timeout_ms", 0, 3_600_000) {
         w.shutdown_timeout_ms = ms;
+    }
+    if let Some(bytes) = t.opt_u64("read_ahead_bytes", 0, 1 << 40) {
+        w.read_ahead_bytes = bytes;
     }
     Some(w)
 }

@@ -125,6 +125,16 @@ pub fn describe() {
         Unit::Count,
         "Failed parts of a batch split in two before being sent again (bisect_on_error)."
     );
+    describe_counter!(
+        "shardbridge_read_ahead_skipped_total",
+        Unit::Count,
+        "Pages not fetched ahead (while the batch before them was written) because the process's read_ahead_bytes budget was in use: read after the write instead."
+    );
+    describe_gauge!(
+        "shardbridge_read_ahead_bytes",
+        Unit::Bytes,
+        "Bytes of the process's read-ahead budget reserved by pages fetched ahead and not yet taken in."
+    );
     describe_gauge!(
         "shardbridge_lane_records_in_flight",
         Unit::Count,
@@ -371,6 +381,21 @@ pub fn records_skipped(connector: &str, reason: &'static str, n: usize) {
 }
 
 /// `delta` records entered (positive) or left (negative) a lane's sink calls.
+/// A shard wanted to fetch its next page while its batch is written: whether the process's
+/// read-ahead budget had room, and how much of it is reserved now.
+pub fn read_ahead(connector: &str, reserved: bool, in_use: u64) {
+    if !reserved {
+        counter!("shardbridge_read_ahead_skipped_total", "connector" => connector.to_string())
+            .increment(1);
+    }
+    read_ahead_in_use(in_use);
+}
+
+/// How much of the process's read-ahead budget is reserved, after a page was taken in.
+pub fn read_ahead_in_use(in_use: u64) {
+    gauge!("shardbridge_read_ahead_bytes").set(in_use as f64);
+}
+
 pub fn lane_in_flight(connector: &str, lane: u8, delta: f64) {
     gauge!("shardbridge_lane_records_in_flight", "connector" => connector.to_string(), "lane" => lane.to_string())
         .increment(delta);

@@ -22,6 +22,8 @@ pub struct WorkerConfig {
     pub listen: SocketAddr,
     /// How long a graceful stop may take before batches in flight are abandoned.
     pub shutdown_timeout_ms: u64,
+    /// Bytes of pages fetched ahead by all shards of the process together (read_ahead::).
+    pub read_ahead_bytes: u64,
 }
 
 #[derive(Clone, Debug)]

@@ -96,6 +96,8 @@ pub struct Connector {
     sink: Arc<dyn Sink>,
     table: Arc<dyn LeaseStore>,
     lag: Arc<ConnectorLag>,
+    /// The process's room for pages fetched ahead, shared with the other connectors.
+    read_ahead: Arc<super::read_ahead::ReadAheadBudget>,
     /// What `lambda` writes as Kinesis records' `invokeIdentityArn`.
     invoke_identity_arn: Option<Arc<str>>,
     /// The failure destination and its rules, when configured.
@@ -134,6 +136,7 @@ impl Connector {
         cfg: ConnectorConfig,
         worker_id: String,
         health: Arc<Health>,
+        read_ahead: Arc<super::read_ahead::ReadAheadBudget>,
     ) -> Result<Self, ConnectorError> {
         let name = cfg.name.clone();
         health.set(&name, ConnectorState::Starting);
@@ -203,6 +206,7 @@ impl Connector {
         let mut connector = Connector::assemble(cfg, worker_id, health, source, table, sink);
         connector.invoke_identity_arn = invoke_identity_arn.map(Arc::from);
         connector.on_failure = on_failure;
+        connector.read_ahead = read_ahead;
         Ok(connector)
     }
 
@@ -239,6 +243,9 @@ impl Connector {
             sink,
             table,
             lag: Arc::new(ConnectorLag::default()),
+            read_ahead: Arc::new(super::read_ahead::ReadAheadBudget::new(
+                super::read_ahead::DEFAULT_BYTES,
+            )),
             invoke_identity_arn: None,
             on_failure: None,
         }
@@ -620,6 +627,7 @@ impl Connector {
             stop: st.workers_stop.child_token(),
             parent_ended_at,
             lag: self.lag.clone(),
+            read_ahead: self.read_ahead.clone(),
             ..ShardContext::new(
                 &self.cfg.name,
                 self.source.clone(),

@@ -4,6 +4,7 @@ pub mod batch;
 pub mod config;
 pub mod connector;
 pub mod lag;
+pub mod read_ahead;
 pub mod shard_worker;
 
 use std::sync::Arc;
@@ -24,6 +25,10 @@ pub async fn run_all(
 ) -> Vec<(String, String)> {
     let shutdown_timeout = Duration::from_millis(config.worker.shutdown_timeout_ms);
     let mut tasks = tokio::task::JoinSet::new();
+    // One budget for the whole process, shared by every connector's shards.
+    let read_ahead = Arc::new(read_ahead::ReadAheadBudget::new(
+        config.worker.read_ahead_bytes,
+    ));
     for c in &config.connectors {
         health.set(&c.name, ConnectorState::Starting);
     }
@@ -31,11 +36,12 @@ pub async fn run_all(
         let worker_id = config.worker.id.clone();
         let health = health.clone();
         let stop = stop.clone();
+        let read_ahead = read_ahead.clone();
         tasks.spawn(async move {
             let name = c.name.clone();
             let result = tokio::select! {
                 _ = stop.cancelled() => Ok(()),
-                started = Connector::start(c, worker_id, health.clone()) => match started {
+                started = Connector::start(c, worker_id, health.clone(), read_ahead) => match started {
                     Ok(connector) => connector.run(stop, shutdown_timeout).await,
                     Err(e) => Err(e),
                 },

@@ -58,6 +58,8 @@ pub struct ShardContext {
     pub on_failure: Option<Arc<crate::sink::on_failure::OnFailure>>,
     /// Lanes per shard (`parallelization_factor`): 1 for none.
     pub lanes: u8,
+    /// The process's room for pages fetched ahead (`[worker] read_ahead_bytes`).
+    pub read_ahead: Arc<super::read_ahead::ReadAheadBudget>,
 }
 
 impl ShardContext {
@@ -91,6 +93,9 @@ impl ShardContext {
             stop: CancellationToken::new(),
             parent_ended_at: None,
             lag: Arc::new(ConnectorLag::default()),
+            read_ahead: Arc::new(super::read_ahead::ReadAheadBudget::new(
+                super::read_ahead::DEFAULT_BYTES,
+            )),
         }
     }
 }
@@ -197,6 +202,10 @@ async fn read_from(
     let mut parent_ended_at = ctx.parent_ended_at;
     // The next page, when it was fetched while the batch before it was written.
     let mut read_ahead: Option<Result<RecordPage, SourceError>> = None;
+    // Its room in the process's read-ahead budget, held until the page is taken in; and the
+    // size of the last page read, to estimate the next.
+    let mut read_ahead_room = None;
+    let mut last_page_bytes = 0u64;
     tracing::info!(connector = %ctx.connector, %shard, ?position, "reading shard");
 
     loop {
@@ -220,7 +229,10 @@ async fn read_from(
                 // Read-ahead: the next page is fetched while the sink writes this batch (one
                 // page per shard), so a shard moves at the pace of the slower of the two
                 // rather than of their sum. A stop cuts the fetch short.
-                Some(it) if read_ahead.is_none() => {
+                Some(it)
+                    if read_ahead.is_none()
+                        && reserve(ctx, last_page_bytes, &mut read_ahead_room) =>
+                {
                     failures.still_well();
                     let fetch = async {
                         tokio::select! {
@@ -243,7 +255,11 @@ async fn read_from(
         if read_ahead.is_none() {
             failures.still_well();
         }
-        let result = match (read_ahead.take(), &iterator) {
+        let ahead = read_ahead.take();
+        if read_ahead_room.take().is_some() {
+            events::read_ahead_in_use(ctx.read_ahead.in_use());
+        }
+        let result = match (ahead, &iterator) {
             (Some(page), _) => page.map(Some),
             (None, None) => ctx.source.open_iterator(&shard, &position).await.map(|it| {
                 iterator = Some(it);
@@ -287,6 +303,7 @@ async fn read_from(
         }
         let bytes: u64 = page.records.iter().map(SourceRecord::size_bytes).sum();
         events::records_read(&ctx.connector, page.records.len(), bytes);
+        last_page_bytes = bytes;
         let page_len = page.records.len();
         let has_next = page.next_iterator.is_some();
 
@@ -345,6 +362,18 @@ async fn read_from(
             }
         }
     }
+}
+
+/// Room in the process's read-ahead budget for a page like the last one; false (counted) when
+/// the budget is used up and the next page is read after the write instead.
+fn reserve(
+    ctx: &ShardContext,
+    last_page_bytes: u64,
+    room: &mut Option<tokio::sync::OwnedSemaphorePermit>,
+) -> bool {
+    *room = ctx.read_ahead.try_reserve(last_page_bytes);
+    events::read_ahead(&ctx.connector, room.is_some(), ctx.read_ahead.in_use());
+    room.is_some()
 }
 
 /// Hands the pending batch to the commit driver. Some(outcome) when the shard must stop.
