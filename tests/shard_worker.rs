@@ -1282,3 +1282,67 @@ async fn read_ahead_overlaps_writes_within_the_process_budget() {
         }
     }
 }
+
+/// A sink whose calls fail for good when they hold item 0's changes, and are refused for as
+/// long as they are tried otherwise (a sink that is down).
+struct PoisonAndDownSink;
+
+#[async_trait]
+impl Sink for PoisonAndDownSink {
+    fn commit_protocol(&self) -> CommitProtocol {
+        CommitProtocol::FlushThenCheckpoint
+    }
+    fn batch_limits(&self) -> BatchLimits {
+        BatchLimits {
+            max_records: 50,
+            max_bytes: usize::MAX,
+            max_interval: Duration::from_millis(20),
+        }
+    }
+    async fn write_batch(&self, batch: &Batch, _permit: &dyn SendPermit) -> Result<(), SinkError> {
+        let item_0 = batch
+            .records
+            .iter()
+            .any(|r| (r.sequence_number.to_string().parse::<usize>().unwrap() - 1000) % 200 == 0);
+        tokio::time::sleep(Duration::from_millis(1)).await;
+        if item_0 {
+            Err(SinkError::Fatal("item 0 is poison".into()))
+        } else {
+            Err(SinkError::Transient("down".into()))
+        }
+    }
+}
+
+/// In lanes, a call that fails for good ends the shard with its error, though other lanes are
+/// still retrying a sink that is down: they are not waited for.
+#[tokio::test]
+async fn a_lane_that_fails_for_good_ends_the_shard_while_others_retry() {
+    let store: Arc<dyn LeaseStore> = Arc::new(MemoryLeaseStore::default());
+    let shard = ScriptedShard {
+        shard_id: SHARD.into(),
+        records: 1_000,
+        closed: true,
+        faults: BTreeMap::new(),
+        page_size: 100,
+        keys: 200,
+    };
+    let ctx = memory_context(
+        store.clone(),
+        shard,
+        Arc::new(PoisonAndDownSink),
+        Checkpoint::TrimHorizon,
+        None,
+    )
+    .await;
+    let ctx = ShardContext { lanes: 10, ..ctx };
+    let ended = tokio::time::timeout(Duration::from_secs(30), shard_worker::run(ctx))
+        .await
+        .expect("the shard ended instead of waiting for the lanes that retry");
+    let err = ended.expect_err("a fatal sink error ends the shard");
+    assert!(err.to_string().contains("item 0 is poison"), "{err}");
+    assert_eq!(
+        store.list().await.unwrap()[0].checkpoint,
+        Checkpoint::TrimHorizon,
+        "nothing checkpointed past the failed call"
+    );
+}

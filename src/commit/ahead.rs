@@ -175,12 +175,23 @@ impl LanesAhead {
     }
 
     /// Lets the lanes finish the work they have (a stop cuts it short) and the checkpoint
-    /// follow them; returns how that ended.
+    /// follow them; returns how that ended. When the coordinator has ended first (a failure,
+    /// the lease lost), the lanes are not waited for: one may be retrying a sink that is down.
     pub(super) async fn drain(mut self) -> Result<Step, CommitError> {
         self.lanes.clear();
         self.events = None;
-        for task in std::mem::take(&mut self.lane_tasks) {
-            let _ = task.await;
+        let ended = self.ended.clone();
+        let lanes_done = async {
+            for task in &mut self.lane_tasks {
+                let _ = task.await;
+            }
+        };
+        tokio::select! {
+            _ = lanes_done => {}
+            _ = ended.cancelled() => {}
+        }
+        for task in &self.lane_tasks {
+            task.abort();
         }
         self.outcome().await
     }
