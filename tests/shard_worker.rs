@@ -818,12 +818,13 @@ impl Sink for SlowSink {
     }
 }
 
-/// Runs a closed shard of `records` changes to `keys` items through a `SlowSink` in `lanes`
-/// lanes, to its end.
-async fn run_in_lanes(protocol: CommitProtocol, lanes: u8, fail: usize) -> (Arc<SlowSink>, String) {
-    let store: Arc<dyn LeaseStore> = Arc::new(MemoryLeaseStore::default());
-    let sink = Arc::new(SlowSink::new(protocol, store.clone()));
-    sink.fail_next.store(fail, Ordering::SeqCst);
+/// A closed shard of 5,000 changes to 200 items (pages of 100), read from the trim horizon into
+/// `sink` in `lanes` lanes.
+async fn hot_shard_context(
+    store: Arc<dyn LeaseStore>,
+    sink: Arc<dyn Sink>,
+    lanes: u8,
+) -> ShardContext {
     let hot = ScriptedShard {
         shard_id: SHARD.into(),
         records: 5_000,
@@ -832,16 +833,18 @@ async fn run_in_lanes(protocol: CommitProtocol, lanes: u8, fail: usize) -> (Arc<
         page_size: 100,
         keys: 200,
     };
-    let ctx = memory_context(
-        store.clone(),
-        hot,
-        sink.clone(),
-        Checkpoint::TrimHorizon,
-        None,
-    )
-    .await;
+    let ctx = memory_context(store, hot, sink, Checkpoint::TrimHorizon, None).await;
+    ShardContext { lanes, ..ctx }
+}
+
+/// Runs a closed shard of `records` changes to `keys` items through a `SlowSink` in `lanes`
+/// lanes, to its end.
+async fn run_in_lanes(protocol: CommitProtocol, lanes: u8, fail: usize) -> (Arc<SlowSink>, String) {
+    let store: Arc<dyn LeaseStore> = Arc::new(MemoryLeaseStore::default());
+    let sink = Arc::new(SlowSink::new(protocol, store.clone()));
+    sink.fail_next.store(fail, Ordering::SeqCst);
+    let ctx = hot_shard_context(store.clone(), sink.clone(), lanes).await;
     let connector = ctx.connector.clone();
-    let ctx = ShardContext { lanes, ..ctx };
     assert_eq!(
         shard_worker::run(ctx).await.unwrap(),
         ShardOutcome::ShardEnd(vec![])
@@ -1009,23 +1012,7 @@ async fn a_lane_that_retries_holds_back_only_its_own_keys_and_the_checkpoint() {
         delivered: Mutex::new(Vec::new()),
         checkpoint_ahead: Mutex::new(Vec::new()),
     });
-    let hot = ScriptedShard {
-        shard_id: SHARD.into(),
-        records: 5_000,
-        closed: true,
-        faults: BTreeMap::new(),
-        page_size: 100,
-        keys: 200,
-    };
-    let ctx = memory_context(
-        store.clone(),
-        hot,
-        sink.clone(),
-        Checkpoint::TrimHorizon,
-        None,
-    )
-    .await;
-    let ctx = ShardContext { lanes: 10, ..ctx };
+    let ctx = hot_shard_context(store.clone(), sink.clone(), 10).await;
     assert_eq!(
         shard_worker::run(ctx).await.unwrap(),
         ShardOutcome::ShardEnd(vec![])

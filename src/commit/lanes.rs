@@ -124,7 +124,8 @@ impl<T> InFlight<T> {
     /// A new batch, numbered after every earlier one, that gave calls to `lanes` lanes (0: all
     /// its records were passed over). Returns the batches the checkpoint may pass now.
     pub fn register(&mut self, number: u64, lanes: usize, kept: T) -> Vec<T> {
-        debug_assert!(self.batches.back().map_or(true, |(n, _, _)| *n < number));
+        // Numbers only grow (the caller counts them): else the checkpoint could go back.
+        assert!(self.batches.back().map_or(true, |(n, _, _)| *n < number));
         self.batches.push_back((number, lanes, kept));
         self.take_done()
     }
