@@ -20,6 +20,16 @@ start_servers() {
   unset AWS_PROFILE
 }
 
+# build_http_bench: the release binary and the examples the http, latency and scale benchmarks
+# drive; sets SB (shardbridge), HT (http_throughput) and KT (kinesis_throughput).
+build_http_bench() {
+  log "building release (shardbridge, examples http_throughput and kinesis_throughput)"
+  cargo build --release -q --bin shardbridge --example http_throughput --example kinesis_throughput
+  SB="$ROOT/target/release/shardbridge"
+  HT="$ROOT/target/release/examples/http_throughput"
+  KT="$ROOT/target/release/examples/kinesis_throughput"
+}
+
 # pin_source_emulator: gives kinesalite (every thread) the last CPU and this shell (so everything
 # the benchmark starts from here on: the measured processes, the handler) and moto the others,
 # as the AWS services run on machines of their own in production. Without it, on a small

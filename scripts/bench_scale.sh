@@ -29,11 +29,7 @@ done
 source scripts/bench_common.sh
 start_servers
 
-log "building release (shardbridge, examples http_throughput and kinesis_throughput)"
-cargo build --release -q --bin shardbridge --example http_throughput --example kinesis_throughput
-SB="$ROOT/target/release/shardbridge"
-HT="$ROOT/target/release/examples/http_throughput"
-KT="$ROOT/target/release/examples/kinesis_throughput"
+build_http_bench
 
 WORK="$(mktemp -d "${TMPDIR:-/tmp}/bench_scale.XXXXXX")"
 STREAM="bench-scale-$(date +%s)-$$"
