@@ -699,6 +699,48 @@ fn validate_checks_the_dynamodb_sink() {
     validate_cases(config, &cases);
 }
 
+#[test]
+fn validate_checks_the_snapshot() {
+    let config = |keys: &str| {
+        let (source, snapshot) = keys.split_once('|').unwrap();
+        format!(
+            "[[connectors]]\nname = \"orders\"\n[connectors.source]\n{source}\n\
+             [connectors.snapshot]\n{snapshot}\n[connectors.sink]\ntype = \"stdout\"\n"
+        )
+    };
+    let ddb = "type = \"dynamodb-streams\"\ntable = \"orders\"";
+    let cases = [
+        (
+            format!("{ddb}|mode = \"initial\"\nsegments = 8\nrate_limit = 500\nconsistent_read = true\npage_size = 500\nclock_margin_ms = 5000"),
+            None,
+        ),
+        (format!("{ddb}|mode = \"initial_only\""), None),
+        (format!("{ddb}|"), None),
+        (
+            format!("{ddb}|mode = \"always\""),
+            Some("connectors[0].snapshot.mode: unknown value \"always\", expected one of \"never\", \"initial\", \"initial_only\""),
+        ),
+        (
+            format!("{ddb}|mode = \"initial\"\nsegments = 0"),
+            Some("connectors[0].snapshot.segments: "),
+        ),
+        (
+            format!("{ddb}|mode = \"initial\"\nsegmets = 4"),
+            Some("connectors[0].snapshot.segmets: unknown key"),
+        ),
+        (
+            "type = \"kinesis\"\nstream = \"events\"|mode = \"initial\"".to_string(),
+            Some("connectors[0].snapshot.mode: a snapshot needs a DynamoDB Streams source"),
+        ),
+        (
+            format!("{ddb}\nstarting_position = \"latest\"|mode = \"initial\""),
+            Some("connectors[0].source.starting_position: with a snapshot the stream is read from where the snapshot began"),
+        ),
+    ];
+    let cases: Vec<(&str, Option<&str>)> = cases.iter().map(|(k, e)| (k.as_str(), *e)).collect();
+    validate_cases(config, &cases);
+}
+
 /// `validate` on `config(keys)` for each case: exit 2 with stderr starting with the expected
 /// text, or exit 0 when none is expected.
 fn validate_cases(config: impl Fn(&str) -> String, cases: &[(&str, Option<&str>)]) {

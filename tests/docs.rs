@@ -1600,6 +1600,12 @@ fn policies_for(file: &str) -> Option<(&'static str, &'static [&'static str])> {
             "kinesis",
             &["source-kinesis.json", "sink-kinesis.json"],
         ),
+        // The snapshot reads the source table: with its stream's policy beside it.
+        (
+            "src/source/snapshot/",
+            "dynamodb",
+            &["source-snapshot.json"],
+        ),
         ("src/lease/", "dynamodb", &["lease-table.json"]),
         ("src/sink/s3/", "s3", &["sink-s3.json"]),
         ("src/sink/kinesis/", "kinesis", &["sink-kinesis.json"]),
@@ -1689,6 +1695,7 @@ fn iam_policies_allow_exactly_the_sdk_calls_the_code_makes() {
     let names = [
         "source-dynamodb-streams.json",
         "source-kinesis.json",
+        "source-snapshot.json",
         "lease-table.json",
         "sink-s3.json",
         "sink-kinesis.json",

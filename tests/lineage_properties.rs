@@ -255,6 +255,7 @@ impl Scenario {
             filter: Default::default(),
             set_aside: Default::default(),
             parallelization_factor: 1,
+            snapshot: Default::default(),
         }
     }
 }

@@ -391,6 +391,10 @@ impl Shared {
     }
 
     /// When the shard worker hands its accumulated records over.
+    pub fn connector(&self) -> &str {
+        &self.parts.connector
+    }
+
     pub fn batch_limits(&self) -> BatchLimits {
         self.parts.sink.batch_limits()
     }

@@ -17,6 +17,7 @@ use crate::settings::{ConfigErrors, Problems, TableReader};
 use crate::sink::kafka::config::KafkaKey;
 use crate::sink::on_failure::OnFailureConfig;
 use crate::sink::SinkConfig;
+use crate::source::snapshot::SnapshotConfig;
 use crate::source::SourceConfig;
 
 pub const DEFAULT_LISTEN: &str = "0.0.0.0:9464";
@@ -242,6 +243,27 @@ fn connector(mut t: TableReader, global_aws: &AwsSettings) -> Option<ConnectorCo
             );
         }
     }
+    let snapshot = match t.opt_table("snapshot") {
+        Some(mut s) => {
+            let r = SnapshotConfig::read(&mut s);
+            s.finish();
+            r
+        }
+        None => SnapshotConfig::default(),
+    };
+    if let (true, Some(s)) = (snapshot.enabled(), &source) {
+        if s.stream.is_kinesis() {
+            t.problem(
+                "snapshot.mode",
+                "a snapshot needs a DynamoDB Streams source (it scans the stream's table)",
+            );
+        } else if s.starting_position != crate::source::StartingPosition::TrimHorizon {
+            t.problem(
+                "source.starting_position",
+                "with a snapshot the stream is read from where the snapshot began: leave starting_position out",
+            );
+        }
+    }
     let filter = read_filter(&mut t);
     let set_aside = read_set_aside(&mut t, global_aws);
     let parallelization_factor = t
@@ -277,6 +299,7 @@ fn connector(mut t: TableReader, global_aws: &AwsSettings) -> Option<ConnectorCo
         filter: filter?,
         set_aside: set_aside?,
         parallelization_factor,
+        snapshot,
     })
 }
 

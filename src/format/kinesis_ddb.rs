@@ -41,7 +41,9 @@ pub(super) fn encode(record: &ChangeRecord, out: &mut Vec<u8>) {
     }
     out.extend_from_slice(b",\"SizeBytes\":");
     write_i64(out, record.size_bytes);
-    out.extend_from_slice(b"},\"eventSource\":\"aws:dynamodb\"}");
+    out.extend_from_slice(b"},\"eventSource\":\"");
+    out.extend_from_slice(record.operation.event_source().as_bytes());
+    out.extend_from_slice(b"\"}");
 }
 
 #[cfg(test)]

@@ -12,7 +12,9 @@ pub(super) fn encode(record: &ChangeRecord, out: &mut Vec<u8>) {
     out.extend_from_slice(record.operation.event_name().as_bytes());
     out.extend_from_slice(b"\",\"eventVersion\":");
     write_str(out, &record.event_version);
-    out.extend_from_slice(b",\"eventSource\":\"aws:dynamodb\",\"awsRegion\":");
+    out.extend_from_slice(b",\"eventSource\":\"");
+    out.extend_from_slice(record.operation.event_source().as_bytes());
+    out.extend_from_slice(b"\",\"awsRegion\":");
     write_str(out, &record.aws_region);
 
     out.extend_from_slice(b",\"dynamodb\":{");

@@ -162,6 +162,36 @@ mod tests {
         FormatKind::Plain,
     ];
 
+    /// A snapshot record reads as an INSERT everywhere; what tells it apart is the
+    /// eventSource of the Lambda-shaped formats and the op of `plain`.
+    #[test]
+    fn snapshot_records_are_inserts_from_shardbridge_snapshot() {
+        let mut record = aws_doc_insert();
+        record.operation = crate::source::record::OperationType::Snapshot;
+        record.old_image = None;
+        for kind in DDB_KINDS {
+            let mut out = Vec::new();
+            encode_change(kind, &record, &mut out);
+            let v: Value = serde_json::from_slice(&out).unwrap();
+            match kind {
+                FormatKind::Plain => assert_eq!(v["op"], "snapshot"),
+                FormatKind::Lambda => {
+                    assert_eq!(v["eventName"], "INSERT");
+                    assert_eq!(v["eventSource"], "shardbridge:snapshot");
+                }
+                _ => {
+                    assert_eq!(v["eventName"], "INSERT", "{kind:?}");
+                    assert_eq!(v["eventSource"], "shardbridge:snapshot", "{kind:?}");
+                }
+            }
+        }
+        record.operation = crate::source::record::OperationType::Insert;
+        let mut out = Vec::new();
+        encode_change(FormatKind::Lambda, &record, &mut out);
+        let v: Value = serde_json::from_slice(&out).unwrap();
+        assert_eq!(v["eventSource"], "aws:dynamodb");
+    }
+
     /// The formats of Kinesis records.
     const KINESIS_KINDS: [FormatKind; 2] = [FormatKind::Lambda, FormatKind::Raw];
 

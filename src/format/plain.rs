@@ -15,6 +15,7 @@ pub(super) fn encode(record: &ChangeRecord, out: &mut Vec<u8>) {
         OperationType::Insert => b"insert",
         OperationType::Modify => b"modify",
         OperationType::Remove => b"remove",
+        OperationType::Snapshot => b"snapshot",
     });
     out.extend_from_slice(b"\",\"table\":");
     write_str(out, &record.table_name);

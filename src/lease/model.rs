@@ -23,6 +23,10 @@ pub const PENDING_CHECKPOINT: &str = "pendingCheckpoint";
 pub const RENEWED_AT_MILLIS: &str = "renewedAtMillis";
 pub const CHECKPOINTED_AT_MILLIS: &str = "checkpointedAtMillis";
 pub const CHECKPOINT_RECORD_MILLIS: &str = "checkpointRecordMillis";
+/// On the lease of a table snapshot's segment: when the snapshot began (ms since the epoch, the
+/// clock of the worker that created the lease). The stream is read from a little before the
+/// earliest of them.
+pub const SNAPSHOT_STARTED_AT_MILLIS: &str = "snapshotStartedAtMillis";
 
 /// Where a shard's processing stands.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -45,7 +49,7 @@ impl Checkpoint {
             "AT_TIMESTAMP" => Checkpoint::AtTimestamp,
             "SHARD_END" => Checkpoint::ShardEnd,
             other => Checkpoint::Sequence(
-                SequenceNumber::parse(other).map_err(|e| format!("checkpoint: {e}"))?,
+                SequenceNumber::parse_with_resume(other).map_err(|e| format!("checkpoint: {e}"))?,
             ),
         })
     }
@@ -56,7 +60,7 @@ impl Checkpoint {
             Checkpoint::Latest => "LATEST".into(),
             Checkpoint::AtTimestamp => "AT_TIMESTAMP".into(),
             Checkpoint::ShardEnd => "SHARD_END".into(),
-            Checkpoint::Sequence(s) => s.to_string(),
+            Checkpoint::Sequence(s) => s.checkpoint_text(),
         }
     }
 }
@@ -158,6 +162,8 @@ pub struct Lease {
     pub renewed_at_millis: Option<i64>,
     pub checkpointed_at_millis: Option<i64>,
     pub checkpoint_record_millis: Option<i64>,
+    /// A snapshot segment's lease: when the snapshot began.
+    pub snapshot_started_millis: Option<i64>,
 }
 
 /// A checkpoint write: from the stored checkpoint to the new one.
@@ -186,6 +192,7 @@ impl Lease {
             renewed_at_millis: None,
             checkpointed_at_millis: None,
             checkpoint_record_millis: None,
+            snapshot_started_millis: None,
         }
     }
 
@@ -228,6 +235,7 @@ impl Lease {
             (RENEWED_AT_MILLIS, self.renewed_at_millis),
             (CHECKPOINTED_AT_MILLIS, self.checkpointed_at_millis),
             (CHECKPOINT_RECORD_MILLIS, self.checkpoint_record_millis),
+            (SNAPSHOT_STARTED_AT_MILLIS, self.snapshot_started_millis),
         ] {
             if let Some(v) = v {
                 item.insert(k.into(), AttributeValue::N(v.to_string()));
@@ -289,6 +297,7 @@ impl Lease {
             renewed_at_millis: millis(RENEWED_AT_MILLIS)?,
             checkpointed_at_millis: millis(CHECKPOINTED_AT_MILLIS)?,
             checkpoint_record_millis: millis(CHECKPOINT_RECORD_MILLIS)?,
+            snapshot_started_millis: millis(SNAPSHOT_STARTED_AT_MILLIS)?,
             lease_key,
         })
     }

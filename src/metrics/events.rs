@@ -130,6 +130,36 @@ pub fn describe() {
         Unit::Count,
         "Pages not fetched ahead (while the batch before them was written) because the process's read_ahead_bytes budget was in use: read after the write instead."
     );
+    describe_counter!(
+        "shardbridge_snapshot_items_read_total",
+        Unit::Count,
+        "Items the table snapshot's Scan read (a page read again after a crash counts again)."
+    );
+    describe_counter!(
+        "shardbridge_snapshot_items_delivered_total",
+        Unit::Count,
+        "Snapshot records the sink accepted."
+    );
+    describe_counter!(
+        "shardbridge_snapshot_scan_throttles_total",
+        Unit::Count,
+        "Scan calls of the snapshot that DynamoDB throttled (retried after a back-off)."
+    );
+    describe_counter!(
+        "shardbridge_snapshot_read_capacity_units_total",
+        Unit::Count,
+        "Read capacity units the snapshot's Scan used: per page, the larger of what DynamoDB reports and the size of the items read (4 KB units, halved when eventually consistent), rounded up."
+    );
+    describe_gauge!(
+        "shardbridge_snapshot_segments_done",
+        Unit::Count,
+        "Snapshot segments finished, as the lease table shows them."
+    );
+    describe_gauge!(
+        "shardbridge_snapshot_segments",
+        Unit::Count,
+        "Snapshot segments of the connector (0 when it takes no snapshot)."
+    );
     describe_gauge!(
         "shardbridge_read_ahead_bytes",
         Unit::Bytes,
@@ -389,6 +419,42 @@ pub fn read_ahead(connector: &str, reserved: bool, in_use: u64) {
             .increment(1);
     }
     read_ahead_in_use(in_use);
+}
+
+/// A connector with a snapshot: its series exist (at zero) from the start.
+pub fn snapshot_registered(connector: &str) {
+    let c = || connector.to_string();
+    counter!("shardbridge_snapshot_items_read_total", "connector" => c()).increment(0);
+    counter!("shardbridge_snapshot_items_delivered_total", "connector" => c()).increment(0);
+    counter!("shardbridge_snapshot_scan_throttles_total", "connector" => c()).increment(0);
+    counter!("shardbridge_snapshot_read_capacity_units_total", "connector" => c()).increment(0);
+}
+
+/// A Scan page of a snapshot segment: `items` read for `units` of read capacity.
+pub fn snapshot_page(connector: &str, items: usize, units: f64) {
+    let c = || connector.to_string();
+    counter!("shardbridge_snapshot_items_read_total", "connector" => c()).increment(items as u64);
+    // A counter counts whole units: a page's half units are rounded up.
+    counter!("shardbridge_snapshot_read_capacity_units_total", "connector" => c())
+        .increment(units.ceil() as u64);
+}
+
+pub fn snapshot_scan_throttled(connector: &str) {
+    counter!("shardbridge_snapshot_scan_throttles_total", "connector" => connector.to_string())
+        .increment(1);
+}
+
+/// Snapshot records a shard worker handed to the sink and the sink accepted.
+pub fn snapshot_items_delivered(connector: &str, n: usize) {
+    counter!("shardbridge_snapshot_items_delivered_total", "connector" => connector.to_string())
+        .increment(n as u64);
+}
+
+/// Snapshot segments finished, as the lease table says (every worker reports what it sees).
+pub fn snapshot_segments(connector: &str, done: usize, total: usize) {
+    gauge!("shardbridge_snapshot_segments_done", "connector" => connector.to_string())
+        .set(done as f64);
+    gauge!("shardbridge_snapshot_segments", "connector" => connector.to_string()).set(total as f64);
 }
 
 /// How much of the process's read-ahead budget is reserved, after a page was taken in.

@@ -47,6 +47,8 @@ pub struct ConnectorConfig {
     /// Lanes per shard (Lambda's ParallelizationFactor, 1-10): records are dealt to lanes by
     /// item key and each lane is written concurrently (src/commit/lanes.rs).
     pub parallelization_factor: u8,
+    /// `[connectors.snapshot]`: the table's items first (DynamoDB Streams sources only).
+    pub snapshot: crate::source::snapshot::SnapshotConfig,
 }
 
 /// Lambda's MaximumRetryAttempts, MaximumRecordAgeInSeconds and OnFailure destination.

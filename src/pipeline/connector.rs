@@ -28,6 +28,7 @@ use crate::sink::on_failure::{Destination, OnFailure};
 use crate::sink::Sink;
 use crate::source::dynamodb_streams::DynamoDbStreamsSource;
 use crate::source::kinesis::KinesisSource;
+use crate::source::snapshot::{self, SnapshotMode, SnapshotSource};
 use crate::source::{Shard, ShardSource, SourceError, StartingPosition, StreamRef};
 
 #[derive(Debug, thiserror::Error)]
@@ -116,11 +117,23 @@ impl ConnectorError {
 
 async fn connect_source(
     sdk: &aws_config::SdkConfig,
-    stream: &StreamRef,
+    cfg: &ConnectorConfig,
 ) -> Result<Arc<dyn ShardSource>, SourceError> {
+    let stream = &cfg.source.stream;
     Ok(match stream {
         StreamRef::Table(_) | StreamRef::StreamArn(_) => {
-            Arc::new(DynamoDbStreamsSource::connect(sdk, stream).await?)
+            let stream: Arc<dyn ShardSource> =
+                Arc::new(DynamoDbStreamsSource::connect(sdk, stream).await?);
+            if cfg.snapshot.enabled() {
+                Arc::new(SnapshotSource::new(
+                    sdk,
+                    stream,
+                    cfg.snapshot.clone(),
+                    &cfg.name,
+                )?)
+            } else {
+                stream
+            }
         }
         StreamRef::Kinesis(stream) => Arc::new(KinesisSource::connect(sdk, stream).await?),
     })
@@ -149,7 +162,7 @@ impl Connector {
             backoff,
             &health,
             |e: &SourceError| matches!(e, SourceError::Transient(_) | SourceError::Throttled(_)),
-            || connect_source(&source_sdk, &cfg.source.stream),
+            || connect_source(&source_sdk, &cfg),
         )
         .await?;
         let lease_sdk = crate::aws::sdk_config(&cfg.leases.aws).await;
@@ -271,6 +284,7 @@ impl Connector {
             next_expiry: None,
             adopted: HashSet::new(),
             trimmed_reported: HashSet::new(),
+            snapshot: SnapshotState::default(),
         };
         let mut sync = tokio::time::interval(Duration::from_millis(
             self.cfg.leases.shard_sync_interval_ms,
@@ -341,6 +355,10 @@ impl Connector {
             retry_sync_at = None;
             let full = full || st.first_sync;
             match self.sync(&mut st, full).await {
+                Ok(()) if st.snapshot.only_and_done => {
+                    tracing::info!(connector = %name, "the snapshot is done (mode initial_only): stopping");
+                    break Ok(());
+                }
                 Ok(()) => {
                     st.first_sync = false;
                     // Only a full sync (the shard listing too) ends a streak: the leases-only
@@ -470,8 +488,20 @@ impl Connector {
         let mut changed = false;
         // New leases only from a complete listing: with a partial view, a finished ancestor
         // whose lease was deleted could look new and be read again from the start.
-        let listing: &[Shard] = if full { &st.shards } else { &[] };
-        for shard in lineage::shards_needing_leases(listing, &by_key) {
+        // Snapshot segments first: a worker that sees the stream's leases sees them too.
+        changed |= self.ensure_segments(st, &leases, first_start).await?;
+        let stream_shards: Vec<Shard> = match self.cfg.snapshot.mode {
+            // The snapshot and nothing else: the stream's shards get no leases.
+            SnapshotMode::InitialOnly => Vec::new(),
+            _ if full => st
+                .shards
+                .iter()
+                .filter(|s| !snapshot::is_segment(&s.shard_id))
+                .cloned()
+                .collect(),
+            _ => Vec::new(),
+        };
+        for shard in lineage::shards_needing_leases(&stream_shards, &by_key) {
             let parents: BTreeSet<String> = shard.parents().map(str::to_string).collect();
             let lease = Lease::new(
                 &shard.shard_id,
@@ -513,7 +543,10 @@ impl Connector {
             .filter(|at| *at > now);
         let listed: HashSet<&str> = st.shards.iter().map(|s| s.shard_id.as_str()).collect();
         if full {
-            for gone in lineage::trimmed_unfinished(&leases, &listed) {
+            // A segment is not a shard of the stream: unlisted (no snapshot configured now), it
+            // is waiting, not trimmed.
+            let unlisted = lineage::trimmed_unfinished(&leases, &listed);
+            for gone in unlisted.into_iter().filter(|k| !snapshot::is_segment(k)) {
                 if st.trimmed_reported.insert(gone.to_string()) {
                     events::data_loss(
                         &self.cfg.name,
@@ -525,11 +558,15 @@ impl Connector {
         }
         let shard_by_id: HashMap<&str, &Shard> =
             st.shards.iter().map(|s| (s.shard_id.as_str(), s)).collect();
+        // The stream waits until every snapshot segment is done: then each item's snapshot
+        // record is out before any of its changes.
+        let snapshot_pending = self.snapshot_progress(&mut st.snapshot, &leases);
         let ready = |l: &Lease| {
             // A lease whose shard is no longer listed was trimmed: nothing left to read.
-            shard_by_id
-                .get(l.lease_key.as_str())
-                .is_some_and(|s| lineage::is_ready(s, &by_key, &listed, full))
+            (!snapshot_pending || snapshot::is_segment(&l.lease_key))
+                && shard_by_id
+                    .get(l.lease_key.as_str())
+                    .is_some_and(|s| lineage::is_ready(s, &by_key, &listed, full))
         };
         let waiting = leases
             .iter()
@@ -592,6 +629,103 @@ impl Connector {
         Ok(())
     }
 
+    /// Creates the snapshot's segment leases when the connector starts for the first time
+    /// (no leases at all), and any segment missing after a crash half-way through creating
+    /// them. True when it created one. A connector that already has leases and none of a
+    /// snapshot has a stream position: it takes no snapshot (the items it would read are
+    /// older than changes it already delivered).
+    async fn ensure_segments(
+        &self,
+        st: &mut SyncState,
+        leases: &[Lease],
+        first_start: bool,
+    ) -> Result<bool, ConnectorError> {
+        let cfg = &self.cfg.snapshot;
+        if !cfg.enabled() {
+            return Ok(false);
+        }
+        let existing: Vec<&Lease> = leases
+            .iter()
+            .filter(|l| snapshot::is_segment(&l.lease_key))
+            .collect();
+        if !first_start && existing.is_empty() {
+            if !st.snapshot.skip_logged {
+                tracing::info!(connector = %self.cfg.name,
+                    "no snapshot: the connector already has leases, so it reads the stream from where it is (a snapshot is taken only on a first start)");
+                st.snapshot.skip_logged = true;
+            }
+            return Ok(false);
+        }
+        if let Some(other) = existing
+            .iter()
+            .filter_map(|l| snapshot::parse_segment_id(&l.lease_key))
+            .map(|(_, n)| n)
+            .find(|n| *n != cfg.segments)
+        {
+            return Err(ConnectorError::Source(SourceError::Fatal(format!(
+                "the snapshot in the lease table has {other} segments and snapshot.segments is {}:                  set segments = {other} until the snapshot is done",
+                cfg.segments
+            ))));
+        }
+        if existing.len() >= cfg.segments as usize {
+            return Ok(false);
+        }
+        // Segments from an earlier start keep their time; a missing time reads the stream
+        // from its start (never later than the snapshot).
+        let started = if first_start {
+            crate::lease::model::now_millis()
+        } else {
+            existing
+                .iter()
+                .filter_map(|l| l.snapshot_started_millis)
+                .min()
+                .unwrap_or(0)
+        };
+        let mut created = false;
+        for i in 0..cfg.segments {
+            let key = snapshot::segment_id(i, cfg.segments);
+            if existing.iter().any(|l| l.lease_key == key) {
+                continue;
+            }
+            let mut lease = Lease::new(&key, Checkpoint::TrimHorizon, BTreeSet::new());
+            lease.snapshot_started_millis = Some(started);
+            created |= self.table.create_if_absent(&lease).await?;
+        }
+        if created {
+            tracing::info!(connector = %self.cfg.name, segments = cfg.segments, started_at_millis = started,
+                "snapshot: segment leases created; the stream follows once every segment is done");
+        }
+        Ok(created)
+    }
+
+    /// Reads where the snapshot stands from the leases; true while the stream must wait.
+    fn snapshot_progress(&self, state: &mut SnapshotState, leases: &[Lease]) -> bool {
+        let cfg = &self.cfg.snapshot;
+        if !cfg.enabled() {
+            state.started_millis = None;
+            return false;
+        }
+        let segments: Vec<&Lease> = leases
+            .iter()
+            .filter(|l| snapshot::is_segment(&l.lease_key))
+            .collect();
+        let done = segments
+            .iter()
+            .filter(|l| l.checkpoint == Checkpoint::ShardEnd)
+            .count();
+        events::snapshot_segments(&self.cfg.name, done, segments.len());
+        state.started_millis = segments
+            .iter()
+            .map(|l| l.snapshot_started_millis.unwrap_or(0))
+            .min();
+        let pending = done < segments.len();
+        // Done, or skipped: a connector that already had leases takes no snapshot.
+        state.only_and_done = cfg.mode == SnapshotMode::InitialOnly
+            && !pending
+            && (!segments.is_empty() || state.skip_logged);
+        pending
+    }
+
     fn start_worker(
         &self,
         st: &mut SyncState,
@@ -614,8 +748,13 @@ impl Connector {
             on_failure: self.on_failure.clone(),
             lanes: self.cfg.parallelization_factor,
             acquired,
-            skip_before_millis: match self.cfg.source.starting_position {
-                StartingPosition::AtTimestamp(ms) => Some(ms),
+            skip_before_millis: match (
+                st.snapshot.started_millis,
+                self.cfg.source.starting_position,
+            ) {
+                // The stream from a little before the snapshot began: what is older is in it.
+                (Some(t0), _) => Some(t0 - self.cfg.snapshot.clock_margin_ms as i64),
+                (None, StartingPosition::AtTimestamp(ms)) => Some(ms),
                 _ => None,
             },
             filter: self.cfg.filter.clone(),
@@ -734,4 +873,17 @@ struct SyncState {
     adopted: HashSet<String>,
     /// Unfinished shards found trimmed away, already reported as data loss.
     trimmed_reported: HashSet<String>,
+    snapshot: SnapshotState,
+}
+
+/// What the lease table says of the connector's snapshot, as of the last sync.
+#[derive(Default)]
+struct SnapshotState {
+    /// When the snapshot began (the earliest segment's start): the stream is read from
+    /// `clock_margin_ms` before it. None: no snapshot (not configured, or skipped).
+    started_millis: Option<i64>,
+    /// Mode initial_only, and nothing (more) to do.
+    only_and_done: bool,
+    /// The reason no snapshot is taken was logged.
+    skip_logged: bool,
 }

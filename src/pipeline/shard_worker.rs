@@ -384,7 +384,13 @@ async fn flush(
     let Some((records, last_read)) = pending.take() else {
         return Ok(None);
     };
-    Ok(ended(commit.commit(records, last_read).await?))
+    // Only a snapshot segment's records carry a resume position.
+    let snapshot_records = last_read.resume().map(|_| records.len());
+    let step = commit.commit(records, last_read).await?;
+    if let (Some(n), Step::Done) = (snapshot_records, step) {
+        events::snapshot_items_delivered(commit.connector(), n);
+    }
+    Ok(ended(step))
 }
 
 /// True when the stream answers a listing that no longer has this shard.

@@ -7,6 +7,7 @@ pub mod kinesis;
 pub mod poll;
 pub mod record;
 pub mod sequence;
+pub mod snapshot;
 
 use async_trait::async_trait;
 

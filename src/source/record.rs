@@ -30,18 +30,32 @@ pub enum OperationType {
     Insert,
     Modify,
     Remove,
+    /// An item as a table snapshot read it (`source::snapshot`), before the stream's changes.
+    Snapshot,
 }
 
 impl OperationType {
-    /// The eventName DynamoDB Streams uses.
+    /// The eventName DynamoDB Streams uses. A snapshot record is an INSERT, as a consumer of
+    /// stream records expects to see an item arrive; `event_source` tells it apart.
     pub fn event_name(self) -> &'static str {
         match self {
-            OperationType::Insert => "INSERT",
+            OperationType::Insert | OperationType::Snapshot => "INSERT",
             OperationType::Modify => "MODIFY",
             OperationType::Remove => "REMOVE",
         }
     }
+
+    /// The eventSource of the Lambda-shaped formats.
+    pub fn event_source(self) -> &'static str {
+        match self {
+            OperationType::Snapshot => SNAPSHOT_EVENT_SOURCE,
+            _ => "aws:dynamodb",
+        }
+    }
 }
+
+/// The eventSource of snapshot records.
+pub const SNAPSHOT_EVENT_SOURCE: &str = "shardbridge:snapshot";
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum StreamViewType {

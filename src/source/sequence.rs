@@ -8,8 +8,30 @@ use std::cmp::Ordering;
 use std::fmt;
 
 /// A validated decimal sequence number without leading zeros (except "0" itself).
-#[derive(Clone, Debug, PartialEq, Eq, Hash)]
-pub struct SequenceNumber(String);
+///
+/// A record of a table snapshot (`source::snapshot`) numbers its place in its Scan segment and
+/// carries, beside the number, where the Scan resumes after it (`resume`): that travels with
+/// the checkpoint (`<digits>~<resume>`), so a crash resumes the segment where it was. Order,
+/// equality and hashing look at the number only.
+#[derive(Clone, Debug)]
+pub struct SequenceNumber(String, Option<std::sync::Arc<str>>);
+
+impl PartialEq for SequenceNumber {
+    fn eq(&self, other: &Self) -> bool {
+        self.0 == other.0
+    }
+}
+
+impl Eq for SequenceNumber {}
+
+impl std::hash::Hash for SequenceNumber {
+    fn hash<H: std::hash::Hasher>(&self, state: &mut H) {
+        self.0.hash(state)
+    }
+}
+
+/// Separates a sequence number from its resume position in a checkpoint's text.
+pub const RESUME_SEPARATOR: char = '~';
 
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
 #[error("invalid sequence number {0:?}: expected a non-empty string of decimal digits")]
@@ -23,7 +45,43 @@ impl SequenceNumber {
         // Normalise leading zeros so that the length-then-lexical order is numeric order.
         let trimmed = s.trim_start_matches('0');
         let canonical = if trimmed.is_empty() { "0" } else { trimmed };
-        Ok(SequenceNumber(canonical.to_string()))
+        Ok(SequenceNumber(canonical.to_string(), None))
+    }
+
+    /// A number with where to resume after it (URL-safe base64: no separator, no spaces).
+    pub fn with_resume(n: u64, resume: &str) -> Self {
+        SequenceNumber(n.to_string(), Some(resume.into()))
+    }
+
+    /// Parses `<digits>` or `<digits>~<resume>` (a checkpoint's text).
+    pub fn parse_with_resume(s: &str) -> Result<Self, InvalidSequenceNumber> {
+        match s.split_once(RESUME_SEPARATOR) {
+            Some((digits, resume)) if !resume.is_empty() => {
+                let mut n = SequenceNumber::parse(digits)?;
+                n.1 = Some(resume.into());
+                Ok(n)
+            }
+            Some(_) => Err(InvalidSequenceNumber(s.to_string())),
+            None => SequenceNumber::parse(s),
+        }
+    }
+
+    /// Where a snapshot segment's Scan resumes after this record, if it is one.
+    pub fn resume(&self) -> Option<&str> {
+        self.1.as_deref()
+    }
+
+    /// The number as a u64, when it fits (a snapshot segment's ordinal always does).
+    pub fn as_u64(&self) -> Option<u64> {
+        self.0.parse().ok()
+    }
+
+    /// The text a checkpoint stores: the number, and its resume position when it has one.
+    pub fn checkpoint_text(&self) -> String {
+        match &self.1 {
+            Some(r) => format!("{}{RESUME_SEPARATOR}{r}", self.0),
+            None => self.0.clone(),
+        }
     }
 
     pub fn as_str(&self) -> &str {
@@ -86,6 +144,27 @@ mod tests {
         assert!(SequenceNumber::parse("12a").is_err());
         assert!(SequenceNumber::parse("-1").is_err());
         assert!(SequenceNumber::parse("1.5").is_err());
+    }
+
+    #[test]
+    fn a_resume_position_rides_along_without_changing_order_or_equality() {
+        let a = SequenceNumber::with_resume(17, "eyJpZCI6MX0");
+        assert_eq!(a, seq("17"));
+        assert!(a < seq("18") && a > seq("9"));
+        assert_eq!(a.checkpoint_text(), "17~eyJpZCI6MX0");
+        let back = SequenceNumber::parse_with_resume("17~eyJpZCI6MX0").unwrap();
+        assert_eq!(back.resume(), Some("eyJpZCI6MX0"));
+        assert_eq!(
+            back.to_string(),
+            "17",
+            "Display is the number only (object keys, intents)"
+        );
+        assert_eq!(
+            SequenceNumber::parse_with_resume("42").unwrap().resume(),
+            None
+        );
+        assert!(SequenceNumber::parse_with_resume("42~").is_err());
+        assert!(SequenceNumber::parse_with_resume("x~abc").is_err());
     }
 
     proptest! {
