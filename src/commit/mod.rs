@@ -544,7 +544,8 @@ impl Shared {
                     // `max_record_age_ms` goes to the destination (Lambda's
                     // MaximumRecordAgeInSeconds holds for retries too).
                     let max_age = of.and_then(|of| of.max_record_age_ms);
-                    let first_created = batch.records[part.start].created_millis;
+                    let first = &batch.records[part.start];
+                    let first_created = first.created_millis.filter(|_| !first.is_snapshot());
                     if let (true, Some(of), Some(max), Some(created)) =
                         (after_failure, of, max_age, first_created)
                     {
@@ -913,7 +914,11 @@ impl Shared {
                     );
                     events::records_delivered(
                         connector,
-                        batch.records.iter().filter_map(|r| r.created_millis),
+                        batch
+                            .records
+                            .iter()
+                            .filter(|r| !r.is_snapshot())
+                            .filter_map(|r| r.created_millis),
                     );
                     if self.degraded.swap(false, Ordering::Relaxed) {
                         self.parts.health.shard_well(connector, shard);

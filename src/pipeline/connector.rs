@@ -94,6 +94,8 @@ pub struct Connector {
     worker_id: String,
     health: Arc<Health>,
     source: Arc<dyn ShardSource>,
+    /// The snapshot's reader (also `source`), told when the snapshot began.
+    snapshot_source: Option<Arc<SnapshotSource>>,
     sink: Arc<dyn Sink>,
     table: Arc<dyn LeaseStore>,
     lag: Arc<ConnectorLag>,
@@ -115,27 +117,29 @@ impl ConnectorError {
     }
 }
 
+/// The source, and the snapshot's reader when one is configured (it is the source then).
 async fn connect_source(
     sdk: &aws_config::SdkConfig,
     cfg: &ConnectorConfig,
-) -> Result<Arc<dyn ShardSource>, SourceError> {
+) -> Result<(Arc<dyn ShardSource>, Option<Arc<SnapshotSource>>), SourceError> {
     let stream = &cfg.source.stream;
     Ok(match stream {
         StreamRef::Table(_) | StreamRef::StreamArn(_) => {
             let stream: Arc<dyn ShardSource> =
                 Arc::new(DynamoDbStreamsSource::connect(sdk, stream).await?);
             if cfg.snapshot.enabled() {
-                Arc::new(SnapshotSource::new(
+                let snapshot = Arc::new(SnapshotSource::new(
                     sdk,
                     stream,
                     cfg.snapshot.clone(),
                     &cfg.name,
-                )?)
+                )?);
+                (snapshot.clone(), Some(snapshot))
             } else {
-                stream
+                (stream, None)
             }
         }
-        StreamRef::Kinesis(stream) => Arc::new(KinesisSource::connect(sdk, stream).await?),
+        StreamRef::Kinesis(stream) => (Arc::new(KinesisSource::connect(sdk, stream).await?), None),
     })
 }
 
@@ -156,7 +160,7 @@ impl Connector {
         events::connector_registered(&name);
         let backoff = source_backoff(&cfg);
         let source_sdk = crate::aws::sdk_config(&cfg.source.aws).await;
-        let source: Arc<dyn ShardSource> = with_retries(
+        let (source, snapshot_source) = with_retries(
             &name,
             "connect_source",
             backoff,
@@ -220,6 +224,7 @@ impl Connector {
         connector.invoke_identity_arn = invoke_identity_arn.map(Arc::from);
         connector.on_failure = on_failure;
         connector.read_ahead = read_ahead;
+        connector.snapshot_source = snapshot_source;
         Ok(connector)
     }
 
@@ -253,6 +258,7 @@ impl Connector {
             worker_id,
             health,
             source,
+            snapshot_source: None,
             sink,
             table,
             lag: Arc::new(ConnectorLag::default()),
@@ -718,6 +724,9 @@ impl Connector {
             .iter()
             .map(|l| l.snapshot_started_millis.unwrap_or(0))
             .min();
+        if let (Some(reader), Some(t0)) = (&self.snapshot_source, state.started_millis) {
+            reader.set_started_millis(t0);
+        }
         let pending = done < segments.len();
         // Done, or skipped: a connector that already had leases takes no snapshot.
         state.only_and_done = cfg.mode == SnapshotMode::InitialOnly

@@ -54,6 +54,15 @@ pub struct OutputRecord {
     pub payload: Vec<u8>,
 }
 
+impl OutputRecord {
+    /// A record of a table snapshot (only those carry a resume position): its
+    /// `created_millis` is when the snapshot began, not when the item entered a stream, so
+    /// it has no age for `max_record_age_ms` and no end-to-end latency.
+    pub fn is_snapshot(&self) -> bool {
+        self.sequence_number.resume().is_some()
+    }
+}
+
 /// The records of one shard between two checkpoints, in sequence order.
 #[derive(Clone, Debug)]
 pub struct Batch {

@@ -325,6 +325,7 @@ pub fn split_unsendable(
     let mut out = SplitRecords::default();
     for r in records {
         let too_old = match (max_record_age_ms, r.created_millis) {
+            _ if r.is_snapshot() => false,
             (Some(max), Some(created)) => now_millis.saturating_sub(created) > max as i64,
             _ => false,
         };

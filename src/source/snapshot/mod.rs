@@ -20,6 +20,7 @@ pub mod config;
 pub mod pace;
 
 use std::collections::HashMap;
+use std::sync::atomic::{AtomicI64, Ordering};
 use std::sync::{Arc, Mutex};
 
 use async_trait::async_trait;
@@ -133,6 +134,10 @@ pub struct SnapshotSource {
     shape: tokio::sync::OnceCell<TableShape>,
     /// Each segment's pace, while this process reads it.
     paces: Mutex<HashMap<u32, ScanPace>>,
+    /// When the snapshot began (ms; 0 until the connector knows): every snapshot record's
+    /// ApproximateCreationDateTime, so that a batch read again after a crash is the same
+    /// records (an S3 object's key has the date and hour of its first record).
+    started_millis: AtomicI64,
 }
 
 impl SnapshotSource {
@@ -158,7 +163,13 @@ impl SnapshotSource {
             connector: connector.to_string(),
             shape: tokio::sync::OnceCell::new(),
             paces: Mutex::new(HashMap::new()),
+            started_millis: AtomicI64::new(0),
         })
+    }
+
+    /// The snapshot began at `millis` (the earliest segment lease's `snapshotStartedAtMillis`).
+    pub fn set_started_millis(&self, millis: i64) {
+        self.started_millis.store(millis, Ordering::Relaxed);
     }
 
     pub fn segment_ids(&self) -> Vec<String> {
@@ -271,7 +282,10 @@ impl SnapshotSource {
                 }
                 e
             })?;
-        let now = crate::lease::model::now_millis();
+        let created = match self.started_millis.load(Ordering::Relaxed) {
+            0 => crate::lease::model::now_millis(),
+            t0 => t0,
+        };
         let mut records = Vec::with_capacity(out.items().len());
         let mut bytes = 0u64;
         let mut n = ordinal;
@@ -304,7 +318,7 @@ impl SnapshotSource {
                     shard_id: it.shard_id.clone(),
                     sequence_number: SequenceNumber::with_resume(n, &key_text),
                 },
-                approximate_creation_millis: Some(now),
+                approximate_creation_millis: Some(created),
                 keys,
                 new_image: Some(item),
                 old_image: None,
