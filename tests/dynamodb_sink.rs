@@ -86,6 +86,7 @@ async fn replicates_into_another_region_through_kills_never_going_back() {
             let text = format!(
                 r#"
 [worker]
+id = "w{i}"
 listen = "127.0.0.1:{port}"
 [aws]
 region = "us-east-1"
@@ -121,42 +122,12 @@ region = "us-west-2"
     // The target, sampled while everything runs.
     let regressions = Arc::new(Mutex::new(Vec::<String>::new()));
     let done = Arc::new(AtomicBool::new(false));
-    let sampler = {
-        let (target, table) = (target.clone(), target_table.clone());
-        let (regressions, done) = (regressions.clone(), done.clone());
-        tokio::spawn(async move {
-            let mut seen: BTreeMap<String, Seen> = BTreeMap::new();
-            let mut samples = 0;
-            while !done.load(Ordering::SeqCst) {
-                let now = scan(&target, &table).await;
-                for (id, s) in seen.iter_mut() {
-                    if !now.contains_key(id) && s.version.is_some() {
-                        s.gone_since = true;
-                    }
-                }
-                for (id, item) in &now {
-                    let v = version(item);
-                    let s = seen.entry(id.clone()).or_default();
-                    match s.version {
-                        Some(old) if v < old => regressions
-                            .lock()
-                            .unwrap()
-                            .push(format!("{id}: version {v} after {old}")),
-                        Some(old) if v == old && s.gone_since => regressions
-                            .lock()
-                            .unwrap()
-                            .push(format!("{id}: version {v} came back after it was deleted")),
-                        _ => {}
-                    }
-                    s.version = Some(v);
-                    s.gone_since = false;
-                }
-                samples += 1;
-                tokio::time::sleep(Duration::from_millis(100)).await;
-            }
-            samples
-        })
-    };
+    let sampler = sample_for_regressions(
+        target.clone(),
+        target_table.clone(),
+        regressions.clone(),
+        done.clone(),
+    );
 
     // The changes, in three parts, with a worker killed and restarted between them.
     // Few items, many changes: a batch often holds several changes of one item.
@@ -228,6 +199,302 @@ region = "us-west-2"
     assert!(
         metric("shardbridge_dynamodb_changes_superseded_total") > 0.0,
         "batches held several changes of an item, and only the last was written"
+    );
+    for mut w in workers {
+        assert_eq!(w.stop(Duration::from_secs(30)), 0, "{}", w.log_text());
+    }
+}
+
+/// The target's items sampled every 100 ms until `done`: each sample is checked against the
+/// newest version seen of each item before it (an older version, or a deleted item back).
+fn sample_for_regressions(
+    target: aws_sdk_dynamodb::Client,
+    table: String,
+    regressions: Arc<Mutex<Vec<String>>>,
+    done: Arc<AtomicBool>,
+) -> tokio::task::JoinHandle<usize> {
+    tokio::spawn(async move {
+        let mut seen: BTreeMap<String, Seen> = BTreeMap::new();
+        let mut samples = 0;
+        while !done.load(Ordering::SeqCst) {
+            let now = scan(&target, &table).await;
+            for (id, s) in seen.iter_mut() {
+                if !now.contains_key(id) && s.version.is_some() {
+                    s.gone_since = true;
+                }
+            }
+            for (id, item) in &now {
+                let v = version(item);
+                let s = seen.entry(id.clone()).or_default();
+                match s.version {
+                    Some(old) if v < old => regressions
+                        .lock()
+                        .unwrap()
+                        .push(format!("{id}: version {v} after {old}")),
+                    Some(old) if v == old && s.gone_since => regressions
+                        .lock()
+                        .unwrap()
+                        .push(format!("{id}: version {v} came back after it was deleted")),
+                    _ => {}
+                }
+                s.version = Some(v);
+                s.gone_since = false;
+            }
+            samples += 1;
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        samples
+    })
+}
+
+/// Puts `items` with version `v` (BatchWriteItem, 25 at a time).
+async fn put_all(client: &aws_sdk_dynamodb::Client, table: &str, ids: &[String], v: u32) {
+    for chunk in ids.chunks(25) {
+        let writes = chunk
+            .iter()
+            .map(|id| {
+                aws_sdk_dynamodb::types::WriteRequest::builder()
+                    .put_request(
+                        aws_sdk_dynamodb::types::PutRequest::builder()
+                            .set_item(Some(workload::item(id, v)))
+                            .build()
+                            .unwrap(),
+                    )
+                    .build()
+            })
+            .collect();
+        let out = client
+            .batch_write_item()
+            .request_items(table, writes)
+            .send()
+            .await
+            .expect("BatchWriteItem");
+        assert!(
+            out.unprocessed_items().map_or(true, |u| u.is_empty()),
+            "moto left items unprocessed"
+        );
+    }
+}
+
+/// Until the target equals the source (within `limit`), naming the first difference.
+async fn wait_equal(
+    source: (&aws_sdk_dynamodb::Client, &str),
+    target: (&aws_sdk_dynamodb::Client, &str),
+    limit: Duration,
+    logs: impl Fn() -> String,
+) -> BTreeMap<String, workload::Item> {
+    let started = std::time::Instant::now();
+    loop {
+        let want = scan(source.0, source.1).await;
+        let got = scan(target.0, target.1).await;
+        if got == want {
+            return want;
+        }
+        assert!(
+            started.elapsed() < limit,
+            "the target differs after {limit:?}: {} items in the source, {} in the target; \
+             first difference: {:?}\n{}",
+            want.len(),
+            got.len(),
+            want.iter()
+                .find(|(id, item)| got.get(*id) != Some(item))
+                .map(|(id, _)| id)
+                .or_else(|| got.keys().find(|id| !want.contains_key(*id))),
+            logs()
+        );
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+}
+
+/// Replication from scratch: a table whose items predate the stream's reading is copied into a
+/// table in another region by a snapshot, while its items are updated, deleted and added, by
+/// three workers each SIGKILLed and restarted once during the scan. At the end the target
+/// equals the source item by item; the items written before the snapshot reached the target
+/// through it (the stream's records of them are older than the snapshot, so skipped); and once
+/// the stream has caught up, further changes never take an item back.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn replicates_a_table_from_scratch_through_a_snapshot_and_kills() {
+    let endpoint = aws_endpoint();
+    let sdk = sdk_config(&endpoint).await;
+    let source = aws_sdk_dynamodb::Client::new(&sdk);
+    let target = aws_sdk_dynamodb::Client::from_conf(
+        aws_sdk_dynamodb::config::Builder::from(&sdk)
+            .region(aws_sdk_dynamodb::config::Region::new("us-west-2"))
+            .build(),
+    );
+    let (source_table, target_table) = (unique("scratch-src"), unique("scratch-dst"));
+    workload::create_table(&source, &source_table, StreamViewType::NewAndOldImages).await;
+    workload::create_table(&target, &target_table, StreamViewType::NewImage).await;
+    // The table's history: items written well before the connector starts (older than its
+    // clock margin, so the stream's records of them are skipped: only the snapshot has them).
+    let existing: Vec<String> = (0..2000).map(|i| format!("old-{i:05}")).collect();
+    put_all(&source, &source_table, &existing, 1).await;
+    tokio::time::sleep(Duration::from_millis(2500)).await;
+
+    let dir = tempfile::tempdir().unwrap();
+    let ports = [free_port(), free_port(), free_port()];
+    let leases = unique("scratch-leases");
+    let paths: Vec<_> = ports
+        .iter()
+        .enumerate()
+        .map(|(i, port)| {
+            // rate_limit: 2,000 items of about 170 bytes are about 42 units eventually
+            // consistent; 4 units/s makes the scan last about 10 s, long enough for the kills.
+            let text = format!(
+                r#"
+[worker]
+id = "w{i}"
+listen = "127.0.0.1:{port}"
+[aws]
+region = "us-east-1"
+endpoint_url = "{endpoint}"
+[[connectors]]
+name = "scratch"
+[connectors.source]
+type = "dynamodb-streams"
+table = "{source_table}"
+poll_idle_ms = 50
+[connectors.snapshot]
+mode = "initial"
+segments = 6
+rate_limit = 4
+clock_margin_ms = 1000
+[connectors.leases]
+table = "{leases}"
+failover_ms = 2000
+[connectors.sink]
+type = "dynamodb"
+table = "{target_table}"
+max_records = 100
+[connectors.sink.aws]
+region = "us-west-2"
+"#
+            );
+            let path = dir.path().join(format!("w{i}.toml"));
+            std::fs::write(&path, text).unwrap();
+            path
+        })
+        .collect();
+    let log = |name: &str| dir.path().join(format!("{name}.log"));
+    let mut workers: Vec<Running> = (0..3)
+        .map(|i| Running::start(&paths[i], &log(&format!("w{i}"))))
+        .collect();
+    let metric = |name: &str| -> f64 {
+        ports
+            .iter()
+            .filter_map(|p| http_get(*p, "/metrics"))
+            .filter_map(|(_, text)| metric_value(&text, name, "connector=\"scratch\""))
+            .sum()
+    };
+
+    // During the scan: old items updated (their snapshot record may be newer than the stream's
+    // record of the change, which follows it) and deleted, new items added; a worker killed
+    // and restarted after each part.
+    let plan = workload::plan(40, 400);
+    for p in 0..3usize {
+        let updated: Vec<String> = existing.iter().skip(p).step_by(7).cloned().collect();
+        put_all(&source, &source_table, &updated, 2 + p as u32).await;
+        for id in existing.iter().skip(p).step_by(50) {
+            source
+                .delete_item()
+                .table_name(&source_table)
+                .key("id", Av::S(id.clone()))
+                .send()
+                .await
+                .expect("delete");
+        }
+        let part: Vec<(String, Vec<workload::Change>)> = plan
+            .iter()
+            .map(|(id, changes)| {
+                let n = changes.len();
+                (id.clone(), changes[p * n / 3..(p + 1) * n / 3].to_vec())
+            })
+            .collect();
+        workload::apply(&source, &source_table, &part).await;
+        assert!(
+            metric("shardbridge_snapshot_segments_done") < 6.0 * 3.0,
+            "the scan was over before kill {p}: make it slower"
+        );
+        workers[p].signal("KILL");
+        workers[p].wait(Duration::from_secs(10));
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        workers[p] = Running::start(&paths[p], &log(&format!("w{p}-again")));
+    }
+    let logs = || {
+        (0..3)
+            .map(|i| format!("log w{i}:\n{}", workers[i].log_text()))
+            .collect::<Vec<_>>()
+            .join("\n")
+    };
+    let want = wait_equal(
+        (&source, &source_table),
+        (&target, &target_table),
+        Duration::from_secs(120),
+        logs,
+    )
+    .await;
+    let untouched = existing
+        .iter()
+        .enumerate()
+        .filter(|(i, id)| i % 7 > 2 && i % 50 > 2 && want.get(*id).map(version) == Some(1))
+        .count();
+    assert!(
+        untouched > 1000,
+        "items written before the snapshot and never changed reached the target through it: {untouched}"
+    );
+    // Counters restart with a killed worker: the live ones delivered some, and every worker
+    // sees all six segments done.
+    assert!(
+        metric("shardbridge_snapshot_items_delivered_total") > 0.0,
+        "snapshot records delivered, by the metric"
+    );
+    assert_eq!(
+        metric("shardbridge_snapshot_segments_done"),
+        18.0,
+        "6 segments done, as each of the 3 workers sees it"
+    );
+
+    // Caught up: from now on no item goes back.
+    let regressions = Arc::new(Mutex::new(Vec::<String>::new()));
+    let done = Arc::new(AtomicBool::new(false));
+    let sampler = sample_for_regressions(
+        target.clone(),
+        target_table.clone(),
+        regressions.clone(),
+        done.clone(),
+    );
+    // A scan of the target takes about a second on moto: rounds long enough for several.
+    for round in 0..8u32 {
+        let ids: Vec<String> = want
+            .keys()
+            .skip(round as usize)
+            .step_by(8)
+            .take(100)
+            .cloned()
+            .collect();
+        put_all(&source, &source_table, &ids, 10 + round).await;
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+    let logs = || {
+        (0..3)
+            .map(|i| format!("log w{i}:\n{}", workers[i].log_text()))
+            .collect::<Vec<_>>()
+            .join("\n")
+    };
+    wait_equal(
+        (&source, &source_table),
+        (&target, &target_table),
+        Duration::from_secs(60),
+        logs,
+    )
+    .await;
+    done.store(true, Ordering::SeqCst);
+    let samples = sampler.await.unwrap();
+    assert!(samples >= 4, "the target was sampled {samples} times");
+    assert_eq!(
+        regressions.lock().unwrap().clone(),
+        Vec::<String>::new(),
+        "after the catch-up, items went back to an older state in the target"
     );
     for mut w in workers {
         assert_eq!(w.stop(Duration::from_secs(30)), 0, "{}", w.log_text());
