@@ -700,6 +700,27 @@ fn validate_checks_the_dynamodb_sink() {
 }
 
 #[test]
+fn validate_checks_the_renewal_mode() {
+    let config = |keys: &str| {
+        format!(
+            "[[connectors]]\nname = \"orders\"\n[connectors.source]\ntype = \"dynamodb-streams\"\n\
+             table = \"orders\"\n[connectors.leases]\n{keys}\n[connectors.sink]\ntype = \"stdout\"\n"
+        )
+    };
+    validate_cases(
+        config,
+        &[
+            ("renewal = \"heartbeat\"", None),
+            ("renewal = \"per_lease\"", None),
+            (
+                "renewal = \"beat\"",
+                Some("connectors[0].leases.renewal: unknown value \"beat\", expected one of \"per_lease\", \"heartbeat\""),
+            ),
+        ],
+    );
+}
+
+#[test]
 fn validate_checks_the_snapshot() {
     let config = |keys: &str| {
         let (source, snapshot) = keys.split_once('|').unwrap();

@@ -16,6 +16,7 @@ fn config(
     leases: &str,
     out: &std::path::Path,
     worker: &str,
+    renewal: &str,
 ) -> String {
     format!(
         r#"
@@ -37,6 +38,7 @@ poll_idle_ms = 50
 [connectors.leases]
 table = "{leases}"
 failover_ms = 3000
+renewal = "{renewal}"
 [connectors.format]
 type = "plain"
 [connectors.sink]
@@ -58,6 +60,8 @@ async fn checkpoint_of(ddb: &aws_sdk_dynamodb::Client, leases: &str) -> HashMap<
         .unwrap();
     out.items()
         .iter()
+        // Leases only, not the workers' heartbeat rows (renewal mode heartbeat).
+        .filter(|i| !i["leaseKey"].as_s().unwrap().starts_with("heartbeat:"))
         .map(|i| {
             let key = i["leaseKey"].as_s().unwrap().clone();
             let cp = i["checkpoint"].as_s().unwrap().clone();
@@ -84,6 +88,18 @@ fn seq_le(a: &str, b: &str) -> bool {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn kill_9_and_restart_loses_nothing_and_repeats_nothing_before_the_checkpoint() {
+    kill_and_restart("per_lease").await;
+}
+
+/// The same with renewal mode heartbeat: the new worker takes the lease once the dead one's
+/// heartbeat has been still for the failover time, and resumes from its checkpoint.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn with_heartbeat_renewal_kill_9_and_restart_loses_nothing_and_repeats_nothing_before_the_checkpoint(
+) {
+    kill_and_restart("heartbeat").await;
+}
+
+async fn kill_and_restart(renewal: &str) {
     let endpoint = aws_endpoint();
     let sdk = sdk_config(&endpoint).await;
     let ddb = aws_sdk_dynamodb::Client::new(&sdk);
@@ -100,7 +116,7 @@ async fn kill_9_and_restart_loses_nothing_and_repeats_nothing_before_the_checkpo
     let first_cfg = dir.path().join("first.toml");
     std::fs::write(
         &first_cfg,
-        config(&endpoint, &table, &leases, &out, "worker-first"),
+        config(&endpoint, &table, &leases, &out, "worker-first", renewal),
     )
     .unwrap();
     let mut first = Running::start(&first_cfg, &dir.path().join("first.log"));
@@ -129,7 +145,7 @@ async fn kill_9_and_restart_loses_nothing_and_repeats_nothing_before_the_checkpo
     let second_cfg = dir.path().join("second.toml");
     std::fs::write(
         &second_cfg,
-        config(&endpoint, &table, &leases, &out, "worker-second"),
+        config(&endpoint, &table, &leases, &out, "worker-second", renewal),
     )
     .unwrap();
     let mut second = Running::start(&second_cfg, &dir.path().join("second.log"));

@@ -20,6 +20,7 @@ fn config(
     leases: &str,
     out: &std::path::Path,
     worker: &str,
+    renewal: &str,
 ) -> String {
     format!(
         r#"
@@ -40,6 +41,7 @@ table = "{leases}"
 failover_ms = {FAILOVER_MS}
 renew_interval_ms = {RENEW_MS}
 safety_margin_ms = 500
+renewal = "{renewal}"
 [connectors.format]
 type = "plain"
 [connectors.sink]
@@ -59,7 +61,12 @@ async fn owner(ddb: &aws_sdk_dynamodb::Client, leases: &str) -> Option<String> {
         .send()
         .await
         .ok()?;
-    let item = out.items().first()?;
+    // The lease, not a worker's heartbeat row (renewal mode heartbeat).
+    let item = out.items().iter().find(|i| {
+        i.get("leaseKey")
+            .and_then(|k| k.as_s().ok())
+            .is_some_and(|k| !k.starts_with("heartbeat:"))
+    })?;
     item.get("leaseOwner").and_then(|v| v.as_s().ok()).cloned()
 }
 
@@ -92,6 +99,17 @@ fn delivered(files: &[std::path::PathBuf]) -> HashSet<String> {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn leases_move_on_kill_and_on_stop_and_nothing_is_lost() {
+    leases_move_and_nothing_is_lost("per_lease").await;
+}
+
+/// The same with renewal mode heartbeat: the killed worker's lease moves once its heartbeat
+/// has been still for the failover time.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn with_heartbeat_renewal_leases_move_on_kill_and_on_stop_and_nothing_is_lost() {
+    leases_move_and_nothing_is_lost("heartbeat").await;
+}
+
+async fn leases_move_and_nothing_is_lost(renewal: &str) {
     let endpoint = aws_endpoint();
     let ddb = aws_sdk_dynamodb::Client::new(&sdk_config(&endpoint).await);
     let dir = tempfile::tempdir().unwrap();
@@ -109,7 +127,7 @@ async fn leases_move_on_kill_and_on_stop_and_nothing_is_lost() {
         .zip(&files)
         .map(|(n, f)| {
             let cfg = dir.path().join(format!("{n}.toml"));
-            std::fs::write(&cfg, config(&endpoint, &table, &leases, f, n)).unwrap();
+            std::fs::write(&cfg, config(&endpoint, &table, &leases, f, n, renewal)).unwrap();
             Running::start(&cfg, &dir.path().join(format!("{n}.log")))
         })
         .collect();

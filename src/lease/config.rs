@@ -13,7 +13,18 @@ pub struct LeaseConfig {
     pub shard_sync_interval_ms: u64,
     /// At most this many leases per worker (KCL's maxLeasesForWorker); unlimited by default.
     pub max_leases_per_worker: usize,
+    pub renewal: RenewalMode,
     pub aws: AwsSettings,
+}
+
+/// How a worker shows it is alive (README, "Lease table").
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum RenewalMode {
+    /// KCL's: every lease's counter is bumped each renew interval.
+    PerLease,
+    /// One heartbeat row per worker is written each renew interval; a lease is expired when
+    /// its owner's heartbeat has been still for the failover time.
+    Heartbeat,
 }
 
 /// KCL's default failover time.
@@ -30,6 +41,7 @@ impl LeaseConfig {
             safety_margin_ms: DEFAULT_FAILOVER_MS / 5,
             shard_sync_interval_ms: 60_000,
             max_leases_per_worker: usize::MAX,
+            renewal: RenewalMode::PerLease,
             aws: global_aws.clone(),
         }
     }
@@ -71,6 +83,17 @@ impl LeaseConfig {
         }
         if let Some(n) = t.opt_u64("max_leases_per_worker", 1, 1_000_000) {
             l.max_leases_per_worker = n as usize;
+        }
+        if t.has("renewal") {
+            if let Some(mode) = t.choice(
+                "renewal",
+                &[
+                    ("per_lease", RenewalMode::PerLease),
+                    ("heartbeat", RenewalMode::Heartbeat),
+                ],
+            ) {
+                l.renewal = mode;
+            }
         }
         if l.renew_interval_ms + l.safety_margin_ms >= l.failover_ms {
             t.problem(

@@ -18,6 +18,28 @@ pub fn may_send(since_renewal: Duration, failover: Duration, safety_margin: Dura
     since_renewal < failover.saturating_sub(safety_margin)
 }
 
+/// Renewal mode `heartbeat`: when this worker's heartbeat row was last written (the time the
+/// write was sent). Shared by the worker's leases of one connector.
+#[derive(Default)]
+pub struct HeartbeatClock {
+    last: std::sync::Mutex<Option<Instant>>,
+}
+
+impl HeartbeatClock {
+    /// A heartbeat write sent at `sent` succeeded.
+    pub fn beat(&self, sent: Instant) {
+        let mut last = self.last.lock().unwrap_or_else(|p| p.into_inner());
+        if last.map_or(true, |l| l < sent) {
+            *last = Some(sent);
+        }
+    }
+
+    fn fresh(&self, failover: Duration, safety_margin: Duration) -> bool {
+        let last = *self.last.lock().unwrap_or_else(|p| p.into_inner());
+        last.is_some_and(|at| may_send(at.elapsed(), failover, safety_margin))
+    }
+}
+
 struct HeldState {
     counter: u64,
     lost: bool,
@@ -37,6 +59,10 @@ pub struct HeldLease {
     safety_margin: Duration,
     state: Mutex<HeldState>,
     freshness: std::sync::Mutex<Freshness>,
+    /// Renewal mode `heartbeat`: the lease is not renewed by itself; the worker's heartbeat
+    /// keeps it alive for the others, and a scan of the table that shows it still ours
+    /// (`confirm`) stands for a renewal here.
+    heartbeat: Option<Arc<HeartbeatClock>>,
 }
 
 impl HeldLease {
@@ -63,6 +89,33 @@ impl HeldLease {
                 renewed_at: Instant::now(),
                 lost: false,
             }),
+            heartbeat: None,
+        }
+    }
+
+    /// Renewal mode `heartbeat`: the permit needs this worker's heartbeat to be fresh too.
+    pub fn with_heartbeat(mut self, clock: Arc<HeartbeatClock>) -> Self {
+        self.heartbeat = Some(clock);
+        self
+    }
+
+    /// Renewal mode `heartbeat`: a consistent scan sent at `sent` found the row with `owner` and
+    /// `counter`. Still ours at our counter: as good as a renewal sent then (nobody took it
+    /// before the scan read it). Anyone else's, or another counter: lost.
+    pub async fn confirm(&self, owner: Option<&str>, counter: u64, sent: Instant) -> bool {
+        let mut s = self.state.lock().await;
+        if s.lost {
+            return false;
+        }
+        if owner == Some(self.owner.as_str()) && counter == s.counter {
+            let mut f = self.freshness();
+            if f.renewed_at < sent {
+                f.renewed_at = sent;
+            }
+            true
+        } else {
+            self.lose(&mut s);
+            false
         }
     }
 
@@ -91,8 +144,15 @@ impl HeldLease {
 
     /// True while this worker may still send for the lease.
     pub async fn may_send(&self) -> bool {
-        let f = self.freshness();
-        !f.lost && may_send(f.renewed_at.elapsed(), self.failover, self.safety_margin)
+        let fresh = {
+            let f = self.freshness();
+            !f.lost && may_send(f.renewed_at.elapsed(), self.failover, self.safety_margin)
+        };
+        fresh
+            && self
+                .heartbeat
+                .as_ref()
+                .map_or(true, |h| h.fresh(self.failover, self.safety_margin))
     }
 
     pub async fn renew(&self) -> Result<(), LeaseError> {
@@ -169,6 +229,87 @@ impl HeldLease {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[tokio::test(start_paused = true)]
+    async fn a_heartbeat_worker_sends_while_both_its_heartbeat_and_a_scan_are_fresh() {
+        let f = Duration::from_secs(10);
+        let m = Duration::from_secs(2);
+        let clock = Arc::new(HeartbeatClock::default());
+        let lease = Lease::new(
+            "s",
+            super::super::model::Checkpoint::TrimHorizon,
+            Default::default(),
+        );
+        let store: Arc<dyn LeaseStore> = Arc::new(NoStore);
+        let held = HeldLease::new(store, &lease, "me", f, m).with_heartbeat(clock.clone());
+        assert!(!held.may_send().await, "no heartbeat written yet");
+        clock.beat(Instant::now());
+        assert!(held.may_send().await);
+        tokio::time::advance(Duration::from_secs(7)).await;
+        clock.beat(Instant::now());
+        assert!(held.confirm(Some("me"), 0, Instant::now()).await);
+        tokio::time::advance(Duration::from_secs(7)).await;
+        assert!(held.may_send().await, "both 7 s old");
+        tokio::time::advance(Duration::from_secs(1)).await;
+        assert!(!held.may_send().await, "8 s old: failover - margin");
+        clock.beat(Instant::now());
+        assert!(
+            !held.may_send().await,
+            "the heartbeat is fresh, the last scan is not"
+        );
+        assert!(held.confirm(Some("me"), 0, Instant::now()).await);
+        assert!(held.may_send().await);
+        assert!(!held.confirm(Some("thief"), 1, Instant::now()).await);
+        assert!(
+            held.is_lost().await && !held.may_send().await,
+            "taken: lost"
+        );
+    }
+
+    struct NoStore;
+
+    #[async_trait::async_trait]
+    impl LeaseStore for NoStore {
+        async fn ensure_exists(&self) -> Result<(), LeaseError> {
+            Ok(())
+        }
+        async fn list(&self) -> Result<Vec<Lease>, LeaseError> {
+            Ok(Vec::new())
+        }
+        async fn create_if_absent(&self, _: &Lease) -> Result<bool, LeaseError> {
+            Ok(true)
+        }
+        async fn take(&self, lease: &Lease, _: &str) -> Result<Lease, LeaseError> {
+            Ok(lease.clone())
+        }
+        async fn renew(&self, _: &str, _: &str, c: u64) -> Result<u64, LeaseError> {
+            Ok(c + 1)
+        }
+        async fn checkpoint(
+            &self,
+            _: &str,
+            _: &str,
+            _: u64,
+            _: &CheckpointWrite<'_>,
+        ) -> Result<(), LeaseError> {
+            Ok(())
+        }
+        async fn write_intent(
+            &self,
+            _: &str,
+            _: &str,
+            _: u64,
+            _: &Intent,
+        ) -> Result<(), LeaseError> {
+            Ok(())
+        }
+        async fn release(&self, _: &str, _: &str, _: u64) -> Result<(), LeaseError> {
+            Ok(())
+        }
+        async fn delete_finished(&self, _: &str) -> Result<(), LeaseError> {
+            Ok(())
+        }
+    }
 
     #[test]
     fn stops_sending_before_anyone_may_take_the_lease() {

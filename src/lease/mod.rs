@@ -9,4 +9,4 @@ pub mod planning;
 pub mod status;
 pub mod table;
 
-pub use config::LeaseConfig;
+pub use config::{LeaseConfig, RenewalMode};

@@ -28,6 +28,20 @@ pub const CHECKPOINT_RECORD_MILLIS: &str = "checkpointRecordMillis";
 /// earliest of them.
 pub const SNAPSHOT_STARTED_AT_MILLIS: &str = "snapshotStartedAtMillis";
 
+/// The lease key of a worker's heartbeat row (renewal mode `heartbeat`). Its `leaseOwner` is the
+/// worker, its `leaseCounter` is bumped by every heartbeat. Shard ids and snapshot segments
+/// never contain a colon.
+pub fn heartbeat_key(worker: &str) -> String {
+    format!("{HEARTBEAT_PREFIX}{worker}")
+}
+
+pub const HEARTBEAT_PREFIX: &str = "heartbeat:";
+
+/// Whether a row of the lease table is a worker's heartbeat, not a lease.
+pub fn is_heartbeat(key: &str) -> bool {
+    key.starts_with(HEARTBEAT_PREFIX)
+}
+
 /// Where a shard's processing stands.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Checkpoint {

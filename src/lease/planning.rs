@@ -14,7 +14,7 @@ use std::time::Duration;
 
 use tokio::time::Instant;
 
-use super::model::{Checkpoint, Lease};
+use super::model::{heartbeat_key, Checkpoint, Lease};
 
 /// The last counter seen for each lease, and since when it has not changed.
 #[derive(Default, Debug)]
@@ -37,26 +37,54 @@ impl Observations {
         }
     }
 
-    /// When the earliest lease held by another worker will expire if its counter stays still:
-    /// a scan then takes it without waiting for the next periodic one.
+    /// When the earliest lease held by another worker will expire if it and its owner's
+    /// heartbeat stay still: a scan then takes it without waiting for the next periodic one.
     pub fn next_expiry(&self, leases: &[Lease], me: &str, failover: Duration) -> Option<Instant> {
         leases
             .iter()
             .filter(|l| l.checkpoint != Checkpoint::ShardEnd)
             .filter(|l| l.lease_owner.as_deref().is_some_and(|o| o != me))
-            .filter_map(|l| self.seen.get(&l.lease_key))
-            .map(|(_, since)| *since + failover)
+            .filter_map(|l| {
+                let (_, since) = self.seen.get(&l.lease_key)?;
+                Some(match self.heartbeat_still_since(l) {
+                    Some(beat) => (*since).max(beat),
+                    None => *since,
+                })
+            })
+            .map(|since| since + failover)
             .min()
     }
 
-    /// True when the lease's counter has been still for at least `failover`.
+    /// Since when the owner's heartbeat row has been still, when it has one.
+    fn heartbeat_still_since(&self, lease: &Lease) -> Option<Instant> {
+        let owner = lease.lease_owner.as_deref()?;
+        self.seen
+            .get(&heartbeat_key(owner))
+            .map(|(_, since)| *since)
+    }
+
+    /// True when the lease's counter has been still for at least `failover`, and so has its
+    /// owner's heartbeat row if the owner writes one (renewal mode `heartbeat`, where the
+    /// lease's own counter moves only when it changes hands). Both modes read both, so a
+    /// fleet that mixes them (a rolling change of mode) never takes a live worker's lease.
     pub fn is_expired(&self, lease: &Lease, now: Instant, failover: Duration) -> bool {
-        match self.seen.get(&lease.lease_key) {
+        let lease_still = match self.seen.get(&lease.lease_key) {
             Some((counter, since)) if *counter == lease.lease_counter => {
                 now.saturating_duration_since(*since) >= failover
             }
             _ => false,
-        }
+        };
+        lease_still
+            && self.heartbeat_still_since(lease).map_or(true, |since| {
+                now.saturating_duration_since(since) >= failover
+            })
+    }
+
+    /// How long a row (a worker's heartbeat) has been still.
+    pub fn still_for(&self, key: &str, now: Instant) -> Option<Duration> {
+        self.seen
+            .get(key)
+            .map(|(_, since)| now.saturating_duration_since(*since))
     }
 }
 
@@ -272,6 +300,44 @@ mod tests {
                 s.description
             );
         }
+    }
+
+    /// Renewal mode `heartbeat`: the lease's counter stays still while its owner's heartbeat
+    /// row moves; the lease expires only once both have been still for the failover time.
+    #[test]
+    fn a_moving_heartbeat_keeps_its_owners_still_leases() {
+        let t0 = Instant::now();
+        let f = Duration::from_secs(10);
+        let mut lease = Lease::new("s", Checkpoint::TrimHorizon, BTreeSet::new());
+        lease.lease_owner = Some("other".into());
+        let mut beat = Lease::new(
+            &heartbeat_key("other"),
+            Checkpoint::TrimHorizon,
+            BTreeSet::new(),
+        );
+        beat.lease_owner = Some("other".into());
+        let mut obs = Observations::default();
+        let mut t = t0;
+        for _ in 0..5 {
+            obs.update(&[lease.clone(), beat.clone()], t);
+            assert!(!obs.is_expired(&lease, t, f));
+            beat.lease_counter += 1;
+            t += f / 2;
+        }
+        obs.update(&[lease.clone(), beat.clone()], t);
+        assert_eq!(
+            obs.next_expiry(std::slice::from_ref(&lease), "me", f),
+            Some(t + f),
+            "from the heartbeat's last move"
+        );
+        assert!(!obs.is_expired(&lease, t + f - Duration::from_millis(1), f));
+        assert!(obs.is_expired(&lease, t + f, f), "the heartbeat stopped");
+        // A per-lease renewer with an old heartbeat row (it changed mode) is alive by its lease.
+        let mut renewed = lease.clone();
+        renewed.lease_counter += 1;
+        obs.update(&[renewed.clone(), beat.clone()], t + f);
+        assert!(!obs.is_expired(&renewed, t + f + f / 2, f));
+        assert_eq!(obs.still_for(&heartbeat_key("other"), t + f), Some(f));
     }
 
     #[test]

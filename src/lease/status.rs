@@ -3,7 +3,7 @@
 
 use std::collections::HashMap;
 
-use super::model::{Checkpoint, Lease};
+use super::model::{heartbeat_key, is_heartbeat, Checkpoint, Lease};
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum ShardState {
@@ -54,8 +54,20 @@ pub fn shard_statuses(leases: &[Lease], now: i64, failover_ms: u64) -> Vec<Shard
     let by_key: HashMap<&str, &Lease> = leases.iter().map(|l| (l.lease_key.as_str(), l)).collect();
     let mut out: Vec<ShardStatus> = leases
         .iter()
+        .filter(|l| !is_heartbeat(&l.lease_key))
         .map(|l| {
-            let renewed_ms_ago = l.renewed_at_millis.map(|t| (now - t).max(0));
+            // Renewal mode heartbeat: the owner's heartbeat row says when it was last alive;
+            // the lease's own time is when it was taken, or renewed by a per-lease renewer.
+            let beat = l
+                .lease_owner
+                .as_deref()
+                .and_then(|o| by_key.get(heartbeat_key(o).as_str()))
+                .and_then(|h| h.renewed_at_millis);
+            let renewed = match (l.renewed_at_millis, beat) {
+                (Some(a), Some(b)) => Some(a.max(b)),
+                (a, b) => a.or(b),
+            };
+            let renewed_ms_ago = renewed.map(|t| (now - t).max(0));
             // A parent without a row was finished and deleted (or trimmed): not waited on.
             let parent_open = l.parent_shard_ids.iter().any(|p| {
                 by_key

@@ -62,6 +62,21 @@ pub trait LeaseStore: Send + Sync {
         counter: u64,
         intent: &Intent,
     ) -> Result<(), LeaseError>;
+    /// Writes this worker's heartbeat row (created by the first one): bumps its counter.
+    /// Unconditional: only `owner` writes it.
+    async fn heartbeat(&self, owner: &str) -> Result<(), LeaseError> {
+        Err(LeaseError::Fatal(format!(
+            "this lease store has no heartbeat rows (worker {owner})"
+        )))
+    }
+    /// Deletes a heartbeat row; with `counter`, only while it is still at it (a worker that
+    /// came back keeps its row).
+    async fn delete_heartbeat(&self, owner: &str, counter: Option<u64>) -> Result<(), LeaseError> {
+        let _ = counter;
+        Err(LeaseError::Fatal(format!(
+            "this lease store has no heartbeat rows (worker {owner})"
+        )))
+    }
     /// Gives the lease up (owner removed, counter bumped), conditional on owner and counter.
     async fn release(&self, key: &str, owner: &str, counter: u64) -> Result<(), LeaseError>;
     /// Deletes a finished lease, conditional on it being at SHARD_END.
@@ -448,6 +463,46 @@ impl LeaseStore for LeaseTable {
     }
 
     /// Gives the lease up so that another worker can take it at once.
+    async fn heartbeat(&self, owner: &str) -> Result<(), LeaseError> {
+        let key = heartbeat_key(owner);
+        self.client
+            .update_item()
+            .table_name(&self.name)
+            .key(LEASE_KEY, AttributeValue::S(key.clone()))
+            .update_expression("SET #o = :o, #r = :now ADD #c :one")
+            .expression_attribute_names("#o", LEASE_OWNER)
+            .expression_attribute_names("#c", LEASE_COUNTER)
+            .expression_attribute_names("#r", RENEWED_AT_MILLIS)
+            .expression_attribute_values(":o", AttributeValue::S(owner.to_string()))
+            .expression_attribute_values(":one", n(1))
+            .expression_attribute_values(":now", AttributeValue::N(now_millis().to_string()))
+            .send()
+            .await
+            .map_err(|e| lease_error("UpdateItem", &self.connector, &key, e))?;
+        self.ok("UpdateItem");
+        Ok(())
+    }
+
+    async fn delete_heartbeat(&self, owner: &str, counter: Option<u64>) -> Result<(), LeaseError> {
+        let key = heartbeat_key(owner);
+        let mut req = self
+            .client
+            .delete_item()
+            .table_name(&self.name)
+            .key(LEASE_KEY, AttributeValue::S(key.clone()));
+        if let Some(counter) = counter {
+            req = req
+                .condition_expression("#c = :c")
+                .expression_attribute_names("#c", LEASE_COUNTER)
+                .expression_attribute_values(":c", n(counter));
+        }
+        req.send()
+            .await
+            .map_err(|e| lease_error("DeleteItem", &self.connector, &key, e))?;
+        self.ok("DeleteItem");
+        Ok(())
+    }
+
     async fn release(&self, key: &str, owner: &str, counter: u64) -> Result<(), LeaseError> {
         let req = self
             .fenced_update(key, owner, counter)

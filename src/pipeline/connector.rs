@@ -16,11 +16,13 @@ use super::lag::ConnectorLag;
 use super::shard_worker::{self, ShardContext, ShardError, ShardOutcome};
 use crate::aws::AwsErrorClass;
 use crate::format::FormatKind;
-use crate::lease::held::HeldLease;
+use crate::lease::held::{HeartbeatClock, HeldLease};
 use crate::lease::lineage;
+use crate::lease::model::is_heartbeat;
 use crate::lease::model::{Acquired, Checkpoint, Lease};
 use crate::lease::planning::{self, Observations, WorkerView};
 use crate::lease::table::{LeaseError, LeaseStore, LeaseTable};
+use crate::lease::RenewalMode;
 use crate::metrics::events;
 use crate::metrics::health::{ConnectorState, Health};
 use crate::retry::{Backoff, FailureStreak};
@@ -96,6 +98,8 @@ pub struct Connector {
     source: Arc<dyn ShardSource>,
     /// The snapshot's reader (also `source`), told when the snapshot began.
     snapshot_source: Option<Arc<SnapshotSource>>,
+    /// Renewal mode heartbeat: when this worker's heartbeat row was last written.
+    heartbeat: Option<Arc<HeartbeatClock>>,
     sink: Arc<dyn Sink>,
     table: Arc<dyn LeaseStore>,
     lag: Arc<ConnectorLag>,
@@ -253,12 +257,15 @@ impl Connector {
         table: Arc<dyn LeaseStore>,
         sink: Arc<dyn Sink>,
     ) -> Self {
+        let heartbeat = (cfg.leases.renewal == RenewalMode::Heartbeat)
+            .then(|| Arc::new(HeartbeatClock::default()));
         Connector {
             cfg,
             worker_id,
             health,
             source,
             snapshot_source: None,
+            heartbeat,
             sink,
             table,
             lag: Arc::new(ConnectorLag::default()),
@@ -302,11 +309,18 @@ impl Connector {
         // Aborted when `run` ends or is dropped: a connector that is abandoned (a crash in the
         // in-process model) must not keep its leases alive.
         let renewals = tokio_util::task::AbortOnDropHandle::new(tokio::spawn(renew_leases(
-            name.clone(),
-            st.held.clone(),
-            renew_interval,
-            self.health.clone(),
-            self.lag.clone(),
+            Renewals {
+                name: name.clone(),
+                held: st.held.clone(),
+                interval: renew_interval,
+                health: self.health.clone(),
+                lag: self.lag.clone(),
+                heartbeat: self.heartbeat.clone().map(|clock| Heartbeat {
+                    clock,
+                    table: self.table.clone(),
+                    worker_id: self.worker_id.clone(),
+                }),
+            },
             renewals_stop.clone(),
         )));
         // Looking for free, expired and stealable leases is one Scan: done every renew interval,
@@ -422,6 +436,12 @@ impl Connector {
                 }
             }
         }
+        if self.heartbeat.is_some() {
+            // Gone on purpose: nobody needs to wait for this heartbeat to go still.
+            if let Err(e) = self.table.delete_heartbeat(&self.worker_id, None).await {
+                tracing::warn!(connector = %name, %e, "could not delete the heartbeat row");
+            }
+        }
         events::shards_owned(&name, 0);
         self.health.set(
             &name,
@@ -485,7 +505,7 @@ impl Connector {
         if full {
             st.shards = self.source.list_shards().await?;
         }
-        let mut leases = self.table.list().await?;
+        let (mut leases, mut beats) = split_heartbeats(self.table.list().await?);
         let first_start = st.first_sync && leases.is_empty();
         let mut by_key: HashMap<String, Lease> = leases
             .iter()
@@ -533,14 +553,19 @@ impl Connector {
             }
         }
         if changed {
-            leases = self.table.list().await?;
+            (leases, beats) = split_heartbeats(self.table.list().await?);
             by_key = leases
                 .iter()
                 .map(|l| (l.lease_key.clone(), l.clone()))
                 .collect();
         }
         let now = Instant::now();
-        st.observed.update(&leases, now);
+        // Heartbeat rows are observed with the leases: an owner whose heartbeat moves is alive.
+        st.observed
+            .update(&[leases.as_slice(), beats.as_slice()].concat(), now);
+        if full {
+            self.delete_stale_heartbeats(st, &leases, &beats, now).await;
+        }
         let failover = Duration::from_millis(self.cfg.leases.failover_ms);
         st.next_expiry = st
             .observed
@@ -735,6 +760,46 @@ impl Connector {
         pending
     }
 
+    /// Deletes heartbeat rows of workers gone for good: still for 100 failover times and
+    /// owning no lease (pod names change with every deployment, and the rows would pile up).
+    /// Conditional on the counter seen: a worker that came back keeps its row.
+    async fn delete_stale_heartbeats(
+        &self,
+        st: &SyncState,
+        leases: &[Lease],
+        beats: &[Lease],
+        now: Instant,
+    ) {
+        let gone_after = Duration::from_millis(self.cfg.leases.failover_ms) * 100;
+        for beat in beats {
+            let Some(worker) = beat.lease_owner.as_deref() else {
+                continue;
+            };
+            let stale = worker != self.worker_id
+                && st
+                    .observed
+                    .still_for(&beat.lease_key, now)
+                    .is_some_and(|d| d >= gone_after)
+                && !leases
+                    .iter()
+                    .any(|l| l.lease_owner.as_deref() == Some(worker));
+            if stale {
+                match self
+                    .table
+                    .delete_heartbeat(worker, Some(beat.lease_counter))
+                    .await
+                {
+                    Ok(()) => {
+                        tracing::info!(connector = %self.cfg.name, worker, "deleted the heartbeat row of a worker gone for good")
+                    }
+                    Err(e) => {
+                        tracing::debug!(connector = %self.cfg.name, worker, %e, "heartbeat row not deleted")
+                    }
+                }
+            }
+        }
+    }
+
     fn start_worker(
         &self,
         st: &mut SyncState,
@@ -742,13 +807,17 @@ impl Connector {
         acquired: Acquired,
         parent_ended_at: Option<Instant>,
     ) {
-        let held_lease = Arc::new(HeldLease::new(
+        let mut held_lease = HeldLease::new(
             self.table.clone(),
             &taken,
             &self.worker_id,
             Duration::from_millis(self.cfg.leases.failover_ms),
             Duration::from_millis(self.cfg.leases.safety_margin_ms),
-        ));
+        );
+        if let Some(clock) = &self.heartbeat {
+            held_lease = held_lease.with_heartbeat(clock.clone());
+        }
+        let held_lease = Arc::new(held_lease);
         lock(&st.held).insert(taken.lease_key.clone(), held_lease.clone());
         let shard_id = taken.lease_key.clone();
         let ctx = ShardContext {
@@ -797,17 +866,73 @@ fn lock(held: &HeldLeases) -> std::sync::MutexGuard<'_, HashMap<String, Arc<Held
     held.lock().unwrap_or_else(|p| p.into_inner())
 }
 
-/// Renews every held lease each `interval`, all at once (one that waits out its timeout does
-/// not hold up the others), until `stop`; /readyz names a failing lease table and a shard that
-/// is behind but has not moved for a while.
-async fn renew_leases(
+/// What the renewal task works with.
+struct Renewals {
     name: String,
     held: HeldLeases,
     interval: Duration,
     health: Arc<Health>,
     lag: Arc<ConnectorLag>,
-    stop: CancellationToken,
-) {
+    /// Renewal mode heartbeat: the row to write instead of renewing each lease.
+    heartbeat: Option<Heartbeat>,
+}
+
+struct Heartbeat {
+    clock: Arc<HeartbeatClock>,
+    table: Arc<dyn LeaseStore>,
+    worker_id: String,
+}
+
+/// Heartbeat rows apart from the leases (a table read lists both).
+fn split_heartbeats(rows: Vec<Lease>) -> (Vec<Lease>, Vec<Lease>) {
+    rows.into_iter().partition(|l| !is_heartbeat(&l.lease_key))
+}
+
+/// Renewal mode heartbeat, one round: the heartbeat row is written, then one consistent scan
+/// confirms every held lease (still ours at our counter) or finds it lost. Some(error) when
+/// the lease table failed.
+async fn beat_and_confirm(
+    name: &str,
+    beat: &Heartbeat,
+    leases: &[Arc<HeldLease>],
+) -> Option<LeaseError> {
+    let sent = Instant::now();
+    if let Err(e) = beat.table.heartbeat(&beat.worker_id).await {
+        return Some(e);
+    }
+    beat.clock.beat(sent);
+    if leases.is_empty() {
+        return None;
+    }
+    let sent = Instant::now();
+    let rows = match beat.table.list().await {
+        Ok(rows) => rows,
+        Err(e) => return Some(e),
+    };
+    let by_key: HashMap<&str, &Lease> = rows.iter().map(|l| (l.lease_key.as_str(), l)).collect();
+    for lease in leases {
+        let row = by_key.get(lease.shard_id());
+        let (owner, counter) =
+            row.map_or((None, 0), |r| (r.lease_owner.as_deref(), r.lease_counter));
+        if !lease.is_lost().await && !lease.confirm(owner, counter, sent).await {
+            events::lease_lost(name, lease.shard_id());
+        }
+    }
+    None
+}
+
+/// Renews every held lease each `interval`, all at once (one that waits out its timeout does
+/// not hold up the others), until `stop`; /readyz names a failing lease table and a shard that
+/// is behind but has not moved for a while.
+async fn renew_leases(r: Renewals, stop: CancellationToken) {
+    let Renewals {
+        name,
+        held,
+        interval,
+        health,
+        lag,
+        heartbeat,
+    } = r;
     let mut tick = tokio::time::interval(interval);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
@@ -836,9 +961,20 @@ async fn renew_leases(
                 }
             }
         });
-        let failed = tokio::select! {
-            _ = stop.cancelled() => return,
-            results = futures_util::future::join_all(renewals) => results.into_iter().flatten().next(),
+        let failed = match &heartbeat {
+            Some(beat) => tokio::select! {
+                _ = stop.cancelled() => return,
+                failed = beat_and_confirm(name, beat, &leases) => {
+                    if let (Some(e), Some(left_out)) = (&failed, events::may_warn("lease_renewal", name)) {
+                        tracing::warn!(connector = %name, %e, similar_left_out = left_out, "heartbeat failed; will retry");
+                    }
+                    failed
+                }
+            },
+            None => tokio::select! {
+                _ = stop.cancelled() => return,
+                results = futures_util::future::join_all(renewals) => results.into_iter().flatten().next(),
+            },
         };
         // Renewals that fail stop the shards from sending once the lease is in doubt.
         match failed {

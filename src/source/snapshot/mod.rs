@@ -283,7 +283,10 @@ impl SnapshotSource {
                 e
             })?;
         let created = match self.started_millis.load(Ordering::Relaxed) {
-            0 => crate::lease::model::now_millis(),
+            // Not known yet (never, once the connector has read the segment leases).
+            0 => std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map_or(0, |d| d.as_millis() as i64),
             t0 => t0,
         };
         let mut records = Vec::with_capacity(out.items().len());
