@@ -16,13 +16,20 @@ use common::*;
 fn config(
     (kinesis, aws, stream, leases, target): (&str, &str, &str, &str, &str),
     lanes: u8,
+    renewal: &str,
     id: &str,
 ) -> String {
-    harness::kinesis_raw_worker(id, "keo", aws, kinesis, stream, leases, free_port()).replace(
-        "[connectors.source]",
-        &format!("parallelization_factor = {lanes}\n[connectors.source]"),
-    ) + &format!(
-        r#"[connectors.sink]
+    harness::kinesis_raw_worker(id, "keo", aws, kinesis, stream, leases, free_port())
+        .replace(
+            "[connectors.source]",
+            &format!("parallelization_factor = {lanes}\n[connectors.source]"),
+        )
+        .replace(
+            "[connectors.leases]",
+            &format!("[connectors.leases]\nrenewal = \"{renewal}\""),
+        )
+        + &format!(
+            r#"[connectors.sink]
 type = "kinesis"
 stream = "{target}"
 max_records = 400
@@ -30,20 +37,27 @@ max_interval_ms = 1000
 [connectors.sink.aws]
 endpoint_url = "{kinesis}"
 "#
-    )
+        )
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn crash_harness_with_the_kinesis_sink_is_exactly_once() {
-    crash_harness(1).await;
+    crash_harness(1, "per_lease").await;
+}
+
+/// Lease renewal mode heartbeat: leases move when a killed worker's heartbeat goes still, and
+/// are stolen for balance from live workers that find out by their next scan.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn crash_harness_with_the_kinesis_sink_and_heartbeat_renewal_is_exactly_once() {
+    crash_harness(1, "heartbeat").await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn crash_harness_with_the_kinesis_sink_in_parallel_lanes_is_exactly_once() {
-    crash_harness(4).await;
+    crash_harness(4, "per_lease").await;
 }
 
-async fn crash_harness(lanes: u8) {
+async fn crash_harness(lanes: u8, renewal: &'static str) {
     let aws = aws_endpoint();
     let kinesis = kinesis_endpoint();
     let k = harness::kinesis_client(&kinesis).await;
@@ -61,7 +75,7 @@ async fn crash_harness(lanes: u8) {
         target.clone(),
     );
     let mut fleet = Fleet::new(dir.path(), move |id| {
-        config((&kk, &a, &s, &l, &b), lanes, id)
+        config((&kk, &a, &s, &l, &b), lanes, renewal, id)
     });
     let ids = ["w1", "w2", "w3"];
     for id in ids {

@@ -138,6 +138,8 @@ struct Scenario {
     sink_error_per_mille: u32,
     sink_latency_ms: u64,
     store_latency_ms: u64,
+    /// Lease renewal mode heartbeat (one row per worker) instead of per-lease renewals.
+    heartbeat: bool,
 }
 
 impl Scenario {
@@ -224,6 +226,7 @@ impl Scenario {
             sink_error_per_mille: *g.pick(&[0, 0, 10, 50]),
             sink_latency_ms: *g.pick(&[0, 5, 30]),
             store_latency_ms: *g.pick(&[0, 2, 10]),
+            heartbeat: SplitMix64::derive(seed, 11).chance(500),
         }
     }
 
@@ -246,6 +249,11 @@ impl Scenario {
                 safety_margin_ms: FAILOVER_MS / 5,
                 shard_sync_interval_ms: 1_000,
                 max_leases_per_worker: self.max_leases,
+                renewal: if self.heartbeat {
+                    shardbridge::lease::RenewalMode::Heartbeat
+                } else {
+                    shardbridge::lease::RenewalMode::PerLease
+                },
                 aws: AwsSettings::default(),
             },
             format: self.format,
@@ -571,6 +579,20 @@ impl LeaseStore for ObservedStore {
     async fn release(&self, key: &str, owner: &str, counter: u64) -> Result<(), LeaseError> {
         self.pause().await;
         let r = self.inner.release(key, owner, counter).await;
+        self.pause().await;
+        r
+    }
+
+    async fn heartbeat(&self, owner: &str) -> Result<(), LeaseError> {
+        self.pause().await;
+        let r = self.inner.heartbeat(owner).await;
+        self.pause().await;
+        r
+    }
+
+    async fn delete_heartbeat(&self, owner: &str, counter: Option<u64>) -> Result<(), LeaseError> {
+        self.pause().await;
+        let r = self.inner.delete_heartbeat(owner, counter).await;
         self.pause().await;
         r
     }

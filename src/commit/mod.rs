@@ -24,7 +24,7 @@ use std::time::Duration;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
-use crate::lease::held::HeldLease;
+use crate::lease::held::{HeldLease, NoPermit};
 use crate::lease::model::{Acquired, Checkpoint, CheckpointWrite, Intent, Lease};
 use crate::lease::table::LeaseError;
 use crate::metrics::events;
@@ -877,10 +877,17 @@ impl Shared {
         let (connector, shard) = (&self.parts.connector, self.shard());
         loop {
             // Never send for a lease we may no longer hold.
-            while !self.parts.lease.may_send().await {
-                if self.parts.lease.is_lost().await {
+            let mut waited = Duration::ZERO;
+            while let Some(why) = self.parts.lease.permit() {
+                if why == NoPermit::Lost {
                     return Err(DeliverError::LeaseLost);
                 }
+                // Said once a failover time: a worker whose renewals or heartbeats do not get
+                // through holds its batches back, and the log says why.
+                if waited == self.parts.lease.failover() {
+                    tracing::warn!(connector = %connector, %shard, ?why, "holding the batch back: the lease is not renewed in time");
+                }
+                waited += LEASE_RECHECK;
                 events::retry_wait(connector, "lease_not_renewed", LEASE_RECHECK);
                 if !retry::pause(&self.parts.stop, LEASE_RECHECK).await {
                     return Err(DeliverError::Stopped);

@@ -35,14 +35,29 @@ impl HeartbeatClock {
     }
 
     fn fresh(&self, failover: Duration, safety_margin: Duration) -> bool {
+        self.age()
+            .is_some_and(|age| may_send(age, failover, safety_margin))
+    }
+
+    fn age(&self) -> Option<Duration> {
         let last = *self.last.lock().unwrap_or_else(|p| p.into_inner());
-        last.is_some_and(|at| may_send(at.elapsed(), failover, safety_margin))
+        last.map(|at| at.elapsed())
     }
 }
 
 struct HeldState {
     counter: u64,
     lost: bool,
+}
+
+/// Why a worker may not send for a lease now (for logs).
+#[derive(Debug, PartialEq, Eq)]
+pub enum NoPermit {
+    Lost,
+    /// The lease (per-lease mode), or the last scan confirming it (heartbeat mode), is this old.
+    NotRenewed(Duration),
+    /// Heartbeat mode: the worker's last heartbeat write is this old (None: none yet).
+    NoHeartbeat(Option<Duration>),
 }
 
 /// When the lease was last renewed and whether it is lost, readable without waiting.
@@ -58,6 +73,8 @@ pub struct HeldLease {
     failover: Duration,
     safety_margin: Duration,
     state: Mutex<HeldState>,
+    /// The fencing counter, readable without waiting for a write in flight (`confirm`).
+    counter: std::sync::atomic::AtomicU64,
     freshness: std::sync::Mutex<Freshness>,
     /// Renewal mode `heartbeat`: the lease is not renewed by itself; the worker's heartbeat
     /// keeps it alive for the others, and a scan of the table that shows it still ours
@@ -84,6 +101,7 @@ impl HeldLease {
                 counter: lease.lease_counter,
                 lost: false,
             }),
+            counter: std::sync::atomic::AtomicU64::new(lease.lease_counter),
             freshness: std::sync::Mutex::new(Freshness {
                 // Conservative: the take happened no later than now.
                 renewed_at: Instant::now(),
@@ -102,20 +120,43 @@ impl HeldLease {
     /// Renewal mode `heartbeat`: a consistent scan sent at `sent` found the row with `owner` and
     /// `counter`. Still ours at our counter: as good as a renewal sent then (nobody took it
     /// before the scan read it). Anyone else's, or another counter: lost.
-    pub async fn confirm(&self, owner: Option<&str>, counter: u64, sent: Instant) -> bool {
-        let mut s = self.state.lock().await;
-        if s.lost {
+    /// Never waits for a write in flight: the renewal task that calls it keeps the heartbeat.
+    pub fn confirm(&self, owner: Option<&str>, counter: u64, sent: Instant) -> bool {
+        let ours = owner == Some(self.owner.as_str())
+            && counter == self.counter.load(std::sync::atomic::Ordering::Acquire);
+        let mut f = self.freshness();
+        if f.lost {
             return false;
         }
-        if owner == Some(self.owner.as_str()) && counter == s.counter {
-            let mut f = self.freshness();
+        if ours {
             if f.renewed_at < sent {
                 f.renewed_at = sent;
             }
-            true
         } else {
-            self.lose(&mut s);
-            false
+            // The writes see it at their next attempt (they check `lost` on the permit, and
+            // the table refuses them anyway: the counter moved).
+            f.lost = true;
+        }
+        ours
+    }
+
+    /// Why this worker may not send for the lease now; None: it may.
+    pub fn permit(&self) -> Option<NoPermit> {
+        {
+            let f = self.freshness();
+            if f.lost {
+                return Some(NoPermit::Lost);
+            }
+            let age = f.renewed_at.elapsed();
+            if !may_send(age, self.failover, self.safety_margin) {
+                return Some(NoPermit::NotRenewed(age));
+            }
+        }
+        match &self.heartbeat {
+            Some(h) if !h.fresh(self.failover, self.safety_margin) => {
+                Some(NoPermit::NoHeartbeat(h.age()))
+            }
+            _ => None,
         }
     }
 
@@ -144,15 +185,7 @@ impl HeldLease {
 
     /// True while this worker may still send for the lease.
     pub async fn may_send(&self) -> bool {
-        let fresh = {
-            let f = self.freshness();
-            !f.lost && may_send(f.renewed_at.elapsed(), self.failover, self.safety_margin)
-        };
-        fresh
-            && self
-                .heartbeat
-                .as_ref()
-                .map_or(true, |h| h.fresh(self.failover, self.safety_margin))
+        self.permit().is_none()
     }
 
     pub async fn renew(&self) -> Result<(), LeaseError> {
@@ -168,6 +201,8 @@ impl HeldLease {
         {
             Ok(counter) => {
                 s.counter = counter;
+                self.counter
+                    .store(counter, std::sync::atomic::Ordering::Release);
                 // The write may have landed any time after we sent it: count from the send.
                 self.freshness().renewed_at = started;
                 Ok(())
@@ -247,7 +282,7 @@ mod tests {
         assert!(held.may_send().await);
         tokio::time::advance(Duration::from_secs(7)).await;
         clock.beat(Instant::now());
-        assert!(held.confirm(Some("me"), 0, Instant::now()).await);
+        assert!(held.confirm(Some("me"), 0, Instant::now()));
         tokio::time::advance(Duration::from_secs(7)).await;
         assert!(held.may_send().await, "both 7 s old");
         tokio::time::advance(Duration::from_secs(1)).await;
@@ -257,9 +292,9 @@ mod tests {
             !held.may_send().await,
             "the heartbeat is fresh, the last scan is not"
         );
-        assert!(held.confirm(Some("me"), 0, Instant::now()).await);
+        assert!(held.confirm(Some("me"), 0, Instant::now()));
         assert!(held.may_send().await);
-        assert!(!held.confirm(Some("thief"), 1, Instant::now()).await);
+        assert!(!held.confirm(Some("thief"), 1, Instant::now()));
         assert!(
             held.is_lost().await && !held.may_send().await,
             "taken: lost"

@@ -752,11 +752,33 @@ impl Connector {
         if let (Some(reader), Some(t0)) = (&self.snapshot_source, state.started_millis) {
             reader.set_started_millis(t0);
         }
-        let pending = done < segments.len();
+        // A worker a segment was taken from may still be writing its last batch until a
+        // failover time after the take (README, "Guarantees"): the stream waits that long
+        // after the last segment is done, so no snapshot record lands after a stream record.
+        let all_done = done == segments.len();
+        let failover = Duration::from_millis(self.cfg.leases.failover_ms);
+        // Long done (by the time of the last segment's checkpoint, with the clock margin for
+        // the writer's clock): no wait, as for a worker started after the snapshot.
+        let last_end = segments
+            .iter()
+            .filter_map(|l| l.checkpointed_at_millis)
+            .max();
+        let long_done = last_end.is_some_and(|end| {
+            crate::lease::model::now_millis() - end
+                > (failover.as_millis() as u64 + cfg.clock_margin_ms) as i64
+        });
+        let all_done_at = match (all_done, state.all_done_at) {
+            (false, _) => None,
+            (true, Some(at)) => Some(at),
+            (true, None) if long_done => Instant::now().checked_sub(failover),
+            (true, None) => Some(Instant::now()),
+        };
+        state.all_done_at = all_done_at;
+        let pending =
+            !segments.is_empty() && all_done_at.map_or(true, |at| at.elapsed() < failover);
         // Done, or skipped: a connector that already had leases takes no snapshot.
         state.only_and_done = cfg.mode == SnapshotMode::InitialOnly
-            && !pending
-            && (!segments.is_empty() || state.skip_logged);
+            && ((all_done && !segments.is_empty()) || (segments.is_empty() && state.skip_logged));
         pending
     }
 
@@ -914,7 +936,7 @@ async fn beat_and_confirm(
         let row = by_key.get(lease.shard_id());
         let (owner, counter) =
             row.map_or((None, 0), |r| (r.lease_owner.as_deref(), r.lease_counter));
-        if !lease.is_lost().await && !lease.confirm(owner, counter, sent).await {
+        if !lease.is_lost().await && !lease.confirm(owner, counter, sent) {
             events::lease_lost(name, lease.shard_id());
         }
     }
@@ -1029,6 +1051,8 @@ struct SnapshotState {
     started_millis: Option<i64>,
     /// Mode initial_only, and nothing (more) to do.
     only_and_done: bool,
+    /// When this worker first saw every segment done.
+    all_done_at: Option<Instant>,
     /// The reason no snapshot is taken was logged.
     skip_logged: bool,
 }

@@ -149,6 +149,31 @@ impl LeaseStore for MemoryLeaseStore {
         })
     }
 
+    async fn heartbeat(&self, owner: &str) -> Result<(), LeaseError> {
+        self.count("UpdateItem");
+        let key = shardbridge::lease::model::heartbeat_key(owner);
+        let mut leases = self.leases.lock().unwrap_or_else(|p| p.into_inner());
+        let row = leases
+            .entry(key.clone())
+            .or_insert_with(|| Lease::new(&key, Checkpoint::TrimHorizon, Default::default()));
+        row.lease_owner = Some(owner.to_string());
+        row.lease_counter += 1;
+        Ok(())
+    }
+
+    async fn delete_heartbeat(&self, owner: &str, counter: Option<u64>) -> Result<(), LeaseError> {
+        self.count("DeleteItem");
+        let key = shardbridge::lease::model::heartbeat_key(owner);
+        let mut leases = self.leases.lock().unwrap_or_else(|p| p.into_inner());
+        match (leases.get(&key), counter) {
+            (Some(l), Some(c)) if l.lease_counter != c => Err(LeaseError::Lost(key)),
+            _ => {
+                leases.remove(&key);
+                Ok(())
+            }
+        }
+    }
+
     async fn delete_finished(&self, key: &str) -> Result<(), LeaseError> {
         self.count("DeleteItem");
         let mut leases = self.leases.lock().unwrap_or_else(|p| p.into_inner());
