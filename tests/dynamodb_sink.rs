@@ -1,5 +1,5 @@
 //! The DynamoDB sink: a table's changes replicated into a table in another region (moto serves
-//! both), by two workers that are killed with SIGKILL and restarted while the changes run. The
+//! both), by three workers killed with SIGKILL at random and restarted while the changes run. The
 //! target is sampled all along: no item may go back to an older state (an older version, or a
 //! deleted item coming back), and at the end it equals the source item by item.
 
@@ -77,7 +77,7 @@ async fn replicates_into_another_region_through_kills_never_going_back() {
     );
 
     let dir = tempfile::tempdir().unwrap();
-    let ports = [free_port(), free_port()];
+    let ports = [free_port(), free_port(), free_port()];
     let leases = unique("repl-leases");
     let paths: Vec<_> = ports
         .iter()
@@ -117,6 +117,7 @@ region = "us-west-2"
     let mut workers = vec![
         Running::start(&paths[0], &log("w0")),
         Running::start(&paths[1], &log("w1")),
+        Running::start(&paths[2], &log("w2")),
     ];
 
     // The target, sampled while everything runs.
@@ -143,15 +144,27 @@ region = "us-west-2"
                 .collect()
         })
         .collect();
+    // Victims and moments from a seed printed for a rerun: a kill lands anywhere in a part.
+    let seed: u64 = std::env::var("SHARDBRIDGE_TEST_SEED")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or_else(|| std::process::id() as u64);
+    eprintln!("SHARDBRIDGE_TEST_SEED={seed}");
+    let mut rng = seed;
+    let mut next = move |n: u64| {
+        rng = rng
+            .wrapping_mul(6364136223846793005)
+            .wrapping_add(1442695040888963407);
+        (rng >> 33) % n
+    };
     for (p, part) in parts.iter().enumerate() {
-        workload::apply(&source, &source_table, part).await;
-        if p < 2 {
-            let victim = p % 2;
-            workers[victim].signal("KILL");
-            workers[victim].wait(Duration::from_secs(10));
-            tokio::time::sleep(Duration::from_millis(500)).await;
-            workers[victim] = Running::start(&paths[victim], &log(&format!("w{victim}-{p}")));
-        }
+        let cut = 1 + next(part.len() as u64 - 1) as usize;
+        workload::apply(&source, &source_table, &part[..cut]).await;
+        let victim = next(3) as usize;
+        workers[victim].signal("KILL");
+        workers[victim].wait(Duration::from_secs(10));
+        workload::apply(&source, &source_table, &part[cut..]).await;
+        workers[victim] = Running::start(&paths[victim], &log(&format!("w{victim}-{p}")));
     }
 
     // Until the target equals the source.
@@ -165,14 +178,15 @@ region = "us-west-2"
         assert!(
             started.elapsed() < Duration::from_secs(90),
             "the target differs after 90 s: {} items in the source, {} in the target; first \
-             difference: {:?}\nlog w0:\n{}\nlog w1:\n{}",
+             difference: {:?}\nlog w0:\n{}\nlog w1:\n{}\nlog w2:\n{}",
             want.len(),
             got.len(),
             want.iter()
                 .find(|(id, item)| got.get(*id) != Some(item))
                 .map(|(id, _)| id),
             workers[0].log_text(),
-            workers[1].log_text()
+            workers[1].log_text(),
+            workers[2].log_text()
         );
         tokio::time::sleep(Duration::from_millis(250)).await;
     }
