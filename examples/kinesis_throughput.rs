@@ -17,6 +17,14 @@
 //!   behaviour), in calls of up to 500 records (`--put-records`), a page's calls in flight
 //!   together (`--put-concurrency`, default 2), retrying only the failed entries. No ordering
 //!   guarantees, no leases, no intents, no checkpoints.
+//! - `bare-ddb --table NAME --target NAME --expect N`: the same bare loop with a DynamoDB
+//!   stream as its source (scripts/bench_peers.sh): one task per shard of the table's latest
+//!   stream reads from TRIM_HORIZON, encodes each record in the `lambda` format (shardbridge's
+//!   encoder) and PutRecords the page's records with the item key as partition key, in calls of
+//!   up to 500, retrying only the failed entries; after an empty page it waits `--idle-ms`.
+//!   It exits when N records were put in all (or, without `--expect`, when every shard gave
+//!   `--empty-polls` empty pages in a row, or ended). No leases, no checkpoints, no ordering
+//!   beyond one page's calls being sent one after the other.
 //! - `count --stream NAME`: reads every shard from TRIM_HORIZON: records, distinct
 //!   (partition key, data) pairs, per-key order (a record whose `version` is below one already
 //!   seen for its key is out of order), versions missing per key, and a digest of the distinct
@@ -40,9 +48,14 @@ use aws_sdk_kinesis::types::{PutRecordsRequestEntry, StreamStatus};
 use clap::{Parser, Subcommand};
 use sha2::{Digest, Sha256};
 
+use std::sync::atomic::{AtomicUsize, Ordering};
+
+use shardbridge::format::{encode, FormatKind};
+use shardbridge::sink::partition_key::item_key;
+use shardbridge::source::dynamodb_streams::DynamoDbStreamsSource;
 use shardbridge::source::kinesis::{KinesisSource, KinesisStreamRef};
 use shardbridge::source::record::SourceRecord;
-use shardbridge::source::{IteratorPosition, ShardSource};
+use shardbridge::source::{IteratorPosition, ShardSource, StreamRef};
 
 #[path = "bench_support/mod.rs"]
 mod bench_support;
@@ -102,6 +115,29 @@ enum Command {
         #[arg(long, default_value_t = 2)]
         put_concurrency: usize,
         /// Records per PutRecords call, at most (500, the service's maximum).
+        #[arg(long, default_value_t = PUT_RECORDS_BATCH)]
+        put_records: usize,
+    },
+    /// The bare loop from a DynamoDB stream (`lambda` format, item key as partition key).
+    BareDdb {
+        /// The table whose latest stream is read.
+        #[arg(long)]
+        table: String,
+        #[arg(long)]
+        target: String,
+        /// GetRecords limit.
+        #[arg(long, default_value_t = 1000)]
+        limit: u32,
+        /// Stop when this many records were put (0: stop on empty polls).
+        #[arg(long, default_value_t = 0)]
+        expect: usize,
+        /// Without --expect: a shard is done after this many empty pages in a row.
+        #[arg(long, default_value_t = 3)]
+        empty_polls: u32,
+        /// Wait after an empty page, ms.
+        #[arg(long, default_value_t = 250)]
+        idle_ms: u64,
+        /// Records per PutRecords call, at most.
         #[arg(long, default_value_t = PUT_RECORDS_BATCH)]
         put_records: usize,
     },
@@ -172,6 +208,25 @@ async fn main() -> Result<()> {
         } => {
             let per_call = (*put_records).clamp(1, PUT_RECORDS_BATCH);
             bare(&cli, source, target, *limit, *put_concurrency, per_call).await
+        }
+        Command::BareDdb {
+            table,
+            target,
+            limit,
+            expect,
+            empty_polls,
+            idle_ms,
+            put_records,
+        } => {
+            let per_call = (*put_records).clamp(1, PUT_RECORDS_BATCH);
+            let opts = DdbLoop {
+                limit: *limit,
+                expect: *expect,
+                empty_polls: *empty_polls,
+                idle: Duration::from_millis(*idle_ms),
+                put_records: per_call,
+            };
+            bare_ddb(&cli, table, target, opts).await
         }
         Command::Count { stream } => count(&cli, stream).await,
         Command::Probe { stream, calls } => probe(&cli, stream, *calls).await,
@@ -493,6 +548,115 @@ async fn read_shard(
     }
     stats.total = started.elapsed();
     Ok(stats)
+}
+
+// --------------------------------------------------------------------------------- bare-ddb
+
+#[derive(Clone, Copy)]
+struct DdbLoop {
+    limit: u32,
+    expect: usize,
+    empty_polls: u32,
+    idle: Duration,
+    put_records: usize,
+}
+
+async fn bare_ddb(cli: &Cli, table: &str, target: &str, opts: DdbLoop) -> Result<()> {
+    let started = Instant::now();
+    let conf = sdk(&cli.aws_endpoint, &cli.region).await?;
+    let src = DynamoDbStreamsSource::connect(&conf, &StreamRef::Table(table.to_string()))
+        .await
+        .map_err(|e| anyhow::anyhow!("table {table}: {e}"))?;
+    let src = Arc::new(src);
+    let tgt = Arc::new(connect(cli, target).await?);
+    let shards = src
+        .list_shards()
+        .await
+        .map_err(|e| anyhow::anyhow!("DescribeStream: {e}"))?;
+    let put = Arc::new(AtomicUsize::new(0));
+    let mut tasks = tokio::task::JoinSet::new();
+    for shard in shards {
+        let (src, tgt, put) = (src.clone(), tgt.clone(), put.clone());
+        tasks.spawn(async move { ddb_shard(&src, &tgt, &shard.shard_id, opts, &put).await });
+    }
+    let (mut pages, mut calls, mut retried) = (0usize, 0usize, 0usize);
+    while let Some(r) = tasks.join_next().await {
+        let (p, c, rt) = r??;
+        pages += p;
+        calls += c;
+        retried += rt;
+    }
+    let records = put.load(Ordering::SeqCst);
+    let secs = started.elapsed().as_secs_f64();
+    println!(
+        "bare-ddb: {records} records in {secs:.3} s ({:.0} records/s); {pages} GetRecords, \
+         {calls} PutRecords calls, {retried} entries retried",
+        records as f64 / secs
+    );
+    println!(
+        "RESULT records={records} elapsed_s={secs:.3} get_records_calls={pages} \
+         put_records_calls={calls} retried={retried}"
+    );
+    Ok(())
+}
+
+/// One shard to its end, to `opts.expect` records put in all, or to `empty_polls` empty
+/// pages (without `expect`): (GetRecords calls, PutRecords calls, entries retried).
+async fn ddb_shard(
+    src: &DynamoDbStreamsSource,
+    tgt: &KinesisSource,
+    shard: &str,
+    opts: DdbLoop,
+    put: &AtomicUsize,
+) -> Result<(usize, usize, usize)> {
+    let target = tgt.stream_name().to_string();
+    let (mut pages, mut calls, mut retried, mut empty) = (0, 0, 0, 0u32);
+    let mut iterator = src
+        .open_iterator(shard, &IteratorPosition::TrimHorizon)
+        .await
+        .map_err(|e| anyhow::anyhow!("GetShardIterator {shard}: {e}"))?;
+    loop {
+        if opts.expect > 0 && put.load(Ordering::SeqCst) >= opts.expect {
+            break;
+        }
+        let page = src
+            .get_records(&iterator, opts.limit)
+            .await
+            .map_err(|e| anyhow::anyhow!("GetRecords {shard}: {e}"))?;
+        pages += 1;
+        let n = page.records.len();
+        if n == 0 {
+            empty += 1;
+        } else {
+            empty = 0;
+            let mut entries = Vec::with_capacity(n);
+            for r in page.records.iter() {
+                let SourceRecord::DynamoDb(c) = r else {
+                    bail!("not a DynamoDB record");
+                };
+                let mut data = Vec::with_capacity(512);
+                encode(FormatKind::Lambda, r, &mut data)?;
+                entries.push(entry(&item_key(&c.keys), data));
+            }
+            while !entries.is_empty() {
+                let rest = entries.split_off(entries.len().min(opts.put_records));
+                let s =
+                    put_all(tgt.client(), &target, std::mem::replace(&mut entries, rest)).await?;
+                calls += s.calls;
+                retried += s.retried;
+            }
+            put.fetch_add(n, Ordering::SeqCst);
+        }
+        match page.next_iterator {
+            None => break,
+            Some(_) if opts.expect == 0 && n == 0 && empty >= opts.empty_polls => break,
+            Some(next) => iterator = next,
+        }
+        if n == 0 {
+            tokio::time::sleep(opts.idle).await;
+        }
+    }
+    Ok((pages, calls, retried))
 }
 
 // ------------------------------------------------------------------------------------ count

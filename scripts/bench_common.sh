@@ -100,3 +100,20 @@ metric() {
 }
 # imetric: the same, as an integer
 imetric() { printf '%.0f' "$(metric "$@")"; }
+
+# CPU ticks (user + system, in 1/HZ s) of a process of ours, from /proc (0 if gone).
+proc_ticks() {
+  if [[ -r "/proc/$1/stat" ]]; then
+    awk '{ sub(/^.*\) /, ""); print $12 + $13 }' "/proc/$1/stat"
+  else
+    echo 0
+  fi
+}
+# Peak RSS (VmHWM) of a process of ours in KiB, from /proc (0 if gone).
+proc_hwm_kib() {
+  if [[ -r "/proc/$1/status" ]]; then
+    awk '$1 == "VmHWM:" { print $2; f = 1 } END { if (!f) print 0 }' "/proc/$1/status"
+  else
+    echo 0
+  fi
+}

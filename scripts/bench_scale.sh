@@ -12,7 +12,7 @@
 # (`http_throughput produce`), its CPU per record and peak RSS. On this machine the emulators
 # are the bottleneck (moto answers ~200 lease writes a second, kinesalite serves every poll on
 # one core), so calls per minute may be below what real AWS would answer; shardbridge's own RSS
-# and CPU are what this measures.
+# and CPU are what this measures. BENCH_RENEWAL=heartbeat measures the heartbeat renewal mode.
 set -euo pipefail
 
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
@@ -59,6 +59,7 @@ stream = "$STREAM"
 endpoint_url = "$SHARDBRIDGE_TEST_KINESIS_ENDPOINT"
 [connectors.leases]
 table = "bench-scale-leases-$(date +%s%N)"
+renewal = "${BENCH_RENEWAL:-per_lease}"
 [connectors.format]
 type = "lambda"
 invoke_identity_arn = "arn:aws:iam::123456789012:role/bench"
