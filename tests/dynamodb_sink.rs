@@ -13,29 +13,63 @@ use std::time::Duration;
 use aws_sdk_dynamodb::types::{AttributeValue as Av, StreamViewType};
 use common::*;
 
-/// Every item of a table, by id (a consistent scan, all pages).
-async fn scan(client: &aws_sdk_dynamodb::Client, table: &str) -> BTreeMap<String, workload::Item> {
-    let mut out = BTreeMap::new();
-    let mut start = None;
-    loop {
-        let page = client
-            .scan()
-            .table_name(table)
-            .consistent_read(true)
-            .set_exclusive_start_key(start)
-            .send()
-            .await
-            .expect("scan");
-        for item in page.items.unwrap_or_default() {
-            if let Some(Av::S(id)) = item.get("id") {
-                out.insert(id.clone(), item);
-            }
-        }
-        start = page.last_evaluated_key;
-        if start.is_none() {
-            return out;
-        }
-    }
+/// A replication connector: `source` (us-east-1) into `target` (us-west-2).
+struct Replica<'a> {
+    name: &'a str,
+    endpoint: &'a str,
+    source: &'a str,
+    target: &'a str,
+    leases: &'a str,
+    /// A `[connectors.snapshot]` table, or "".
+    snapshot: &'a str,
+    max_records: u32,
+}
+
+/// One configuration file per worker (`w{i}`, listening on `ports[i]`) in `dir`.
+fn worker_configs(dir: &std::path::Path, ports: &[u16], r: &Replica) -> Vec<std::path::PathBuf> {
+    let Replica {
+        name,
+        endpoint,
+        source,
+        target,
+        leases,
+        snapshot,
+        max_records,
+    } = r;
+    ports
+        .iter()
+        .enumerate()
+        .map(|(i, port)| {
+            let text = format!(
+                r#"
+[worker]
+id = "w{i}"
+listen = "127.0.0.1:{port}"
+[aws]
+region = "us-east-1"
+endpoint_url = "{endpoint}"
+[[connectors]]
+name = "{name}"
+[connectors.source]
+type = "dynamodb-streams"
+table = "{source}"
+poll_idle_ms = 50
+{snapshot}[connectors.leases]
+table = "{leases}"
+failover_ms = 2000
+[connectors.sink]
+type = "dynamodb"
+table = "{target}"
+max_records = {max_records}
+[connectors.sink.aws]
+region = "us-west-2"
+"#
+            );
+            let path = dir.join(format!("w{i}.toml"));
+            std::fs::write(&path, text).unwrap();
+            path
+        })
+        .collect()
 }
 
 fn version(item: &workload::Item) -> u64 {
@@ -79,40 +113,19 @@ async fn replicates_into_another_region_through_kills_never_going_back() {
     let dir = tempfile::tempdir().unwrap();
     let ports = [free_port(), free_port(), free_port()];
     let leases = unique("repl-leases");
-    let paths: Vec<_> = ports
-        .iter()
-        .enumerate()
-        .map(|(i, port)| {
-            let text = format!(
-                r#"
-[worker]
-id = "w{i}"
-listen = "127.0.0.1:{port}"
-[aws]
-region = "us-east-1"
-endpoint_url = "{endpoint}"
-[[connectors]]
-name = "replica"
-[connectors.source]
-type = "dynamodb-streams"
-table = "{source_table}"
-poll_idle_ms = 50
-[connectors.leases]
-table = "{leases}"
-failover_ms = 2000
-[connectors.sink]
-type = "dynamodb"
-table = "{target_table}"
-max_records = 40
-[connectors.sink.aws]
-region = "us-west-2"
-"#
-            );
-            let path = dir.path().join(format!("w{i}.toml"));
-            std::fs::write(&path, text).unwrap();
-            path
-        })
-        .collect();
+    let paths = worker_configs(
+        dir.path(),
+        &ports,
+        &Replica {
+            name: "replica",
+            endpoint: &endpoint,
+            source: &source_table,
+            target: &target_table,
+            leases: &leases,
+            snapshot: "",
+            max_records: 40,
+        },
+    );
     let log = |name: &str| dir.path().join(format!("{name}.log"));
     let mut workers = vec![
         Running::start(&paths[0], &log("w0")),
@@ -168,10 +181,10 @@ region = "us-west-2"
     }
 
     // Until the target equals the source.
-    let want = scan(&source, &source_table).await;
+    let want = workload::scan_items(&source, &source_table).await;
     let started = std::time::Instant::now();
     loop {
-        let got = scan(&target, &target_table).await;
+        let got = workload::scan_items(&target, &target_table).await;
         if got == want {
             break;
         }
@@ -231,7 +244,7 @@ fn sample_for_regressions(
         let mut seen: BTreeMap<String, Seen> = BTreeMap::new();
         let mut samples = 0;
         while !done.load(Ordering::SeqCst) {
-            let now = scan(&target, &table).await;
+            let now = workload::scan_items(&target, &table).await;
             for (id, s) in seen.iter_mut() {
                 if !now.contains_key(id) && s.version.is_some() {
                     s.gone_since = true;
@@ -299,8 +312,8 @@ async fn wait_equal(
 ) -> BTreeMap<String, workload::Item> {
     let started = std::time::Instant::now();
     loop {
-        let want = scan(source.0, source.1).await;
-        let got = scan(target.0, target.1).await;
+        let want = workload::scan_items(source.0, source.1).await;
+        let got = workload::scan_items(target.0, target.1).await;
         if got == want {
             return want;
         }
@@ -348,47 +361,21 @@ async fn replicates_a_table_from_scratch_through_a_snapshot_and_kills() {
     let dir = tempfile::tempdir().unwrap();
     let ports = [free_port(), free_port(), free_port()];
     let leases = unique("scratch-leases");
-    let paths: Vec<_> = ports
-        .iter()
-        .enumerate()
-        .map(|(i, port)| {
-            // rate_limit: 2,000 items of about 170 bytes are about 42 units eventually
-            // consistent; 4 units/s makes the scan last about 10 s, long enough for the kills.
-            let text = format!(
-                r#"
-[worker]
-id = "w{i}"
-listen = "127.0.0.1:{port}"
-[aws]
-region = "us-east-1"
-endpoint_url = "{endpoint}"
-[[connectors]]
-name = "scratch"
-[connectors.source]
-type = "dynamodb-streams"
-table = "{source_table}"
-poll_idle_ms = 50
-[connectors.snapshot]
-mode = "initial"
-segments = 6
-rate_limit = 4
-clock_margin_ms = 1000
-[connectors.leases]
-table = "{leases}"
-failover_ms = 2000
-[connectors.sink]
-type = "dynamodb"
-table = "{target_table}"
-max_records = 100
-[connectors.sink.aws]
-region = "us-west-2"
-"#
-            );
-            let path = dir.path().join(format!("w{i}.toml"));
-            std::fs::write(&path, text).unwrap();
-            path
-        })
-        .collect();
+    // rate_limit: 2,000 items of about 170 bytes are about 42 units eventually consistent;
+    // 4 units/s makes the scan last about 10 s, long enough for the kills.
+    let paths = worker_configs(
+        dir.path(),
+        &ports,
+        &Replica {
+            name: "scratch",
+            endpoint: &endpoint,
+            source: &source_table,
+            target: &target_table,
+            leases: &leases,
+            snapshot: "[connectors.snapshot]\nmode = \"initial\"\nsegments = 6\nrate_limit = 4\nclock_margin_ms = 1000\n",
+            max_records: 100,
+        },
+    );
     let log = |name: &str| dir.path().join(format!("{name}.log"));
     let mut workers: Vec<Running> = (0..3)
         .map(|i| Running::start(&paths[i], &log(&format!("w{i}"))))

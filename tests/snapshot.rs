@@ -164,33 +164,6 @@ async fn load(ddb: &aws_sdk_dynamodb::Client, table: &str, items: &[Item]) {
     }
 }
 
-/// A table keyed by `id` (S), on demand, without a stream yet.
-async fn create_table_without_stream(ddb: &aws_sdk_dynamodb::Client, name: &str) {
-    use aws_sdk_dynamodb::types::{
-        AttributeDefinition, BillingMode, KeySchemaElement, KeyType, ScalarAttributeType,
-    };
-    ddb.create_table()
-        .table_name(name)
-        .attribute_definitions(
-            AttributeDefinition::builder()
-                .attribute_name("id")
-                .attribute_type(ScalarAttributeType::S)
-                .build()
-                .unwrap(),
-        )
-        .key_schema(
-            KeySchemaElement::builder()
-                .attribute_name("id")
-                .key_type(KeyType::Hash)
-                .build()
-                .unwrap(),
-        )
-        .billing_mode(BillingMode::PayPerRequest)
-        .send()
-        .await
-        .expect("CreateTable");
-}
-
 /// Enables the table's stream (NEW_AND_OLD_IMAGES); returns its ARN.
 async fn enable_stream(ddb: &aws_sdk_dynamodb::Client, name: &str) -> String {
     use aws_sdk_dynamodb::types::StreamSpecification;
@@ -220,29 +193,6 @@ async fn enable_stream(ddb: &aws_sdk_dynamodb::Client, name: &str) -> String {
 
 fn id_of(item: &Item) -> String {
     item["id"].as_s().expect("id is a string").clone()
-}
-
-/// Every item of a table, by id (a consistent scan, all pages).
-async fn scan_all(ddb: &aws_sdk_dynamodb::Client, table: &str) -> BTreeMap<String, Item> {
-    let mut out = BTreeMap::new();
-    let mut start = None;
-    loop {
-        let page = ddb
-            .scan()
-            .table_name(table)
-            .consistent_read(true)
-            .set_exclusive_start_key(start)
-            .send()
-            .await
-            .expect("Scan");
-        for item in page.items.unwrap_or_default() {
-            out.insert(id_of(&item), item);
-        }
-        start = page.last_evaluated_key;
-        if start.is_none() {
-            return out;
-        }
-    }
 }
 
 /// Which segment of a `total`-segment parallel Scan holds each item: asked of DynamoDB itself,
@@ -1217,7 +1167,7 @@ async fn snapshot_then_stream_through_a_kill(target: Target) {
     let ddb = aws_sdk_dynamodb::Client::new(&sdk);
     let table = unique("snap-src");
     let leases = unique("snap-leases");
-    create_table_without_stream(&ddb, &table).await;
+    workload::create_table_with(&ddb, &table, None).await;
 
     let ids: Vec<String> = (0..ITEMS).map(|i| format!("item-{i:05}")).collect();
     let items: Vec<Item> = ids.iter().map(|id| lean_item(id, 1)).collect();
@@ -1420,7 +1370,7 @@ async fn snapshot_then_stream_through_a_kill(target: Target) {
     );
 
     // Until the output has caught up: every change delivered, and its replay equals the source.
-    let source: BTreeMap<String, Value> = scan_all(&ddb, &table)
+    let source: BTreeMap<String, Value> = workload::scan_items(&ddb, &table)
         .await
         .iter()
         .map(|(id, item)| (id.clone(), typed(item)))

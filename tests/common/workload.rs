@@ -27,6 +27,25 @@ pub async fn create_table(
     name: &str,
     view: StreamViewType,
 ) -> String {
+    create_table_with(client, name, Some(view))
+        .await
+        .expect("a stream ARN")
+}
+
+/// Creates a table keyed by `id` (S), on demand, with a stream of `view` if given; returns the
+/// stream's ARN.
+pub async fn create_table_with(
+    client: &aws_sdk_dynamodb::Client,
+    name: &str,
+    view: Option<StreamViewType>,
+) -> Option<String> {
+    let stream = view.map(|view| {
+        StreamSpecification::builder()
+            .stream_enabled(true)
+            .stream_view_type(view)
+            .build()
+            .unwrap()
+    });
     let out = client
         .create_table()
         .table_name(name)
@@ -45,21 +64,39 @@ pub async fn create_table(
                 .unwrap(),
         )
         .billing_mode(BillingMode::PayPerRequest)
-        .stream_specification(
-            StreamSpecification::builder()
-                .stream_enabled(true)
-                .stream_view_type(view)
-                .build()
-                .unwrap(),
-        )
+        .set_stream_specification(stream)
         .send()
         .await
         .expect("create table");
     out.table_description()
         .unwrap()
         .latest_stream_arn()
-        .unwrap()
-        .to_string()
+        .map(str::to_string)
+}
+
+/// Every item of a table, by `id` (a consistent scan, all pages).
+pub async fn scan_items(client: &aws_sdk_dynamodb::Client, table: &str) -> BTreeMap<String, Item> {
+    let mut out = BTreeMap::new();
+    let mut start = None;
+    loop {
+        let page = client
+            .scan()
+            .table_name(table)
+            .consistent_read(true)
+            .set_exclusive_start_key(start)
+            .send()
+            .await
+            .expect("scan");
+        for item in page.items.unwrap_or_default() {
+            if let Some(Av::S(id)) = item.get("id") {
+                out.insert(id.clone(), item);
+            }
+        }
+        start = page.last_evaluated_key;
+        if start.is_none() {
+            return out;
+        }
+    }
 }
 
 /// Every attribute type, varying with `version`.
