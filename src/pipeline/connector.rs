@@ -694,7 +694,8 @@ impl Connector {
             .find(|n| *n != cfg.segments)
         {
             return Err(ConnectorError::Source(SourceError::Fatal(format!(
-                "the snapshot in the lease table has {other} segments and snapshot.segments is {}:                  set segments = {other} until the snapshot is done",
+                "the snapshot in the lease table has {other} segments and snapshot.segments is {}: \
+                 set segments = {other} until the snapshot is done",
                 cfg.segments
             ))));
         }
