@@ -882,9 +882,10 @@ impl Shared {
                 if why == NoPermit::Lost {
                     return Err(DeliverError::LeaseLost);
                 }
-                // Said once a failover time: a worker whose renewals or heartbeats do not get
-                // through holds its batches back, and the log says why.
-                if waited == self.parts.lease.failover() {
+                // Said once, after a failover time: a worker whose renewals or heartbeats do
+                // not get through holds its batches back, and the log says why.
+                let failover = self.parts.lease.failover();
+                if waited < failover && waited + LEASE_RECHECK >= failover {
                     tracing::warn!(connector = %connector, %shard, ?why, "holding the batch back: the lease is not renewed in time");
                 }
                 waited += LEASE_RECHECK;
