@@ -87,8 +87,17 @@ struct Seen {
     gone_since: bool,
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn replicates_into_another_region_through_kills_never_going_back() {
+/// A source table in us-east-1 (with a stream of both images) and an empty target table in
+/// us-west-2, both on moto.
+struct Tables {
+    endpoint: String,
+    source: aws_sdk_dynamodb::Client,
+    target: aws_sdk_dynamodb::Client,
+    source_table: String,
+    target_table: String,
+}
+
+async fn tables(prefix: &str) -> Tables {
     let endpoint = aws_endpoint();
     let sdk = sdk_config(&endpoint).await;
     let source = aws_sdk_dynamodb::Client::new(&sdk);
@@ -97,9 +106,30 @@ async fn replicates_into_another_region_through_kills_never_going_back() {
             .region(aws_sdk_dynamodb::config::Region::new("us-west-2"))
             .build(),
     );
-    let (source_table, target_table) = (unique("repl-src"), unique("repl-dst"));
+    let (source_table, target_table) = (
+        unique(&format!("{prefix}-src")),
+        unique(&format!("{prefix}-dst")),
+    );
     workload::create_table(&source, &source_table, StreamViewType::NewAndOldImages).await;
     workload::create_table(&target, &target_table, StreamViewType::NewImage).await;
+    Tables {
+        endpoint,
+        source,
+        target,
+        source_table,
+        target_table,
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn replicates_into_another_region_through_kills_never_going_back() {
+    let Tables {
+        endpoint,
+        source,
+        target,
+        source_table,
+        target_table,
+    } = tables("repl").await;
     assert!(
         source
             .describe_table()
@@ -341,17 +371,13 @@ async fn wait_equal(
 /// the stream has caught up, further changes never take an item back.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn replicates_a_table_from_scratch_through_a_snapshot_and_kills() {
-    let endpoint = aws_endpoint();
-    let sdk = sdk_config(&endpoint).await;
-    let source = aws_sdk_dynamodb::Client::new(&sdk);
-    let target = aws_sdk_dynamodb::Client::from_conf(
-        aws_sdk_dynamodb::config::Builder::from(&sdk)
-            .region(aws_sdk_dynamodb::config::Region::new("us-west-2"))
-            .build(),
-    );
-    let (source_table, target_table) = (unique("scratch-src"), unique("scratch-dst"));
-    workload::create_table(&source, &source_table, StreamViewType::NewAndOldImages).await;
-    workload::create_table(&target, &target_table, StreamViewType::NewImage).await;
+    let Tables {
+        endpoint,
+        source,
+        target,
+        source_table,
+        target_table,
+    } = tables("scratch").await;
     // The table's history: items written well before the connector starts (older than its
     // clock margin, so the stream's records of them are skipped: only the snapshot has them).
     let existing: Vec<String> = (0..2000).map(|i| format!("old-{i:05}")).collect();
