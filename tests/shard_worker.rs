@@ -44,6 +44,8 @@ struct RecordingSink {
     idempotent: Option<BatchLimits>,
     /// Each batch's sequence numbers, and the lease row's intent when it was written.
     batches: Mutex<Vec<(Vec<String>, Option<String>)>>,
+    /// The lease row's checkpoint when each batch was written.
+    checkpoints: Mutex<Vec<Checkpoint>>,
     store: Mutex<Option<Arc<dyn LeaseStore>>>,
 }
 
@@ -65,10 +67,11 @@ impl Sink for RecordingSink {
         }
         let store = self.store.lock().unwrap().clone();
         let intent = match store {
-            Some(store) => store.list().await.unwrap()[0]
-                .pending_checkpoint
-                .as_ref()
-                .map(Intent::to_string),
+            Some(store) => {
+                let row = store.list().await.unwrap().remove(0);
+                self.checkpoints.lock().unwrap().push(row.checkpoint);
+                row.pending_checkpoint.as_ref().map(Intent::to_string)
+            }
             None => None,
         };
         let seqs: Vec<String> = batch
@@ -329,6 +332,77 @@ async fn idempotent_batches_follow_the_limits_with_the_intent_written_first() {
         (row.checkpoint.clone(), row.pending_checkpoint.clone()),
         (Checkpoint::ShardEnd, None)
     );
+}
+
+#[tokio::test]
+async fn each_batch_costs_one_lease_write_its_checkpoint_going_with_the_next_intent() {
+    let store = Arc::new(MemoryLeaseStore::default());
+    let sink = RecordingSink {
+        idempotent: Some(BatchLimits {
+            max_records: 25,
+            max_bytes: usize::MAX,
+            max_interval: Duration::from_secs(3600),
+        }),
+        ..RecordingSink::default()
+    };
+    *sink.store.lock().unwrap() = Some(store.clone());
+    let sink = Arc::new(sink);
+    let open = ScriptedShard {
+        shard_id: SHARD.into(),
+        records: 90,
+        closed: false,
+        faults: BTreeMap::new(),
+        page_size: 10,
+        keys: 7,
+    };
+    let start = Checkpoint::TrimHorizon;
+    let ctx = memory_context(store.clone(), open, sink.clone(), start.clone(), None).await;
+    let stop = CancellationToken::new();
+    let writes = || store.calls().get("UpdateItem").copied().unwrap_or(0);
+    let taken = writes();
+    let task = tokio::spawn(shard_worker::run(ShardContext {
+        stop: stop.child_token(),
+        ..ctx
+    }));
+    // Caught up, the shard writes the last batch's checkpoint without waiting for more records.
+    let last = Checkpoint::Sequence(seq_of(89));
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    loop {
+        let row = store.list().await.unwrap().remove(0);
+        if row.checkpoint == last {
+            assert_eq!(row.pending_checkpoint, None, "the last intent is cleared");
+            break;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "never checkpointed: {row:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    let batches = sink.batches.lock().unwrap().clone();
+    let sizes: Vec<usize> = batches.iter().map(|(b, _)| b.len()).collect();
+    assert_eq!(sizes, [30, 30, 30]);
+    // Each batch found the one before it checkpointed: written together with its own intent.
+    let stored = sink.checkpoints.lock().unwrap().clone();
+    let mut want = vec![start];
+    for (seqs, _) in &batches[..2] {
+        let last = seqs.last().unwrap().parse::<usize>().unwrap() - 1000;
+        want.push(Checkpoint::Sequence(seq_of(last)));
+    }
+    assert_eq!(stored, want);
+    for (seqs, intent) in &batches {
+        let range = format!("{}..{}@", seqs.first().unwrap(), seqs.last().unwrap());
+        assert!(intent.as_deref().unwrap_or_default().starts_with(&range));
+    }
+    assert_eq!(
+        writes() - taken,
+        4,
+        "one write per batch (its intent, with the checkpoint before it) and the last checkpoint"
+    );
+    stop.cancel();
+    assert_eq!(task.await.unwrap().unwrap(), ShardOutcome::Stopped);
+    assert_eq!(writes() - taken, 4, "nothing left to write at the stop");
+    assert_eq!(sink.written.lock().unwrap().clone(), seqs(0..90));
 }
 
 #[tokio::test]

@@ -10,6 +10,12 @@
 //! counting n+1 batches, and a new owner, after fencing the old producer, reads that count). A new owner that finds an intent recovers
 //! that batch before anything newer (`recovery::plan`). Every checkpoint write is conditional on
 //! owner, counter and the stored checkpoint being the batch's starting point.
+//!
+//! One lease write per batch: with the protocols that write intents, a batch's checkpoint is
+//! held back and written together with the next batch's intent (`CommitDriver::deferred`), or
+//! alone before the shard waits for records, hands its lease over or ends. Until then the
+//! lease still shows the delivered batch's intent, so a crash in between is recovered exactly
+//! as a crash between a batch's upload and its checkpoint always was.
 
 mod ahead;
 pub mod invocation;
@@ -129,6 +135,9 @@ pub struct CommitDriver {
     next_batch: Option<u64>,
     /// Flush-then-checkpoint in lanes: the batches whose lanes are still at work.
     ahead: Option<ahead::LanesAhead>,
+    /// Intent protocols: the checkpoint of the last batch done (and when its newest record
+    /// entered the stream), not written yet: it goes with the next batch's intent.
+    deferred: Option<(Checkpoint, Option<i64>)>,
 }
 
 /// What a shard's commit driver shares with the tasks it starts (the lanes of a
@@ -189,6 +198,7 @@ impl CommitDriver {
             recovering: None,
             next_batch,
             ahead: None,
+            deferred: None,
         };
         let plan = recovery::plan(
             protocol,
@@ -301,7 +311,20 @@ impl CommitDriver {
                     // that is the intent's own number unless its commit record is gone.
                     batch: self.next_batch,
                 };
-                let step = self.write_intent(&intent).await?;
+                let step = match self.deferred.take() {
+                    // The batch before's checkpoint and this intent, in one write.
+                    Some((to, millis)) => {
+                        let step = self
+                            .write_checkpoint(&to, None, millis, Some(&intent))
+                            .await?;
+                        if step == Step::Stopped {
+                            // Not written: settle() tries the checkpoint alone once more.
+                            self.deferred = Some((to, millis));
+                        }
+                        step
+                    }
+                    None => self.write_intent(&intent).await?,
+                };
                 if step != Step::Done {
                     return Ok(step);
                 }
@@ -342,7 +365,21 @@ impl CommitDriver {
             // this checkpoint is written (a crash meanwhile sends both again).
             return Shared::checkpoint_in_background(&self.shared, to, record_millis).await;
         }
+        if recovery::writes_intent(self.protocol) {
+            // Written with the next batch's intent (newer than any checkpoint held back).
+            self.deferred = Some((to, record_millis));
+            return Ok(Step::Done);
+        }
         self.checkpoint(&to, None, record_millis).await
+    }
+
+    /// Writes the checkpoint held back for the next batch's intent, if any: before the shard
+    /// waits for records (none may come for a long time), hands its lease over, or ends.
+    pub async fn checkpoint_deferred(&mut self) -> Result<Step, CommitError> {
+        match self.deferred.take() {
+            Some((to, record_millis)) => self.checkpoint(&to, None, record_millis).await,
+            None => Ok(Step::Done),
+        }
     }
 
     /// Waits for what is still under way (lanes at work, a checkpoint being written) and takes
@@ -354,15 +391,22 @@ impl CommitDriver {
         };
         // The checkpoints the lanes asked for are written (or refused) before anything else.
         let settled = self.settle_checkpoints().await;
-        match (drained?, settled?) {
-            (Step::LeaseLost, _) | (_, Step::LeaseLost) => Ok(Step::LeaseLost),
-            (Step::Stopped, _) | (_, Step::Stopped) => Ok(Step::Stopped),
+        let deferred = self.checkpoint_deferred().await;
+        match (drained?, settled?, deferred?) {
+            (Step::LeaseLost, _, _) | (_, Step::LeaseLost, _) | (_, _, Step::LeaseLost) => {
+                Ok(Step::LeaseLost)
+            }
+            (Step::Stopped, _, _) | (_, Step::Stopped, _) | (_, _, Step::Stopped) => {
+                Ok(Step::Stopped)
+            }
             _ => Ok(Step::Done),
         }
     }
 
     /// The shard is closed and every record of it committed: SHARD_END, with its children.
     pub async fn finish(&mut self, children: &BTreeSet<String>) -> Result<Step, CommitError> {
+        // SHARD_END passes the batch whose checkpoint is held back (and clears its intent).
+        self.deferred = None;
         let step = self.settle().await?;
         if step != Step::Done {
             return Ok(step);
@@ -455,7 +499,7 @@ impl Shared {
             let Some((to, record_millis)) = next else {
                 return Ok(Step::Done);
             };
-            let written = self.write_checkpoint(&to, None, record_millis).await;
+            let written = self.write_checkpoint(&to, None, record_millis, None).await;
             if !matches!(written, Ok(Step::Done)) {
                 self.checkpoint_queue().writing = false;
                 return written;
@@ -717,15 +761,18 @@ impl Shared {
         if step != Step::Done {
             return Ok(step);
         }
-        self.write_checkpoint(to, children, record_millis).await
+        self.write_checkpoint(to, children, record_millis, None)
+            .await
     }
 
-    /// One checkpoint write from the stored checkpoint to `to`.
+    /// One checkpoint write from the stored checkpoint to `to`, which also sets the next
+    /// batch's `intent` (or clears the intent).
     async fn write_checkpoint(
         &self,
         to: &Checkpoint,
         children: Option<&BTreeSet<String>>,
         record_millis: Option<i64>,
+        intent: Option<&Intent>,
     ) -> Result<Step, CommitError> {
         // For as long as it takes: the write is conditional on this worker's lease, so a late
         // one after the lease moved is refused, never harmful; a stop cuts the wait short.
@@ -740,6 +787,7 @@ impl Shared {
             to,
             children,
             record_millis,
+            intent,
         };
         let result = retry::run(&policy, &self.parts.stop, is_transient, || {
             self.parts.lease.checkpoint(&write)

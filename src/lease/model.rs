@@ -189,6 +189,9 @@ pub struct CheckpointWrite<'a> {
     pub children: Option<&'a BTreeSet<String>>,
     /// When the newest record of what is checkpointed entered the stream, if known.
     pub record_millis: Option<i64>,
+    /// The next batch's intent, written in the same write (one lease write per batch); None
+    /// clears the intent.
+    pub intent: Option<&'a Intent>,
 }
 
 impl Lease {

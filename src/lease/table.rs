@@ -42,7 +42,8 @@ pub trait LeaseStore: Send + Sync {
     async fn take(&self, lease: &Lease, owner: &str) -> Result<Lease, LeaseError>;
     /// Bumps the counter, conditional on owner and counter. Returns the new counter.
     async fn renew(&self, key: &str, owner: &str, counter: u64) -> Result<u64, LeaseError>;
-    /// Moves the checkpoint from `write.from` to `write.to` and clears any intent, conditional
+    /// Moves the checkpoint from `write.from` to `write.to` and clears any intent (or sets
+    /// `write.intent`, the next batch's, in the same write), conditional
     /// on owner, counter AND the stored checkpoint being `from`: a batch applied twice or out of
     /// order is refused (`Lost`). At SHARD_END the shard's children are recorded in the same
     /// write; so are the time of the write and of the newest record checkpointed.
@@ -407,9 +408,9 @@ impl LeaseStore for LeaseTable {
         Ok(counter + 1)
     }
 
-    /// Moves the checkpoint from `from` to `to` and clears any intent, conditional on owner,
-    /// counter and the stored checkpoint. At SHARD_END the shard's children are recorded in the
-    /// same write.
+    /// Moves the checkpoint from `from` to `to` and clears the intent or replaces it with the
+    /// next batch's, conditional on owner, counter and the stored checkpoint. At SHARD_END the
+    /// shard's children are recorded in the same write.
     async fn checkpoint(
         &self,
         key: &str,
@@ -422,6 +423,7 @@ impl LeaseStore for LeaseTable {
             to,
             children,
             record_millis,
+            intent,
         } = *write;
         // A row written without a checkpoint reads as TRIM_HORIZON.
         let stored = if *from == Checkpoint::TrimHorizon {
@@ -456,7 +458,14 @@ impl LeaseStore for LeaseTable {
                     AttributeValue::Ss(children.iter().cloned().collect()),
                 );
         }
-        let req = req.update_expression(format!("{set} REMOVE #p"));
+        let req = match intent {
+            Some(intent) => {
+                set.push_str(", #p = :p");
+                req.expression_attribute_values(":p", AttributeValue::S(intent.to_string()))
+                    .update_expression(set)
+            }
+            None => req.update_expression(format!("{set} REMOVE #p")),
+        };
         self.send_fenced(key, req).await?;
         events::checkpoint_written(&self.connector);
         Ok(())

@@ -343,6 +343,11 @@ async fn read_from(
         match after_page(page_len, has_next, idle) {
             PollAction::PollNow => {}
             PollAction::PollAfter(idle) => {
+                // Caught up: the checkpoint held back for the next batch's intent is written
+                // now rather than whenever records come.
+                if let Some(outcome) = ended(commit.checkpoint_deferred().await?) {
+                    return Ok(outcome);
+                }
                 let wait = batch::idle_wait(idle, pending.due_at(&limits), Instant::now());
                 // A stop request is handled at the top of the loop.
                 retry::pause(&ctx.stop, wait).await;

@@ -111,7 +111,7 @@ impl LeaseStore for MemoryLeaseStore {
             }
             l.checkpoint = write.to.clone();
             l.owner_switches_since_checkpoint = 0;
-            l.pending_checkpoint = None;
+            l.pending_checkpoint = write.intent.cloned();
             l.checkpointed_at_millis = Some(now_millis());
             if let Some(ms) = write.record_millis {
                 l.checkpoint_record_millis = Some(ms);
@@ -194,5 +194,6 @@ pub fn cw<'a>(from: &'a Checkpoint, to: &'a Checkpoint) -> CheckpointWrite<'a> {
         to,
         children: None,
         record_millis: None,
+        intent: None,
     }
 }
