@@ -18,7 +18,10 @@
 #
 # Knobs (environment): BENCH_RUNS (3), BENCH_SHARDS (4), BENCH_TIMEOUT_S (300, per shardbridge
 # run), BENCH_POLL_S (0.05, /metrics polling interval), BENCH_MAX_INTERVAL_MS (1000, the S3
-# sink's max_interval_ms), BENCH_KEEP (1: keep the work dir).
+# sink's max_interval_ms), BENCH_KEEP (1: keep the work dir), BENCH_PIN (0; 1: kinesalite on a CPU
+# of its own, as the AWS services run on machines of their own: bench_common.sh
+# pin_source_emulator. Unpinned on 2 CPUs, the lease table's and S3's emulator, moto, takes CPU
+# from kinesalite during shardbridge's runs more than during the bare loop's).
 set -euo pipefail
 
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
@@ -51,9 +54,11 @@ cleanup() {
     kill -TERM "$SB_PID" 2>/dev/null || true
     wait "$SB_PID" 2>/dev/null || true
   fi
+  unpin_source_emulator
   if [[ "${BENCH_KEEP:-0}" == 1 ]]; then log "work dir kept: $WORK"; else rm -rf "$WORK"; fi
 }
 trap cleanup EXIT
+[[ "${BENCH_PIN:-0}" == 1 ]] && pin_source_emulator
 
 TAG="bench-$(date +%s)-$$"
 STREAM="$TAG"
@@ -223,6 +228,7 @@ done
 
 mb="$(median "${BARE_RATE[@]}")"
 ms="$(median "${SB_RATE[@]}")"
+printf 'source emulator pinned: %d\n' "$PINNED"
 printf 'median over %d runs, N=%d: bare %s records/s; shardbridge %s records/s; ratio of medians %s; median ratio %s\n' \
   "$RUNS" "$N" "$mb" "$ms" "$(fdiv "$ms" "$mb")" "$(median "${RATIO[@]}")"
 if ((FAILED)); then
