@@ -61,6 +61,24 @@ unpin_source_emulator() {
   PINNED=0
 }
 
+# run_rounds RUNS PROCESS...: RUNS rounds, each calling `run_one PROCESS ROUND` (the script's) for
+# every process, in an order rotated by one each round so that none always goes first; run_one
+# appends its results to $WORK/results, emptied here first.
+run_rounds() {
+  local runs="$1" round j what
+  shift
+  local procs=("$@") order
+  : >"$WORK/results"
+  for ((round = 1; round <= runs; round++)); do
+    order=()
+    for ((j = 0; j < ${#procs[@]}; j++)); do order+=("${procs[(round - 1 + j) % ${#procs[@]}]}"); done
+    log "round $round of $runs (${order[*]}); load average $(cut -d' ' -f1-3 /proc/loadavg)"
+    for what in "${order[@]}"; do run_one "$what" "$round"; done
+  done
+}
+# col PROCESS K: field K of PROCESS's lines in $WORK/results
+col() { awk -v w="$1" -v k="$2" '$1 == w { print $k }' "$WORK/results"; }
+
 # CPU ticks (user + system) of a local server started by dev-servers.sh, or 0.
 HZ="$(getconf CLK_TCK)"
 server_ticks() {

@@ -187,15 +187,7 @@ for what in shardbridge bare boto3; do
   [[ " $ONLY " == *" $what "* ]] && procs+=("$what")
 done
 if [[ -n "${BENCH_ALT:-}" ]]; then procs+=(alt); fi
-: >"$WORK/results"
-for ((i = 1; i <= RUNS; i++)); do
-  order=()
-  for ((j = 0; j < ${#procs[@]}; j++)); do order+=("${procs[(i - 1 + j) % ${#procs[@]}]}"); done
-  log "round $i of $RUNS (${order[*]}); load average $(cut -d' ' -f1-3 /proc/loadavg)"
-  for what in "${order[@]}"; do run_one "$what" "$i"; done
-done
-
-col() { awk -v w="$1" -v k="$2" '$1 == w { print $k }' "$WORK/results"; }
+run_rounds "$RUNS" "${procs[@]}"
 printf '\nmedians over %d rounds, N=%d (load average %s):\n' "$RUNS" "$N" "$(cut -d' ' -f1-3 /proc/loadavg)"
 printf '| | records/s | CPU s | CPU µs/record | records/s per core | peak RSS MiB |\n|---|---|---|---|---|---|\n'
 for what in "${procs[@]}"; do

@@ -264,16 +264,9 @@ procs=()
 for what in shardbridge boto3 bare; do
   [[ " $ONLY " == *" $what "* ]] && procs+=("$what")
 done
-: >"$WORK/results"
-for ((i = 1; i <= RUNS; i++)); do
-  order=()
-  for ((j = 0; j < ${#procs[@]}; j++)); do order+=("${procs[(i - 1 + j) % ${#procs[@]}]}"); done
-  log "round $i of $RUNS (${order[*]}); load average $(cut -d' ' -f1-3 /proc/loadavg)"
-  for what in "${order[@]}"; do run_one "$what" "$i"; done
-done
+run_rounds "$RUNS" "${procs[@]}"
 
 # Medians per process, then the ratio.
-col() { awk -v w="$1" -v k="$2" '$1 == w { print $k }' "$WORK/results"; }
 printf '\nmedians over %d rounds, N=%d (load average %s):\n' "$RUNS" "$N" "$(cut -d' ' -f1-3 /proc/loadavg)"
 printf '| | records/s | CPU s (from start) | of which after the first write | CPU µs/record | peak RSS MiB | latency p50 ms | p99 ms | idle CPU s/s |\n|---|---|---|---|---|---|---|---|---|\n'
 for what in "${procs[@]}"; do
