@@ -41,7 +41,6 @@ PY="${BENCH_PYTHON:-python3}"
 ONLY="${BENCH_ONLY:-shardbridge bare boto3}"
 TIMEOUT_S="${BENCH_TIMEOUT_S:-300}"
 PIN="${BENCH_PIN:-1}"
-HZ="$(getconf CLK_TCK)"
 
 [[ "$N" =~ ^[0-9]+$ && "$N" -gt 0 ]] || { echo "usage: $0 [N]" >&2; exit 2; }
 [[ -x /usr/bin/time ]] || { echo "$0: needs /usr/bin/time (apt-get install time)" >&2; exit 2; }

@@ -392,15 +392,14 @@ impl CommitDriver {
         // The checkpoints the lanes asked for are written (or refused) before anything else.
         let settled = self.settle_checkpoints().await;
         let deferred = self.checkpoint_deferred().await;
-        match (drained?, settled?, deferred?) {
-            (Step::LeaseLost, _, _) | (_, Step::LeaseLost, _) | (_, _, Step::LeaseLost) => {
-                Ok(Step::LeaseLost)
-            }
-            (Step::Stopped, _, _) | (_, Step::Stopped, _) | (_, _, Step::Stopped) => {
-                Ok(Step::Stopped)
-            }
-            _ => Ok(Step::Done),
-        }
+        let steps = [drained?, settled?, deferred?];
+        Ok(if steps.contains(&Step::LeaseLost) {
+            Step::LeaseLost
+        } else if steps.contains(&Step::Stopped) {
+            Step::Stopped
+        } else {
+            Step::Done
+        })
     }
 
     /// The shard is closed and every record of it committed: SHARD_END, with its children.
