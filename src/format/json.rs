@@ -13,7 +13,37 @@ use base64::Engine as _;
 
 /// Writes `s` as a quoted JSON string.
 pub(super) fn write_str(out: &mut Vec<u8>, s: &str) {
-    serde_json::to_writer(&mut *out, s).expect("writing to a Vec cannot fail");
+    // Most text needs no escape: copied whole after a check of 8 bytes at a time (serde_json
+    // looks at each byte as it writes it; on a drained stream that was 5 % of the CPU).
+    if needs_escape(s.as_bytes()) {
+        serde_json::to_writer(&mut *out, s).expect("writing to a Vec cannot fail");
+    } else {
+        out.reserve(s.len() + 2);
+        out.push(b'"');
+        out.extend_from_slice(s.as_bytes());
+        out.push(b'"');
+    }
+}
+
+/// Whether JSON needs any byte of `s` escaped: the control characters below 0x20, `"` and `\`
+/// (exactly what serde_json escapes).
+fn needs_escape(s: &[u8]) -> bool {
+    const ONES: u64 = u64::from_ne_bytes([0x01; 8]);
+    const HIGHS: u64 = u64::from_ne_bytes([0x80; 8]);
+    // Some byte of x is below n (n <= 0x80); exact for whether one is.
+    let has_below = |x: u64, n: u8| x.wrapping_sub(ONES * u64::from(n)) & !x & HIGHS != 0;
+    let has_byte = |x: u64, b: u8| has_below(x ^ (ONES * u64::from(b)), 1);
+    let mut chunks = s.chunks_exact(8);
+    for chunk in &mut chunks {
+        let x = u64::from_ne_bytes(chunk.try_into().expect("8 bytes"));
+        if has_below(x, 0x20) || has_byte(x, b'"') || has_byte(x, b'\\') {
+            return true;
+        }
+    }
+    chunks
+        .remainder()
+        .iter()
+        .any(|&b| b < 0x20 || b == b'"' || b == b'\\')
 }
 
 /// Writes `bytes` as a quoted string of standard, padded base64 (what DynamoDB's JSON uses).
@@ -67,6 +97,20 @@ mod tests {
         assert_eq!(str_json("\u{0}\u{1f}"), r#""\u0000\u001f""#);
         // Non-ASCII and DEL are valid unescaped in JSON and are left as they are.
         assert_eq!(str_json("é✓\u{7f}"), "\"é✓\u{7f}\"");
+    }
+
+    #[test]
+    fn text_is_escaped_exactly_as_serde_json_escapes_it() {
+        // Every byte that matters at every position of a word, and in the tail after it.
+        for len in 0..20 {
+            for at in 0..len {
+                for c in (0u8..0x80).map(char::from).chain(['é', '\u{7f}', '✓']) {
+                    let mut text: String = "a".repeat(len);
+                    text.replace_range(at..at + 1, c.encode_utf8(&mut [0; 4]));
+                    assert_eq!(str_json(&text), serde_json::to_string(&text).unwrap());
+                }
+            }
+        }
     }
 
     #[test]

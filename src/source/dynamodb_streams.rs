@@ -2,6 +2,9 @@
 //! DescribeStream, iterators and GetRecords, with every error mapped to a `SourceError` class.
 
 use std::collections::{BTreeMap, HashMap};
+use std::pin::Pin;
+use std::sync::{Arc, Mutex as StdMutex};
+use std::task::{ready, Context, Poll};
 use std::time::Duration;
 
 use async_trait::async_trait;
@@ -9,7 +12,14 @@ use aws_sdk_dynamodbstreams::error::{ProvideErrorMetadata, SdkError};
 use aws_sdk_dynamodbstreams::types::{
     self as sdk, ShardFilter, ShardFilterType, ShardIteratorType, StreamStatus,
 };
+use aws_smithy_runtime_api::box_error::BoxError;
+use aws_smithy_runtime_api::client::interceptors::context::BeforeDeserializationInterceptorContextMut;
+use aws_smithy_runtime_api::client::interceptors::Intercept;
+use aws_smithy_runtime_api::client::runtime_components::RuntimeComponents;
+use aws_smithy_types::body::SdkBody;
+use aws_smithy_types::config_bag::ConfigBag;
 use aws_smithy_types::DateTime;
+use bytes::Bytes;
 use tokio::sync::Mutex;
 use tokio::time::Instant;
 
@@ -20,6 +30,7 @@ use super::record::{
     StreamViewType, UserIdentity,
 };
 use super::sequence::SequenceNumber;
+use super::stream_page::{self, PageError, PageOrigin};
 use super::{IteratorPosition, RecordPage, Shard, ShardIterator, ShardSource, SourceError};
 
 /// DescribeStream allows 10 calls/s per account; one process stays well under it.
@@ -207,15 +218,43 @@ impl ShardSource for DynamoDbStreamsSource {
         iterator: &ShardIterator,
         limit: u32,
     ) -> Result<RecordPage, SourceError> {
+        let body = TakeBody::default();
         let out = self
             .client
             .get_records()
             .shard_iterator(&iterator.token)
             .limit(limit as i32)
+            .customize()
+            .interceptor(body.clone())
             .send()
             .await
             .map_err(|e| classify("GetRecords", e))?;
         let shard_id = &iterator.shard_id;
+        if let Some(body) = body.take() {
+            let origin = PageOrigin {
+                stream_arn: &self.stream_arn,
+                table_name: &self.table_name,
+                shard_id,
+            };
+            let page = stream_page::parse(&body, origin).map_err(|e| match e {
+                PageError::Unreadable(_) => SourceError::Transient(e.to_string()),
+                PageError::Record(_) => SourceError::Fatal(e.to_string()),
+            })?;
+            return Ok(RecordPage {
+                records: page
+                    .records
+                    .into_iter()
+                    .map(SourceRecord::DynamoDb)
+                    .collect(),
+                next_iterator: page.next_shard_iterator.map(|token| ShardIterator {
+                    shard_id: shard_id.clone(),
+                    token,
+                }),
+                millis_behind_latest: None,
+            });
+        }
+        // The body was not taken (no success status reached the interceptor): what the SDK
+        // parsed is the answer.
         let mut records = Vec::with_capacity(out.records().len());
         for r in out.records() {
             let record = convert_record(r, &self.stream_arn, &self.table_name, shard_id)?;
@@ -229,6 +268,94 @@ impl ShardSource for DynamoDbStreamsSource {
             }),
             millis_behind_latest: None,
         })
+    }
+}
+
+/// Takes a successful GetRecords answer's body for `stream_page` to parse, and leaves the SDK
+/// an empty one (which it reads as an answer without records). Parsing the body straight into
+/// shardbridge's records instead of the SDK's typed ones, then copying, halves the allocations
+/// per record. Everything else (signing, retries, error answers, whose bodies it leaves alone)
+/// stays the SDK's. One per call.
+#[derive(Clone, Debug, Default)]
+struct TakeBody {
+    taken: Arc<StdMutex<Option<Vec<u8>>>>,
+}
+
+impl TakeBody {
+    fn take(&self) -> Option<Vec<u8>> {
+        self.taken.lock().unwrap_or_else(|e| e.into_inner()).take()
+    }
+}
+
+impl Intercept for TakeBody {
+    fn name(&self) -> &'static str {
+        "TakeGetRecordsBody"
+    }
+
+    fn modify_before_deserialization(
+        &self,
+        context: &mut BeforeDeserializationInterceptorContextMut<'_>,
+        _: &RuntimeComponents,
+        _: &mut ConfigBag,
+    ) -> Result<(), BoxError> {
+        let response = context.response_mut();
+        if !response.status().is_success() {
+            return Ok(());
+        }
+        let body = std::mem::replace(response.body_mut(), SdkBody::taken());
+        *response.body_mut() = match body.bytes() {
+            Some(bytes) => {
+                *self.taken.lock().unwrap_or_else(|e| e.into_inner()) = Some(bytes.to_vec());
+                SdkBody::empty()
+            }
+            None => SdkBody::from_body_1_x(SwallowedBody {
+                // A page is up to 1 MB: sized once from Content-Length, not grown by copying.
+                read: Some(Vec::with_capacity(
+                    usize::try_from(http_body::Body::size_hint(&body).lower())
+                        .unwrap_or(0)
+                        .min(16 << 20),
+                )),
+                inner: body,
+                taken: self.taken.clone(),
+            }),
+        };
+        Ok(())
+    }
+}
+
+/// Reads the whole of a body, hands it over at its end, and yields none of it.
+struct SwallowedBody {
+    inner: SdkBody,
+    /// None once handed over.
+    read: Option<Vec<u8>>,
+    taken: Arc<StdMutex<Option<Vec<u8>>>>,
+}
+
+impl http_body::Body for SwallowedBody {
+    type Data = Bytes;
+    type Error = aws_smithy_types::body::Error;
+
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<http_body::Frame<Bytes>, Self::Error>>> {
+        loop {
+            match ready!(Pin::new(&mut self.inner).poll_frame(cx)) {
+                Some(Ok(frame)) => {
+                    if let (Ok(data), Some(read)) = (frame.into_data(), self.read.as_mut()) {
+                        read.extend_from_slice(&data);
+                    }
+                }
+                Some(Err(e)) => return Poll::Ready(Some(Err(e))),
+                // Handed over once: a body is polled again at its end (for trailers).
+                None => {
+                    if let Some(read) = self.read.take() {
+                        *self.taken.lock().unwrap_or_else(|e| e.into_inner()) = Some(read);
+                    }
+                    return Poll::Ready(None);
+                }
+            }
+        }
     }
 }
 

@@ -8,6 +8,7 @@ pub mod poll;
 pub mod record;
 pub mod sequence;
 pub mod snapshot;
+pub mod stream_page;
 
 use async_trait::async_trait;
 
