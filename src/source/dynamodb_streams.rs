@@ -273,8 +273,8 @@ impl ShardSource for DynamoDbStreamsSource {
 
 /// Takes a successful GetRecords answer's body for `stream_page` to parse, and leaves the SDK
 /// an empty one (which it reads as an answer without records). Parsing the body straight into
-/// shardbridge's records instead of the SDK's typed ones, then copying, halves the allocations
-/// per record. Everything else (signing, retries, error answers, whose bodies it leaves alone)
+/// shardbridge's records skips building the SDK's typed records and copying them (7 % less CPU
+/// per record on the fast fake, docs/benchmarks.md). Everything else (signing, retries, error answers, whose bodies it leaves alone)
 /// stays the SDK's. One per call.
 #[derive(Clone, Debug, Default)]
 struct TakeBody {
